@@ -1,0 +1,41 @@
+"""bench: run every adversarial attack against every defense, and check every number.
+
+The public API for plugin authors and notebook users; plugins import only these names. They
+are imported lazily so that ``bench --help`` does not pay for torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from .hookspecs import hookimpl
+
+_EXPORTS = {
+    "Attack": "attack", "AttackContext": "attack",
+    "Dataset": "data", "Split": "data",
+    "Defense": "defense", "TrainContext": "defense", "TrainSettings": "defense",
+    "BenchError": "errors", "PluginLoadError": "errors", "UsageError": "errors",
+    "GateResult": "gate", "check_adversarial": "gate",
+    "ModelPlugin": "models",
+    "AccessError": "oracle", "Oracle": "oracle", "QueryBudgetExceeded": "oracle",
+    "load_registry": "plugins",
+    "RunConfig": "runner", "evaluate_model": "runner", "run_matrix": "runner",
+    "ThreatModel": "threat",
+}
+
+try:
+    __version__ = version("advbench")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["hookimpl", "__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'advbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

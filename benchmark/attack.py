@@ -1,0 +1,69 @@
+"""The attack base class: plugins write ``run``; the harness owns ``perturb``.
+
+Attacks are small configuration objects (write them as ``@dataclass(kw_only=True)`` with a
+default for every field, so ``--attacks all`` can build each one). Capabilities are class
+attributes the runner reads to plan the matrix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, final
+
+import torch
+
+from .gate import GateResult, check_adversarial
+from .oracle import Oracle
+from .threat import ThreatModel
+
+
+@dataclass
+class AttackContext:
+    """What an attack gets besides the batch: a seeded generator and, if targeted, the targets."""
+
+    generator: torch.Generator
+    targets: torch.Tensor | None = None
+
+
+class Attack:
+    """Base class of every attack.
+
+    Class attributes:
+        name: the name users type (``--attacks NAME``).
+        norms: the threat models it supports, among ``linf``, ``l2``, ``l0``.
+        access: ``gradient``, ``scores`` or ``decision`` — what the oracle will allow it.
+        targeted: whether it accepts targets in ``AttackContext.targets``.
+        randomized: whether its output depends on ``AttackContext.generator``.
+    """
+
+    name: ClassVar[str]
+    norms: ClassVar[tuple[str, ...]]
+    access: ClassVar[str] = "gradient"
+    targeted: ClassVar[bool] = False
+    randomized: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    def run(
+        self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+        ctx: AttackContext,
+    ) -> torch.Tensor:
+        """Return adversarial examples for ``x`` (true labels ``y``) inside ``threat``."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The settings that determine this attack's output (its dataclass fields)."""
+        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+
+    @final
+    def perturb(
+        self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+        ctx: AttackContext,
+    ) -> GateResult:
+        """Run the attack on copies of the inputs and pass its output through the gate."""
+        if threat.norm not in self.norms:
+            raise ValueError(f"{self.name} does not support the {threat.norm} threat model")
+        if ctx.targets is not None and not self.targeted:
+            raise ValueError(f"{self.name} is not a targeted attack")
+        x_adv = self.run(oracle, x.clone(), y.clone(), threat, ctx)
+        return check_adversarial(x, x_adv, threat)

@@ -1,0 +1,179 @@
+"""The ``bench`` command: a thin layer over the Python API. Usage errors exit 2 in one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from .errors import BenchError, UsageError
+
+SPLITS = ("test", "train", "both")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix, not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_eps(values: list[str]) -> dict[str, list[float]] | None:
+    """``["linf=0,0.05,0.1", "l2=1.5"]`` → ``{"linf": [0, 0.05, 0.1], "l2": [1.5]}``."""
+    if not values:
+        return None
+    parsed: dict[str, list[float]] = {}
+    for value in values:
+        norm, sep, numbers = value.partition("=")
+        if not sep or not norm.strip():
+            raise UsageError(f"--eps {value!r}: expected NORM=VALUE[,VALUE...], "
+                             "e.g. --eps linf=0.1 --eps l2=1.5")
+        try:
+            floats = [float(number) for number in numbers.split(",")]
+        except ValueError:
+            raise UsageError(f"--eps {value!r}: {numbers!r} is not a comma list of numbers") \
+                from None
+        parsed.setdefault(norm.strip().lower(), []).extend(floats)
+    return parsed
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="bench", description="Run every adversarial attack against every "
+                    "defense on real data; every number checked by the harness.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+
+    run = sub.add_parser("run", help="run the attack × defense matrix")
+    run.add_argument("--attacks", default="all", help="'all' or a comma list (default: all)")
+    run.add_argument("--defenses", default="all", help="'all' or a comma list (default: all)")
+    run.add_argument("--dataset", default="fashion-mnist", help="dataset plugin name")
+    run.add_argument("--model", default="seed-cnn",
+                     help="model plugin name, or package.module:factory")
+    run.add_argument("--eps", action="append", default=[], metavar="NORM=V[,V...]",
+                     help="ε per norm, repeatable (default: the dataset's)")
+    run.add_argument("--preset", default="cpu", help="smoke, cpu (default) or paper")
+    run.add_argument("--n-eval", type=int, help="evaluation samples per split")
+    run.add_argument("--n-train", type=int, help="training samples")
+    run.add_argument("--epochs", type=int, help="training epochs")
+    run.add_argument("--batch-size", type=int, default=250, help="attack batch size")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--split", default="test", choices=SPLITS)
+    run.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>)")
+    run.add_argument("--data-root", type=Path, help="folder holding the dataset files")
+    run.add_argument("--cache-dir", type=Path, help="trained-model cache folder")
+    run.add_argument("--strict-plugins", action="store_true",
+                     help="fail if any plugin fails to load")
+
+    listing = sub.add_parser("list", help="list every plugin and its capabilities")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--strict-plugins", action="store_true")
+
+    board = sub.add_parser("leaderboard", help="render the Markdown leaderboard of results files")
+    board.add_argument("files", nargs="+", type=Path, help="results.csv or results.parquet")
+    board.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    return parser
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .leaderboard import to_rich
+    from .runner import RunConfig, default_out, run_matrix
+
+    config = RunConfig(
+        attacks=args.attacks, defenses=args.defenses, dataset=args.dataset, model=args.model,
+        eps=parse_eps(args.eps), preset=args.preset, n_eval=args.n_eval, n_train=args.n_train,
+        epochs=args.epochs, seed=args.seed, device=args.device, split=args.split,
+        data_root=args.data_root, out=args.out or default_out(), cache_dir=args.cache_dir,
+        batch_size=args.batch_size, strict_plugins=args.strict_plugins)
+    console = Console(stderr=False)
+    try:
+        frame = run_matrix(config, progress=True, console=console)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: the cells finished so far are in {config.out}/results.csv")
+        return 130
+    for table in to_rich(frame):
+        console.print(table)
+    seconds = frame.attrs["manifest"]["wall_seconds"]
+    console.print(f"wrote {config.out}/ (results.csv, results.parquet, leaderboard.md, "
+                  f"manifest.json) in {seconds:.0f} s")
+    failed = int((frame["status"] == "error").sum())
+    if failed:
+        console.print(f"[red]{failed} cell(s) failed: see {config.out}/errors.log[/red]")
+    return 1 if failed else 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .plugins import load_registry
+
+    registry = load_registry(strict=args.strict_plugins)
+    entries = [entry for kind in registry.entries.values() for entry in kind.values()]
+    records = [{"name": e.name, "kind": e.kind, "distribution": e.source.distribution,
+                "version": e.source.version, "plugin": e.source.plugin,
+                "capabilities": e.capabilities(), "description": e.cls.description}
+               for e in sorted(entries, key=lambda e: (e.kind, e.name))]
+    failures = [{"plugin": f.source.plugin, "distribution": f.source.distribution,
+                 "version": f.source.version, "error": f.error} for f in registry.failures]
+    if args.json:
+        print(json.dumps({"plugins": records, "failures": failures}, indent=2))
+        return 0
+    table = Table(title="bench plugins")
+    for column in ("kind", "name", "distribution", "capabilities", "description"):
+        table.add_column(column)
+    for record in records:
+        capabilities = ", ".join(f"{k}={v}" for k, v in record["capabilities"].items())
+        table.add_row(record["kind"], record["name"],
+                      f"{record['distribution']} {record['version']}", capabilities,
+                      record["description"])
+    console = Console()
+    console.print(table)
+    for failure in failures:
+        console.print(f"[red]failed to load[/red] {failure['plugin']} "
+                      f"({failure['distribution']} {failure['version']}): {failure['error']}")
+    return 0
+
+
+def command_leaderboard(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .leaderboard import to_markdown
+    from .results import read_results
+
+    frame = pd.concat([read_results(path) for path in args.files], ignore_index=True)
+    text = to_markdown(frame)
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+COMMANDS = {"run": command_run, "list": command_list, "leaderboard": command_leaderboard}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"bench {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""One cell of the matrix: attack a defended model on the evaluation samples and grade it.
+
+Only samples the defended model classifies correctly are attacked (the others already count as
+not robust). Predictions come from the harness's own forward pass, never from the plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attack import Attack, AttackContext
+from .data import Split
+from .oracle import Oracle
+from .threat import ThreatModel
+
+
+@dataclass
+class CellOutcome:
+    """Per-sample outcome of one cell (CPU tensors over the evaluation samples)."""
+
+    clean_correct: torch.Tensor
+    adv_correct: torch.Tensor
+    queries: torch.Tensor
+    invalid_reason: str | None = None
+
+    @property
+    def robust(self) -> torch.Tensor:
+        """Robust = correct before and after the attack."""
+        return self.clean_correct & self.adv_correct
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Labels predicted by ``model`` for ``x`` (on the CPU), batch by batch."""
+    model.eval()
+    parts = [model(x[i : i + batch_size].to(device)).argmax(dim=1).cpu()
+             for i in range(0, len(x), batch_size)]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+
+def attack_cell(
+    model: nn.Module,
+    attack: Attack,
+    data: Split,
+    clean_pred: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> CellOutcome:
+    """Run ``attack`` on every correctly classified sample of ``data``, batch by batch."""
+    clean_correct = clean_pred == data.y
+    adv_correct = clean_correct.clone()
+    queries = torch.zeros(len(data), dtype=torch.long)
+    targets = torch.nonzero(clean_correct).flatten()
+    for start in range(0, len(targets), batch_size):
+        index = targets[start : start + batch_size]
+        x, y = data.x[index].to(device), data.y[index].to(device)
+        oracle = Oracle(model, attack.access, len(index), getattr(attack, "max_queries", None))
+        generator = torch.Generator(device=device).manual_seed(seed + start)
+        result = attack.perturb(oracle, x, y, threat, AttackContext(generator))
+        if result.x_adv is None:
+            return CellOutcome(clean_correct, adv_correct, queries, result.reason)
+        adv_correct[index] = predict(model, result.x_adv, batch_size, device) == data.y[index]
+        queries[index] = oracle.queries.cpu()
+        on_batch(len(index))
+    return CellOutcome(clean_correct, adv_correct, queries)

@@ -1,0 +1,45 @@
+"""The validity gate: harness code that decides whether an adversarial batch counts.
+
+Plugins never grade themselves. Every batch an attack returns is clipped to the data box and then
+checked against the threat model; a batch that fails makes the whole cell invalid, with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .threat import ThreatModel, clip_to_box, perturbation_size
+
+TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The clipped batch when it is valid, else ``None`` and the reason it is not."""
+
+    x_adv: torch.Tensor | None
+    reason: str | None = None
+
+
+def check_adversarial(x: torch.Tensor, x_adv: object, threat: ThreatModel) -> GateResult:
+    """Clip ``x_adv`` to [0, 1] and check type, shape, dtype, device, finiteness and norm."""
+    if not isinstance(x_adv, torch.Tensor):
+        return GateResult(None, f"attack returned {type(x_adv).__name__}, not a torch.Tensor")
+    if x_adv.shape != x.shape:
+        return GateResult(None, f"wrong shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}")
+    if x_adv.dtype != x.dtype:
+        return GateResult(None, f"wrong dtype {x_adv.dtype}, expected {x.dtype}")
+    if x_adv.device != x.device:
+        return GateResult(None, f"wrong device {x_adv.device}, expected {x.device}")
+    if not bool(torch.isfinite(x_adv).all()):
+        return GateResult(None, "non-finite values (NaN or inf) in the adversarial examples")
+    clipped = clip_to_box(x_adv.detach())
+    size = perturbation_size(clipped - x, threat.norm)
+    worst = float(size.max()) if size.numel() else 0.0
+    if worst > threat.eps + TOLERANCE:
+        return GateResult(
+            None, f"perturbation {threat.norm} norm {worst:.6g} exceeds eps {threat.eps:g}"
+        )
+    return GateResult(clipped)

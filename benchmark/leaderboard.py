@@ -1,0 +1,97 @@
+"""The leaderboard: one table per dataset, model, split and threat model; defenses as rows,
+attacks as columns, robust accuracy in the cells. Markdown for files, rich for terminals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+from tabulate import tabulate
+
+SECTION_KEYS = ["dataset", "model", "split", "norm"]
+
+
+@dataclass
+class Section:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def format_accuracy(value: Any) -> str:
+    return "—" if pd.isna(value) else f"{float(value):.3f}"
+
+
+def cell_text(row: pd.Series, notes: list[str]) -> str:
+    """Robust accuracy, or a numbered flag whose reason goes under the table."""
+    if bool(row["valid"]):
+        return format_accuracy(row["robust_accuracy"])
+    notes.append(f"{row['defense']} × {row['attack']}: {row['invalid_reason']}")
+    return f"{row.get('status', 'invalid')} [{len(notes)}]"
+
+
+def sections(frame: pd.DataFrame) -> Iterator[Section]:
+    """Build one table per section; rows sorted by worst-case robust accuracy, best first."""
+    frame = frame.assign(column=frame["attack"] + " ε=" + frame["eps"].map(lambda e: f"{e:g}"))
+    for keys, part in frame.groupby(SECTION_KEYS, sort=True):
+        notes: list[str] = []
+        columns = sorted(part["column"].unique())
+        ranked = []
+        for defense, cells in part.groupby("defense", sort=True):
+            by_column = {row["column"]: row for _, row in cells.iterrows()}
+            valid = cells[cells["valid"].astype(bool)]
+            worst = valid["robust_accuracy"].min() if len(valid) else float("nan")
+            texts = [cell_text(by_column[c], notes) if c in by_column else "" for c in columns]
+            clean = cells["clean_accuracy"].iloc[0]
+            ranked.append((worst, [defense, format_accuracy(clean), *texts,
+                                   format_accuracy(worst)]))
+        ranked.sort(key=lambda item: -1.0 if pd.isna(item[0]) else -float(item[0]))
+        dataset, model, split, norm = keys
+        yield Section(
+            title=f"{dataset} · {model} · {split} split · {norm}",
+            headers=["defense", "clean", *columns, "worst attack"],
+            rows=[row for _, row in ranked],
+            notes=notes,
+        )
+
+
+def to_markdown(frame: pd.DataFrame, manifest: dict[str, Any] | None = None) -> str:
+    """The Markdown leaderboard (GitHub pipe tables) with the run's manifest under it."""
+    parts = ["# bench leaderboard", "",
+             "Robust accuracy (correct before and after the attack) on the evaluation samples; "
+             "`worst attack` is the lowest valid cell of the row.", ""]
+    for section in sections(frame):
+        parts += [f"## {section.title}", "",
+                  tabulate(section.rows, headers=section.headers, tablefmt="pipe",
+                           disable_numparse=True), ""]
+        parts += [f"[{i}] {note}" + "  " for i, note in enumerate(section.notes, 1)]
+        parts += [""] if section.notes else []
+    if manifest:
+        parts += ["## Run", ""]
+        parts += [f"- **{key}**: {value}" for key, value in manifest_summary(manifest).items()]
+        parts += [""]
+    return "\n".join(parts)
+
+
+def manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    keys = ("started", "seed", "device", "versions", "samples")
+    return {key: manifest[key] for key in keys if key in manifest}
+
+
+def to_rich(frame: pd.DataFrame) -> list[Table]:
+    """The same tables for the terminal."""
+    tables = []
+    for section in sections(frame):
+        table = Table(title=section.title, title_justify="left")
+        for header in section.headers:
+            table.add_column(header, justify="left" if header == "defense" else "right")
+        for row in section.rows:
+            table.add_row(*row)
+        if section.notes:
+            table.caption = "  ".join(f"[{i}] {n}" for i, n in enumerate(section.notes, 1))
+        tables.append(table)
+    return tables

@@ -1,0 +1,98 @@
+"""The classifier as an attack may see it: gradients, scores only, or labels only.
+
+The oracle counts one query per sample per forward pass and enforces the query budget, so the
+query numbers in the results are the harness's, never the plugin's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+ACCESS_LEVELS = ("gradient", "scores", "decision")
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class AccessError(RuntimeError):
+    """The attack asked for more than its declared access level allows."""
+
+
+class QueryBudgetExceeded(RuntimeError):
+    """A query would take some sample past its budget; the query was not run."""
+
+
+def cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy: its gradient for each sample is that sample's own loss gradient."""
+    return nn.functional.cross_entropy(logits, y, reduction="sum")
+
+
+class Oracle:
+    """Query access to ``model`` for one batch of ``n`` samples.
+
+    Every method takes an optional ``index`` (a LongTensor, one entry per row of ``x``) naming
+    which sample of the batch each row belongs to, so attacks that query subsets or many
+    candidates per sample are charged per sample. Without it, ``x`` must hold the whole batch.
+    """
+
+    def __init__(
+        self, model: nn.Module, access: str, n: int, max_queries: int | None = None
+    ) -> None:
+        if access not in ACCESS_LEVELS:
+            raise ValueError(f"access must be one of {ACCESS_LEVELS}, got {access!r}")
+        self._model = model
+        self.access = access
+        self.max_queries = max_queries
+        device = next(iter(model.parameters()), torch.empty(0)).device
+        self.queries = torch.zeros(n, dtype=torch.long, device=device)
+
+    def _charge(self, x: torch.Tensor, index: torch.Tensor | None) -> None:
+        if index is None:
+            if x.shape[0] != self.queries.shape[0]:
+                raise ValueError("pass index= when querying a subset of the batch")
+            index = torch.arange(x.shape[0], device=self.queries.device)
+        after = self.queries.index_add(0, index.to(self.queries.device), torch.ones_like(index))
+        if self.max_queries is not None and bool((after > self.max_queries).any()):
+            raise QueryBudgetExceeded(f"query budget of {self.max_queries} per sample exhausted")
+        self.queries = after
+
+    def _require(self, level: str) -> None:
+        if self.access != "gradient" and level == "gradient":
+            raise AccessError(f"this attack declared access={self.access!r}: no gradients")
+        if self.access == "decision" and level == "scores":
+            raise AccessError("this attack declared access='decision': labels only, no scores")
+
+    def logits(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable logits (gradient access only)."""
+        self._require("gradient")
+        self._charge(x, index)
+        return self._model(x)
+
+    def gradient(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        index: torch.Tensor | None = None,
+        loss: LossFn = cross_entropy_sum,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient of ``loss(logits, y)`` with respect to ``x``, and the logits (detached)."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.logits(x, index)
+            (grad,) = torch.autograd.grad(loss(logits, y), x)
+        return grad, logits.detach()
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Class probabilities, detached (scores or gradient access)."""
+        self._require("scores")
+        self._charge(x, index)
+        return self._model(x).softmax(dim=1)
+
+    @torch.no_grad()
+    def labels(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted labels (any access level)."""
+        self._charge(x, index)
+        return self._model(x).argmax(dim=1)

@@ -1,0 +1,140 @@
+"""Plugin discovery: entry points of the ``advbench.plugins`` group, each loaded on its own.
+
+A plugin that fails to import, to validate or to register is recorded as a failure (``bench
+list`` shows it) and the others still load; ``strict=True`` makes the first failure fatal.
+Set ``BENCH_DISABLE_PLUGIN_AUTOLOAD=1`` to load only bench's own plugins (tests do), and
+``BENCH_PLUGINS=mod1,mod2`` to load extra plugin modules by import name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, entry_points, version
+
+import pluggy
+
+from . import hookspecs
+from .attack import Attack
+from .data import Dataset
+from .defense import Defense
+from .errors import PluginLoadError
+from .models import ModelPlugin
+from .registry import Failure, Registry, Source
+
+OWN_DISTRIBUTION = "advbench"
+HOOK_KINDS = {
+    "bench_attacks": ("attack", Attack),
+    "bench_defenses": ("defense", Defense),
+    "bench_datasets": ("dataset", Dataset),
+    "bench_models": ("model", ModelPlugin),
+}
+
+
+def autoload_enabled() -> bool:
+    return os.environ.get("BENCH_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
+
+
+def distribution_of(module_name: str) -> tuple[str, str]:
+    """The installed distribution providing a top-level module, or ('local', '-')."""
+    from importlib.metadata import packages_distributions
+
+    names = packages_distributions().get(module_name.split(".")[0], [])
+    for name in names:
+        try:
+            return name, version(name)
+        except PackageNotFoundError:
+            continue
+    return "local", "-"
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class Loader:
+    """Builds a :class:`Registry` from plugins, isolating each plugin's failures."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.manager = pluggy.PluginManager(hookspecs.PROJECT)
+        self.manager.add_hookspecs(hookspecs)
+        self.sources: dict[str, Source] = {}
+        self.registry = Registry()
+
+    def fail(self, source: Source, error: str) -> None:
+        if self.strict:
+            raise PluginLoadError(f"plugin {source} failed: {error}")
+        self.registry.failures.append(Failure(source, error))
+
+    def register(self, plugin: object, source: Source) -> None:
+        try:
+            self.manager.register(plugin, name=source.plugin)
+            self.manager.check_pending()
+        except Exception as exc:
+            if self.manager.is_registered(plugin):
+                self.manager.unregister(plugin)
+            self.fail(source, one_line(exc))
+            return
+        self.sources[source.plugin] = source
+
+    def load_entry_points(self, autoload: bool) -> None:
+        found = entry_points(group=hookspecs.ENTRY_POINT_GROUP)
+        own_first = sorted(found, key=lambda ep: (ep.dist.name != OWN_DISTRIBUTION, ep.name))
+        for ep in own_first:
+            dist = ep.dist.name if ep.dist else "unknown"
+            if not autoload and dist != OWN_DISTRIBUTION:
+                continue
+            source = Source(ep.name, dist, ep.dist.version if ep.dist else "-")
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                self.fail(source, one_line(exc))
+                continue
+            self.register(plugin, source)
+
+    def load_modules(self, names: Iterable[str]) -> None:
+        for name in names:
+            source = Source(name, *distribution_of(name))
+            try:
+                plugin = importlib.import_module(name)
+            except Exception as exc:
+                self.fail(source, one_line(exc))
+                continue
+            self.register(plugin, source)
+
+    def collect(self) -> Registry:
+        """Call every hook implementation on its own and register the classes it returns."""
+        for hook_name, (kind, base) in HOOK_KINDS.items():
+            for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+                source = self.sources[impl.plugin_name]
+                try:
+                    classes = list(impl.function())
+                except Exception as exc:
+                    self.fail(source, f"{hook_name}() raised {one_line(exc)}")
+                    continue
+                for cls in classes:
+                    if not (isinstance(cls, type) and issubclass(cls, base)):
+                        self.fail(source, f"{hook_name}() returned {cls!r}, not a subclass of "
+                                          f"{base.__name__}")
+                        continue
+                    error = self.registry.add(kind, cls, source)
+                    if error:
+                        self.fail(source, error)
+        return self.registry
+
+
+def load_registry(
+    *, strict: bool = False, extra: Iterable[object] = (), autoload: bool | None = None
+) -> Registry:
+    """Discover every plugin. ``extra`` registers plugin objects directly (tests use it)."""
+    loader = Loader(strict)
+    loader.load_entry_points(autoload_enabled() if autoload is None else autoload)
+    env_modules = [m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(",") if m.strip()]
+    loader.load_modules(env_modules)
+    for index, plugin in enumerate(extra):
+        name = getattr(plugin, "__name__", f"extra-{index}")
+        loader.register(plugin, Source(name, "local", "-"))
+    return loader.collect()

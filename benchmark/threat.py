@@ -1,0 +1,68 @@
+"""Threat models: which perturbations count, and how the harness measures them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+NORMS = ("linf", "l2", "l0")
+BOX = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """A norm ball of radius ``eps`` around each input, intersected with the data box [0, 1].
+
+    For ``l0`` the radius is the number of pixels (spatial positions) that may change.
+    """
+
+    norm: str
+    eps: float
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+
+
+def perturbation_size(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample size of ``delta`` (shape N×C×H×W or N×D) in ``norm``.
+
+    L0 counts spatial positions where any channel changed, so a one-pixel attack on an RGB
+    image has size 1.
+    """
+    flat = delta.flatten(1)
+    if norm == "linf":
+        return flat.abs().amax(dim=1)
+    if norm == "l2":
+        return flat.norm(p=2, dim=1)
+    if norm == "l0":
+        changed = delta != 0
+        if delta.dim() == 4:
+            changed = changed.any(dim=1)
+        return changed.flatten(1).sum(dim=1).to(delta.dtype)
+    raise ValueError(f"unknown norm {norm!r}")
+
+
+def l2_normalize(grad: torch.Tensor) -> torch.Tensor:
+    """Each sample scaled to unit L2 norm; a zero sample stays zero (no division by zero)."""
+    norms = grad.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (grad.dim() - 1)))
+    return torch.where(norms > 0, grad / norms.clamp_min(1e-12), torch.zeros_like(grad))
+
+
+def project(delta: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+    """Project ``delta`` onto the threat model's ball (L∞: clamp; L2: rescale). Not for L0."""
+    if threat.norm == "linf":
+        return delta.clamp(-threat.eps, threat.eps)
+    if threat.norm == "l2":
+        norms = delta.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
+        factor = (threat.eps / norms).clamp(max=1.0)
+        return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+    raise ValueError(f"projection onto an {threat.norm} ball is not defined here")
+
+
+def clip_to_box(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to the data box [0, 1] every dataset is scaled to."""
+    return x.clamp(*BOX)

@@ -1,0 +1,35 @@
+"""FGM, the Fast Gradient Method in L2 (Goodfellow et al. 2015; Miyato et al. 2017).
+
+x' = clip₀¹(x + ε·g/‖g‖₂) per sample, g = ∇ₓ L(x, y): the maximiser of the loss's
+linearisation over the L2 ball. A sample whose gradient is zero is left unchanged.
+Targeted: step against the gradient of the target's loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
+from advbench.threat import l2_normalize
+
+
+@dataclass(kw_only=True)
+class FGM(Attack):
+    name = "fgm"
+    norms = ("l2",)
+    access = "gradient"
+    targeted = True
+    description = "Fast Gradient Method (Goodfellow et al. 2015), one L2 step"
+
+    def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+            ctx: AttackContext) -> torch.Tensor:
+        labels, direction = (y, 1.0) if ctx.targets is None else (ctx.targets, -1.0)
+        grad, _ = oracle.gradient(x, labels)
+        return (x + direction * threat.eps * l2_normalize(grad)).clamp(0, 1)
+
+
+@hookimpl
+def bench_attacks() -> list[type[Attack]]:
+    return [FGM]
