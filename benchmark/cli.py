@@ -159,7 +159,10 @@ COMMANDS = {"run": command_run, "list": command_list, "leaderboard": command_lea
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error already printed in one line
+        return int(exit_.code or 0)
     if args.version:
         from . import __version__
 

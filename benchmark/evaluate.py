@@ -34,7 +34,9 @@ class CellOutcome:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+def predict(
+    model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device
+) -> torch.Tensor:
     """Labels predicted by ``model`` for ``x`` (on the CPU), batch by batch."""
     model.eval()
     parts = [model(x[i : i + batch_size].to(device)).argmax(dim=1).cpu()

@@ -40,8 +40,14 @@ from .plugins import load_registry, one_line
 from .presets import get_preset
 from .progress import RunProgress
 from .registry import Entry, Registry
-from .results import SCHEMA_VERSION, to_frame, wilson_interval, write_atomic, write_json, \
-    write_results
+from .results import (
+    SCHEMA_VERSION,
+    to_frame,
+    wilson_interval,
+    write_atomic,
+    write_json,
+    write_results,
+)
 from .threat import NORMS, ThreatModel
 from .training import ModelCache, content_key, training_steps
 
@@ -372,7 +378,7 @@ class Runner:
 def run_matrix(
     config: RunConfig | None = None,
     *,
-    model: nn.Module | None = None,
+    model: nn.Module | str | None = None,
     registry: Registry | None = None,
     progress: bool = False,
     console: Console | None = None,
@@ -382,9 +388,12 @@ def run_matrix(
 
     ``model``: your own trained ``nn.Module`` (logits out, inputs in [0, 1]) for ``dataset``;
     the defense ``none`` evaluates it as it is, training-time defenses fine-tune a copy.
+    ``model`` may also be a model plugin name or ``package.module:factory`` string.
     Keyword ``overrides`` set fields of :class:`RunConfig`, e.g. ``attacks="fgsm"``.
     Files are written only when ``out`` is given.
     """
+    if isinstance(model, str):
+        overrides["model"], model = model, None
     config = dataclasses.replace(config or RunConfig(), **overrides)
     if model is not None and config.model == RunConfig.model:
         config = dataclasses.replace(config, model=type(model).__name__)

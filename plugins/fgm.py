@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
 from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
 from advbench.threat import l2_normalize
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from advbench import Defense, Split, TrainContext, hookimpl
+from torch import nn
 
 
 class NoDefense(Defense):

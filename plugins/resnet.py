@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from advbench import ModelPlugin, hookimpl
+from torch import nn
 
 
 class BasicBlock(nn.Module):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from advbench import ModelPlugin, hookimpl
+from torch import nn
 
 
 class SeedCNN(ModelPlugin):

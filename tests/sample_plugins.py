@@ -1,0 +1,113 @@
+"""Sample plugins for the tests: attacks that cheat in every way the gate must catch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from advbench import Attack, Defense, hookimpl
+
+
+class Cheater(Attack):
+    norms = ("linf", "l2")
+    access = "gradient"
+
+
+@dataclass(kw_only=True)
+class TooFar(Cheater):
+    name = "too-far"
+
+    def run(self, oracle, x, y, threat, ctx):
+        return x + 2 * threat.eps * (0.5 - x).sign()
+
+
+@dataclass(kw_only=True)
+class ReturnsNaN(Cheater):
+    name = "returns-nan"
+
+    def run(self, oracle, x, y, threat, ctx):
+        out = x.clone()
+        out[0, 0, 0, 0] = float("nan")
+        return out
+
+
+@dataclass(kw_only=True)
+class WrongShape(Cheater):
+    name = "wrong-shape"
+
+    def run(self, oracle, x, y, threat, ctx):
+        return x[:, :, :-1]
+
+
+@dataclass(kw_only=True)
+class WrongDtype(Cheater):
+    name = "wrong-dtype"
+
+    def run(self, oracle, x, y, threat, ctx):
+        return x.double()
+
+
+@dataclass(kw_only=True)
+class WrongDevice(Cheater):
+    name = "wrong-device"
+
+    def run(self, oracle, x, y, threat, ctx):
+        return torch.empty_like(x, device="meta")
+
+
+@dataclass(kw_only=True)
+class NotATensor(Cheater):
+    name = "not-a-tensor"
+
+    def run(self, oracle, x, y, threat, ctx):
+        return x.numpy()
+
+
+@dataclass(kw_only=True)
+class OutOfBox(Cheater):
+    """Pushes dark pixels below 0 while staying inside the ball: valid once the gate clips."""
+
+    name = "out-of-box"
+
+    def run(self, oracle, x, y, threat, ctx):
+        return x - threat.eps
+
+
+@dataclass(kw_only=True)
+class ModifiesInput(Cheater):
+    """Writes into the tensor it was given: the harness hands it a copy, so nothing leaks."""
+
+    name = "modifies-input"
+
+    def run(self, oracle, x, y, threat, ctx):
+        x.zero_()
+        return x
+
+
+@dataclass(kw_only=True)
+class Raises(Cheater):
+    name = "raises"
+
+    def run(self, oracle, x, y, threat, ctx):
+        raise RuntimeError("boom")
+
+
+CHEATERS = [TooFar, ReturnsNaN, WrongShape, WrongDtype, WrongDevice, NotATensor]
+
+
+@dataclass(kw_only=True)
+class FailingDefense(Defense):
+    name = "fails-training"
+
+    def training_loss(self, model, x, y, progress):
+        raise RuntimeError("training diverged")
+
+
+@hookimpl
+def bench_attacks():
+    return [*CHEATERS, OutOfBox, ModifiesInput, Raises]
+
+
+@hookimpl
+def bench_defenses():
+    return [FailingDefense]

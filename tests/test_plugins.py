@@ -1,0 +1,113 @@
+"""Plugin discovery through real entry points of a fake installed distribution."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from advbench import PluginLoadError, UsageError, load_registry
+
+MODULES = {
+    "fake_good": """
+        from dataclasses import dataclass
+        from advbench import Attack, hookimpl
+
+        @dataclass(kw_only=True)
+        class Noop(Attack):
+            name = "noop"
+            norms = ("linf",)
+            def run(self, oracle, x, y, threat, ctx):
+                return x
+
+        @hookimpl
+        def bench_attacks():
+            return [Noop]
+    """,
+    "fake_broken": "raise ImportError('missing dependency: unobtainium')",
+    "fake_duplicate": """
+        from advbench import Attack, hookimpl
+
+        class AnotherFGSM(Attack):
+            name = "fgsm"
+            norms = ("linf",)
+
+        @hookimpl
+        def bench_attacks():
+            return [AnotherFGSM]
+    """,
+    "fake_misspelled": """
+        from advbench import hookimpl
+
+        @hookimpl
+        def bench_atacks():
+            return []
+    """,
+    "fake_wrong_type": """
+        from advbench import hookimpl
+
+        @hookimpl
+        def bench_defenses():
+            return [int]
+    """,
+}
+
+
+@pytest.fixture
+def fake_distribution(tmp_path, monkeypatch):
+    """Install (on sys.path) a distribution 'fakeplug' declaring one entry point per module."""
+    for name, source in MODULES.items():
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    info = tmp_path / "fakeplug-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.2.3\n")
+    lines = "\n".join(f"{name.removeprefix('fake_')} = {name}" for name in MODULES)
+    (info / "entry_points.txt").write_text(f"[advbench.plugins]\n{lines}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_builtins_come_through_entry_points(registry):
+    assert {"fgsm", "fgm"} <= set(registry.names("attack"))
+    assert registry.get("attack", "fgsm").source.distribution == "advbench"
+    assert registry.get("defense", "none").source.plugin == "none"
+    assert "fashion-mnist" in registry.names("dataset")
+    assert registry.failures == []
+
+
+def test_third_party_plugins_load_and_failures_are_isolated(fake_distribution):
+    registry = load_registry(autoload=True)
+    noop = registry.get("attack", "noop")
+    assert (noop.source.distribution, noop.source.version) == ("fakeplug", "1.2.3")
+    errors = {failure.source.plugin: failure.error for failure in registry.failures}
+    assert "unobtainium" in errors["broken"]
+    assert "duplicate attack name 'fgsm'" in errors["duplicate"]
+    assert "advbench" in errors["duplicate"] and "fakeplug" in errors["duplicate"]
+    assert "bench_atacks" in errors["misspelled"]
+    assert "not a subclass of Defense" in errors["wrong_type"]
+    assert registry.get("attack", "fgsm").source.distribution == "advbench"
+
+
+def test_strict_mode_makes_a_failure_fatal(fake_distribution):
+    with pytest.raises(PluginLoadError, match="unobtainium"):
+        load_registry(autoload=True, strict=True)
+
+
+def test_autoload_can_be_disabled(fake_distribution, monkeypatch):
+    monkeypatch.setenv("BENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry = load_registry()
+    assert "noop" not in registry.names("attack") and registry.failures == []
+    monkeypatch.setenv("BENCH_PLUGINS", "fake_good")
+    assert "noop" in load_registry().names("attack")
+
+
+def test_unknown_name_suggests_the_closest(registry):
+    with pytest.raises(UsageError, match="did you mean 'fgsm'") as info:
+        registry.resolve("attack", "fgsn")
+    available = str(info.value).split("Available: ")[1].split(", ")
+    assert available == registry.names("attack")
+
+
+def test_all_is_sorted_and_lists_are_deduplicated(registry):
+    names = [entry.name for entry in registry.resolve("attack", "all")]
+    assert names == sorted(names)
+    assert [e.name for e in registry.resolve("attack", "fgsm, fgm,fgsm")] == ["fgsm", "fgm"]
