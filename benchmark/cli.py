@@ -64,6 +64,8 @@ def build_parser() -> Parser:
     run.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>)")
     run.add_argument("--data-root", type=Path, help="folder holding the dataset files")
     run.add_argument("--cache-dir", type=Path, help="trained-model cache folder")
+    run.add_argument("--targeted", metavar="random|least-likely|CLASS",
+                     help="run the targeted-capable attacks toward these targets")
     run.add_argument("--strict-plugins", action="store_true",
                      help="fail if any plugin fails to load")
 
@@ -88,7 +90,7 @@ def command_run(args: argparse.Namespace) -> int:
         eps=parse_eps(args.eps), preset=args.preset, n_eval=args.n_eval, n_train=args.n_train,
         epochs=args.epochs, seed=args.seed, device=args.device, split=args.split,
         data_root=args.data_root, out=args.out or default_out(), cache_dir=args.cache_dir,
-        batch_size=args.batch_size, strict_plugins=args.strict_plugins)
+        batch_size=args.batch_size, strict_plugins=args.strict_plugins, targeted=args.targeted)
     console = Console(stderr=False)
     try:
         frame = run_matrix(config, progress=True, console=console)

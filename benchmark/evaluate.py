@@ -23,9 +23,14 @@ class CellOutcome:
     """Per-sample outcome of one cell (CPU tensors over the evaluation samples)."""
 
     clean_correct: torch.Tensor
-    adv_correct: torch.Tensor
+    adv_pred: torch.Tensor
+    labels: torch.Tensor
     queries: torch.Tensor
     invalid_reason: str | None = None
+
+    @property
+    def adv_correct(self) -> torch.Tensor:
+        return self.adv_pred == self.labels
 
     @property
     def robust(self) -> torch.Tensor:
@@ -54,22 +59,29 @@ def attack_cell(
     batch_size: int,
     device: torch.device,
     seed: int,
+    targets: torch.Tensor | None = None,
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> CellOutcome:
-    """Run ``attack`` on every correctly classified sample of ``data``, batch by batch."""
+    """Run ``attack`` on every correctly classified sample of ``data``, batch by batch.
+
+    With ``targets`` (one label per sample), the attack is targeted and samples whose target
+    is their own label are not attacked.
+    """
     clean_correct = clean_pred == data.y
-    adv_correct = clean_correct.clone()
+    adv_pred = clean_pred.clone()
     queries = torch.zeros(len(data), dtype=torch.long)
-    targets = torch.nonzero(clean_correct).flatten()
-    for start in range(0, len(targets), batch_size):
-        index = targets[start : start + batch_size]
+    eligible = clean_correct if targets is None else clean_correct & (targets != data.y)
+    attacked = torch.nonzero(eligible).flatten()
+    for start in range(0, len(attacked), batch_size):
+        index = attacked[start : start + batch_size]
         x, y = data.x[index].to(device), data.y[index].to(device)
         oracle = Oracle(model, attack.access, len(index), getattr(attack, "max_queries", None))
-        generator = torch.Generator(device=device).manual_seed(seed + start)
-        result = attack.perturb(oracle, x, y, threat, AttackContext(generator))
+        ctx = AttackContext(torch.Generator(device=device).manual_seed(seed + start),
+                            None if targets is None else targets[index].to(device))
+        result = attack.perturb(oracle, x, y, threat, ctx)
         if result.x_adv is None:
-            return CellOutcome(clean_correct, adv_correct, queries, result.reason)
-        adv_correct[index] = predict(model, result.x_adv, batch_size, device) == data.y[index]
+            return CellOutcome(clean_correct, adv_pred, data.y, queries, result.reason)
+        adv_pred[index] = predict(model, result.x_adv, batch_size, device)
         queries[index] = oracle.queries.cpu()
         on_batch(len(index))
-    return CellOutcome(clean_correct, adv_correct, queries)
+    return CellOutcome(clean_correct, adv_pred, data.y, queries)

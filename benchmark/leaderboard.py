@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -70,6 +71,9 @@ def to_markdown(frame: pd.DataFrame, manifest: dict[str, Any] | None = None) -> 
                            disable_numparse=True), ""]
         parts += [f"[{i}] {note}" + "  " for i, note in enumerate(section.notes, 1)]
         parts += [""] if section.notes else []
+    if manifest and manifest.get("figures"):
+        parts += ["## Figures", ""]
+        parts += [f"![{Path(path).stem}]({path})" for path in manifest["figures"]] + [""]
     if manifest:
         parts += ["## Run", ""]
         parts += [f"- **{key}**: {value}" for key, value in manifest_summary(manifest).items()]

@@ -34,6 +34,7 @@ from .data import Dataset, Split
 from .defense import Defense, TrainContext, TrainSettings
 from .errors import BenchError, UsageError
 from .evaluate import CellOutcome, attack_cell, predict
+from .figures import eps_sweep_figures
 from .leaderboard import to_markdown
 from .models import ImportedModel, ModelPlugin
 from .plugins import load_registry, one_line
@@ -75,14 +76,24 @@ class RunConfig:
     cache_dir: Path | None = None
     batch_size: int = 250
     strict_plugins: bool = False
+    targeted: str | None = None  # None, "random", "least-likely" or a class index
+
+
+WORST_CASE = "worst-case"
 
 
 @dataclass
 class Cell:
+    """One cell; ``attack`` is None for the per-sample worst case over a group of cells."""
+
     defense: Entry
-    attack: Entry
+    attack: Entry | None
     threat: ThreatModel
     split: str
+
+    @property
+    def attack_name(self) -> str:
+        return self.attack.name if self.attack else WORST_CASE
 
 
 @dataclass
@@ -144,6 +155,39 @@ def index_hash(index: torch.Tensor) -> str:
     return hashlib.sha256(index.numpy().astype("int64").tobytes()).hexdigest()[:16]
 
 
+def targeted_attacks(attacks: list[Entry], config: RunConfig, dataset: Dataset) -> list[Entry]:
+    """With --targeted, keep the attacks that support it (naming one that does not is an error)."""
+    mode = config.targeted
+    if mode is None:
+        return attacks
+    if mode not in ("random", "least-likely") and not (
+            mode.isdigit() and int(mode) < dataset.num_classes):
+        raise UsageError(f"--targeted {mode!r}: choose random, least-likely or a class index "
+                         f"0..{dataset.num_classes - 1}")
+    capable = [entry for entry in attacks if entry.cls.targeted]
+    if config.attacks != "all" and len(capable) < len(attacks):
+        names = ", ".join(e.name for e in attacks if not e.cls.targeted)
+        raise UsageError(f"--targeted: {names} cannot run targeted; drop it from --attacks")
+    if not capable:
+        raise UsageError("--targeted: none of the selected attacks supports targets")
+    return capable
+
+
+@torch.no_grad()
+def choose_targets(mode: str, model: nn.Module, data: Split, num_classes: int,
+                   batch_size: int, device: torch.device, seed: int) -> torch.Tensor:
+    """One target label per sample: a seeded random other class, the least-likely class under
+    the defended model, or a fixed class."""
+    if mode == "random":
+        shift = torch.randint(1, num_classes, (len(data),),
+                              generator=torch.Generator().manual_seed(seed + 2))
+        return (data.y + shift) % num_classes
+    if mode == "least-likely":
+        return torch.cat([model(data.x[i : i + batch_size].to(device)).argmin(dim=1).cpu()
+                          for i in range(0, len(data), batch_size)])
+    return torch.full_like(data.y, int(mode))
+
+
 def resolve_model(registry: Registry, name: str) -> ModelPlugin:
     if ":" in name:
         return ImportedModel(name)
@@ -166,7 +210,7 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
     dataset = registry.get("dataset", config.dataset).cls()
     model_plugin = resolve_model(registry, config.model)
     defenses = registry.resolve("defense", config.defenses)
-    attacks = registry.resolve("attack", config.attacks)
+    attacks = targeted_attacks(registry.resolve("attack", config.attacks), config, dataset)
     eps = resolve_eps(config.eps, attacks, dataset)
 
     full_train = dataset.load("train", config.data_root)
@@ -195,6 +239,13 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
     if not plan.cells:
         raise UsageError("the selected attacks and ε give no cell to run")
     return plan
+
+
+def targeted_success(outcome: CellOutcome, targets: torch.Tensor) -> float:
+    """Among attacked samples (correct, target not their label): fraction sent to the target."""
+    attacked = outcome.clean_correct & (targets != outcome.labels)
+    hits = (outcome.adv_pred == targets) & attacked
+    return float(hits.sum()) / max(1, int(attacked.sum()))
 
 
 def prepare_out(out: Path) -> None:
@@ -250,6 +301,7 @@ class Runner:
         cache_root = plan.config.cache_dir or Path(user_cache_dir("advbench")) / "models"
         self.cache = ModelCache(Path(cache_root))
         self.rows: list[dict[str, Any]] = []
+        self.samples: list[dict[str, Any]] = []
 
     def model_parts(self, defense: Defense) -> dict[str, Any]:
         plan = self.plan
@@ -290,16 +342,18 @@ class Runner:
         data = plan.evaluation[cell.split]
         row: dict[str, Any] = {
             "dataset": plan.dataset.name, "model": plan.model_plugin.name,
-            "defense": cell.defense.name, "attack": cell.attack.name,
+            "defense": cell.defense.name, "attack": cell.attack_name,
             "norm": cell.threat.norm, "eps": cell.threat.eps, "split": cell.split,
             "n_samples": len(data), "seed": plan.config.seed,
             "attack_config": json.dumps(attack.config() if attack else {}, sort_keys=True),
             "defense_config": json.dumps(defense.config() if defense else {}, sort_keys=True),
             "seconds": round(seconds, 3), "schema_version": SCHEMA_VERSION,
+            "targeted": plan.config.targeted or "",
         }
         row["cell_key"] = content_key({k: row[k] for k in (
             "dataset", "model", "defense", "attack", "norm", "eps", "split", "seed",
-            "attack_config", "defense_config")} | {"sample": plan.sample_hashes[cell.split]})
+            "attack_config", "defense_config", "targeted")}
+            | {"sample": plan.sample_hashes[cell.split]})
         nan = float("nan")
         row.update(clean_accuracy=nan, clean_accuracy_ci_low=nan, clean_accuracy_ci_high=nan,
                    robust_accuracy=nan, robust_accuracy_ci_low=nan, robust_accuracy_ci_high=nan,
@@ -323,10 +377,19 @@ class Runner:
         row["invalid_reason"] = reason or ""
         return row
 
-    def record(self, row: dict[str, Any]) -> None:
+    def keep(self, row: dict[str, Any], outcome: CellOutcome | None) -> None:
+        """Append a row (and its per-sample outcome) and rewrite the results files."""
         self.rows.append(row)
+        if outcome is not None and row["valid"]:
+            self.samples.extend(
+                {"cell_key": row["cell_key"], "sample": index, "robust": robust}
+                for index, robust in enumerate(outcome.robust.tolist()))
         if self.out is not None:
             write_results(self.out, self.rows)
+
+    def record(self, row: dict[str, Any], outcome: CellOutcome | None = None) -> None:
+        """Keep the row of a planned cell and advance the overall bar."""
+        self.keep(row, outcome)
         self.progress.cell_done()
 
     def run_defense(self, defense_entry: Entry, cells: list[Cell]) -> None:
@@ -342,6 +405,11 @@ class Runner:
             return
         clean_pred = {split: predict(model, data.x, plan.config.batch_size, plan.device)
                       for split, data in plan.evaluation.items()}
+        targets = {split: choose_targets(plan.config.targeted, model, data,
+                                         plan.dataset.num_classes, plan.config.batch_size,
+                                         plan.device, plan.config.seed)
+                   for split, data in plan.evaluation.items()} if plan.config.targeted else {}
+        finished: list[tuple[Cell, CellOutcome]] = []
         for cell in cells:
             data = plan.evaluation[cell.split]
             self.progress.step(f"{cell.defense.name} × {cell.attack.name} "
@@ -354,12 +422,45 @@ class Runner:
                 outcome = attack_cell(
                     model, attack, data, clean_pred[cell.split], cell.threat,
                     batch_size=plan.config.batch_size, device=plan.device,
-                    seed=plan.config.seed, on_batch=self.progress.advance)
+                    seed=plan.config.seed, targets=targets.get(cell.split),
+                    on_batch=self.progress.advance)
             except Exception as exc:
                 self.log_error(f"cell {cell.defense.name} × {cell.attack.name}", exc)
                 error = f"attack raised {one_line(exc)}"
-            self.record(self.row(cell, attack, defense, outcome,
-                                 time.perf_counter() - started, error))
+            row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
+            if cell.split in targets and outcome is not None and row["valid"]:
+                row["targeted_success_rate"] = targeted_success(outcome, targets[cell.split])
+            self.record(row, outcome)
+            if outcome is not None and outcome.invalid_reason is None and error is None:
+                finished.append((cell, outcome))
+        self.record_worst_cases(defense, finished)
+        if self.out is not None:
+            write_atomic(self.out / "samples.parquet",
+                         lambda p: pd.DataFrame(self.samples).to_parquet(p, index=False))
+
+    def record_worst_cases(self, defense: Defense,
+                           finished: list[tuple[Cell, CellOutcome]]) -> None:
+        """Per split, norm and ε with two attacks or more: a sample is robust only if every
+        valid attack failed on it. ``broken_by`` counts the samples each attack broke."""
+        groups: dict[tuple[str, str, float], list[tuple[Cell, CellOutcome]]] = {}
+        for cell, outcome in finished:
+            key = (cell.split, cell.threat.norm, cell.threat.eps)
+            groups.setdefault(key, []).append((cell, outcome))
+        for (split, _, _), members in groups.items():
+            if len(members) < 2:
+                continue
+            first_cell, first = members[0]
+            broken_by_any = torch.stack([~o.robust for _, o in members]).any(dim=0)
+            # The worst case's "prediction" is wrong wherever some attack fooled the model.
+            worst_pred = torch.where(broken_by_any, -1, first.labels)
+            combined = CellOutcome(first.clean_correct, worst_pred, first.labels,
+                                   torch.stack([o.queries for _, o in members]).sum(dim=0))
+            broken = {cell.attack_name: int((o.clean_correct & ~o.adv_correct).sum())
+                      for cell, o in members}
+            cell = Cell(first_cell.defense, None, first_cell.threat, split)
+            row = self.row(cell, None, defense, combined, 0.0, None)
+            row["broken_by"] = json.dumps(broken, sort_keys=True)
+            self.keep(row, combined)
 
     def log_error(self, what: str, exc: BaseException) -> None:
         self.progress.log(f"[red]{what} failed: {one_line(exc)}[/red]")
@@ -413,6 +514,10 @@ def run_matrix(
         frame = Runner(plan, registry, model, bars, out).run()
     run_manifest["wall_seconds"] = round(time.perf_counter() - wall, 1)
     if out is not None:
+        figures = out / "figures"
+        figures.mkdir(exist_ok=True)
+        run_manifest["figures"] = [str(p.relative_to(out)) for p in
+                                   eps_sweep_figures(frame, figures)]
         write_json(out / "manifest.json", run_manifest)
         text = to_markdown(frame, run_manifest)
         write_atomic(out / "leaderboard.md", lambda p: p.write_text(text))

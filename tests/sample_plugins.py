@@ -92,6 +92,19 @@ class Raises(Cheater):
         raise RuntimeError("boom")
 
 
+@dataclass(kw_only=True)
+class RandomSign(Attack):
+    """An honest, weak L∞ attack: a random corner of the ball (for worst-case tests)."""
+
+    name = "random-sign"
+    norms = ("linf",)
+    randomized = True
+
+    def run(self, oracle, x, y, threat, ctx):
+        signs = torch.randint(0, 2, x.shape, generator=ctx.generator, device=x.device) * 2 - 1
+        return x + threat.eps * signs.to(x.dtype)
+
+
 CHEATERS = [TooFar, ReturnsNaN, WrongShape, WrongDtype, WrongDevice, NotATensor]
 
 
@@ -105,7 +118,7 @@ class FailingDefense(Defense):
 
 @hookimpl
 def bench_attacks():
-    return [*CHEATERS, OutOfBox, ModifiesInput, Raises]
+    return [*CHEATERS, OutOfBox, ModifiesInput, Raises, RandomSign]
 
 
 @hookimpl
