@@ -77,6 +77,7 @@ class RunConfig:
     batch_size: int = 250
     strict_plugins: bool = False
     targeted: str | None = None  # None, "random", "least-likely" or a class index
+    resume: bool = False  # reuse the finished cells found in ``out``
 
 
 WORST_CASE = "worst-case"
@@ -248,10 +249,31 @@ def targeted_success(outcome: CellOutcome, targets: torch.Tensor) -> float:
     return float(hits.sum()) / max(1, int(attacked.sum()))
 
 
-def prepare_out(out: Path) -> None:
-    """Create the run folder; refuse a non-empty or unwritable one before any work is done."""
+def config_record(config: RunConfig) -> dict[str, Any]:
+    """The config as the manifest stores it (JSON types); ``out`` and ``resume`` excluded."""
+    record = {key: (str(value) if isinstance(value, Path) else value)
+              for key, value in dataclasses.asdict(config).items()}
+    return json.loads(json.dumps({k: v for k, v in record.items()
+                                  if k not in ("out", "resume")}, default=str))
+
+
+def prepare_out(out: Path, config: RunConfig) -> bool:
+    """Create the run folder, refusing an unwritable one before any work is done. A non-empty
+    folder is resumed when asked to, or when it holds a run of the same config (the same
+    command started again); anything else there is refused. Returns whether to resume."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out}: exists and is not an empty folder; choose a new one")
+        manifest_path = out / "manifest.json"
+        if not out.is_dir() or not manifest_path.is_file():
+            raise UsageError(f"--out {out}: exists and is not an empty folder or a bench run; "
+                             "choose a new one")
+        try:
+            previous = json.loads(manifest_path.read_text()).get("config")
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--out {out}: unreadable manifest.json ({exc})") from exc
+        if config.resume or previous == config_record(config):
+            return True
+        raise UsageError(f"--out {out}: holds a run with another configuration; choose a new "
+                         "folder, or resume it with: bench run --resume " + str(out))
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -260,6 +282,35 @@ def prepare_out(out: Path) -> None:
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write there ({exc.strerror}); "
                          "choose a writable folder") from exc
+    return False
+
+
+Previous = dict[str, tuple[dict[str, Any], CellOutcome]]
+
+
+def load_previous(out: Path) -> Previous:
+    """Finished cells of an interrupted run, by cell key: their rows and per-sample outcomes.
+    Cells that raised are not reused (they run again); worst-case rows are recomputed."""
+    results, samples = out / "results.parquet", out / "samples.parquet"
+    if not results.is_file() or not samples.is_file():
+        return {}
+    try:
+        rows, per_sample = pd.read_parquet(results), pd.read_parquet(samples)
+    except Exception:  # a file cut by a crash is never trusted: those cells run again
+        return {}
+    previous: Previous = {}
+    for key, part in per_sample.groupby("cell_key", sort=False):
+        match = rows[(rows["cell_key"] == key) & (rows["status"] != "error")
+                     & (rows["attack"] != WORST_CASE)]
+        if len(match) != 1:
+            continue
+        part = part.sort_values("sample")
+        outcome = CellOutcome(
+            torch.tensor(part["clean_correct"].to_numpy()),
+            torch.tensor(part["adv_pred"].to_numpy()), torch.tensor(part["label"].to_numpy()),
+            torch.tensor(part["queries"].to_numpy()))
+        previous[key] = (match.iloc[0].to_dict(), outcome)
+    return previous
 
 
 def default_out() -> Path:
@@ -276,8 +327,7 @@ def versions(registry: Registry) -> dict[str, str]:
 
 
 def manifest(plan: Plan, registry: Registry, started: str) -> dict[str, Any]:
-    config = {key: (str(value) if isinstance(value, Path) else value)
-              for key, value in dataclasses.asdict(plan.config).items()}
+    config = config_record(plan.config)
     return {
         "schema_version": SCHEMA_VERSION, "started": started, "command": sys.argv,
         "config": config, "seed": plan.config.seed, "device": str(plan.device),
@@ -295,13 +345,14 @@ class Runner:
     """Executes a plan: trains each defense once, runs its cells, writes as it goes."""
 
     def __init__(self, plan: Plan, registry: Registry, user_model: nn.Module | None,
-                 progress: RunProgress, out: Path | None) -> None:
+                 progress: RunProgress, out: Path | None, previous: Previous | None = None
+                 ) -> None:
         self.plan, self.registry, self.user_model = plan, registry, user_model
-        self.progress, self.out = progress, out
+        self.progress, self.out, self.previous = progress, out, previous or {}
         cache_root = plan.config.cache_dir or Path(user_cache_dir("advbench")) / "models"
         self.cache = ModelCache(Path(cache_root))
         self.rows: list[dict[str, Any]] = []
-        self.samples: list[dict[str, Any]] = []
+        self.samples: list[pd.DataFrame] = []
 
     def model_parts(self, defense: Defense) -> dict[str, Any]:
         plan = self.plan
@@ -336,6 +387,18 @@ class Runner:
         model.eval()
         return defense.wrap(model).eval()
 
+    def cell_key(self, cell: Cell, attack_config: str, defense_config: str) -> str:
+        """Hash of everything that determines a cell's numbers (the model follows from them)."""
+        plan = self.plan
+        return content_key({
+            "dataset": plan.dataset.name, "model": plan.model_plugin.name,
+            "defense": cell.defense.name, "attack": cell.attack_name,
+            "norm": cell.threat.norm, "eps": cell.threat.eps, "split": cell.split,
+            "seed": plan.config.seed, "attack_config": attack_config,
+            "defense_config": defense_config, "targeted": plan.config.targeted or "",
+            "sample": plan.sample_hashes[cell.split], "training": plan.settings,
+            "batch_size": plan.config.batch_size})
+
     def row(self, cell: Cell, attack: Attack | None, defense: Defense | None,
             outcome: CellOutcome | None, seconds: float, error: str | None) -> dict[str, Any]:
         plan = self.plan
@@ -350,14 +413,12 @@ class Runner:
             "seconds": round(seconds, 3), "schema_version": SCHEMA_VERSION,
             "targeted": plan.config.targeted or "",
         }
-        row["cell_key"] = content_key({k: row[k] for k in (
-            "dataset", "model", "defense", "attack", "norm", "eps", "split", "seed",
-            "attack_config", "defense_config", "targeted")}
-            | {"sample": plan.sample_hashes[cell.split]})
+        row["cell_key"] = self.cell_key(cell, row["attack_config"], row["defense_config"])
         nan = float("nan")
         row.update(clean_accuracy=nan, clean_accuracy_ci_low=nan, clean_accuracy_ci_high=nan,
                    robust_accuracy=nan, robust_accuracy_ci_low=nan, robust_accuracy_ci_high=nan,
-                   attack_success_rate=nan, queries_mean=nan)
+                   attack_success_rate=nan, targeted_success_rate=nan, queries_mean=nan,
+                   broken_by="")
         if outcome is not None:
             n = len(data)
             clean, robust = int(outcome.clean_correct.sum()), int(outcome.robust.sum())
@@ -381,10 +442,16 @@ class Runner:
         """Append a row (and its per-sample outcome) and rewrite the results files."""
         self.rows.append(row)
         if outcome is not None and row["valid"]:
-            self.samples.extend(
-                {"cell_key": row["cell_key"], "sample": index, "robust": robust}
-                for index, robust in enumerate(outcome.robust.tolist()))
-        if self.out is not None:
+            self.samples.append(pd.DataFrame({
+                "cell_key": row["cell_key"], "sample": range(len(outcome.labels)),
+                "clean_correct": outcome.clean_correct.numpy(),
+                "adv_pred": outcome.adv_pred.numpy(), "label": outcome.labels.numpy(),
+                "queries": outcome.queries.numpy(), "robust": outcome.robust.numpy()}))
+        if self.out is not None:  # samples first: a row on disk always has its samples
+            samples = pd.concat(self.samples, ignore_index=True) if self.samples else None
+            if samples is not None:
+                write_atomic(self.out / "samples.parquet",
+                             lambda p: samples.to_parquet(p, index=False))
             write_results(self.out, self.rows)
 
     def record(self, row: dict[str, Any], outcome: CellOutcome | None = None) -> None:
@@ -392,51 +459,79 @@ class Runner:
         self.keep(row, outcome)
         self.progress.cell_done()
 
-    def run_defense(self, defense_entry: Entry, cells: list[Cell]) -> None:
+    def reused(self, cell: Cell, defense: Defense) -> tuple[dict, CellOutcome] | None:
+        """The finished result of ``cell`` from the interrupted run being resumed, if any."""
+        if not self.previous:
+            return None
+        try:
+            attack_config = json.dumps(cell.attack.cls().config(), sort_keys=True)
+        except Exception:  # the attack fails to build: let the cell run and record why
+            return None
+        key = self.cell_key(cell, attack_config, json.dumps(defense.config(), sort_keys=True))
+        return self.previous.get(key)
+
+    def evaluation_state(self, model: nn.Module) -> tuple[dict, dict]:
+        """Clean predictions and (in targeted mode) targets, per split."""
+        plan, config = self.plan, self.plan.config
+        clean_pred = {split: predict(model, data.x, config.batch_size, plan.device)
+                      for split, data in plan.evaluation.items()}
+        targets = {split: choose_targets(config.targeted, model, data, plan.dataset.num_classes,
+                                         config.batch_size, plan.device, config.seed)
+                   for split, data in plan.evaluation.items()} if config.targeted else {}
+        return clean_pred, targets
+
+    def run_cell(self, cell: Cell, defense: Defense, model: nn.Module, clean_pred: dict,
+                 targets: dict) -> tuple[dict[str, Any], CellOutcome | None]:
         plan = self.plan
+        data = plan.evaluation[cell.split]
+        self.progress.step(f"{cell.defense.name} × {cell.attack_name} {cell.threat.norm} "
+                           f"ε={cell.threat.eps:g} ({cell.split})",
+                           int((clean_pred[cell.split] == data.y).sum()))
+        started = time.perf_counter()
+        attack, outcome, error = None, None, None
+        try:
+            attack = cell.attack.cls()
+            outcome = attack_cell(
+                model, attack, data, clean_pred[cell.split], cell.threat,
+                batch_size=plan.config.batch_size, device=plan.device, seed=plan.config.seed,
+                targets=targets.get(cell.split), on_batch=self.progress.advance)
+        except Exception as exc:
+            self.log_error(f"cell {cell.defense.name} × {cell.attack_name}", exc)
+            error = f"attack raised {one_line(exc)}"
+        row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
+        if cell.split in targets and outcome is not None and row["valid"]:
+            row["targeted_success_rate"] = targeted_success(outcome, targets[cell.split])
+        return row, (outcome if error is None else None)
+
+    def run_defense(self, defense_entry: Entry, cells: list[Cell]) -> None:
+        """Run a defense's cells, training its model only if some cell is not already done."""
+        failure, defense, state = None, None, None
         try:
             defense = defense_entry.cls()
-            model = self.defended_model(defense)
         except Exception as exc:
             self.log_error(f"defense {defense_entry.name}", exc)
-            for cell in cells:
-                self.record(self.row(cell, None, None, None, 0.0,
-                                     f"defense failed: {one_line(exc)}"))
-            return
-        clean_pred = {split: predict(model, data.x, plan.config.batch_size, plan.device)
-                      for split, data in plan.evaluation.items()}
-        targets = {split: choose_targets(plan.config.targeted, model, data,
-                                         plan.dataset.num_classes, plan.config.batch_size,
-                                         plan.device, plan.config.seed)
-                   for split, data in plan.evaluation.items()} if plan.config.targeted else {}
+            failure = f"defense failed: {one_line(exc)}"
         finished: list[tuple[Cell, CellOutcome]] = []
         for cell in cells:
-            data = plan.evaluation[cell.split]
-            self.progress.step(f"{cell.defense.name} × {cell.attack.name} "
-                               f"{cell.threat.norm} ε={cell.threat.eps:g} ({cell.split})",
-                               int((clean_pred[cell.split] == data.y).sum()))
-            started = time.perf_counter()
-            attack, outcome, error = None, None, None
-            try:
-                attack = cell.attack.cls()
-                outcome = attack_cell(
-                    model, attack, data, clean_pred[cell.split], cell.threat,
-                    batch_size=plan.config.batch_size, device=plan.device,
-                    seed=plan.config.seed, targets=targets.get(cell.split),
-                    on_batch=self.progress.advance)
-            except Exception as exc:
-                self.log_error(f"cell {cell.defense.name} × {cell.attack.name}", exc)
-                error = f"attack raised {one_line(exc)}"
-            row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
-            if cell.split in targets and outcome is not None and row["valid"]:
-                row["targeted_success_rate"] = targeted_success(outcome, targets[cell.split])
+            done = self.reused(cell, defense) if defense is not None else None
+            if done is None and failure is None and state is None:
+                try:
+                    model = self.defended_model(defense)
+                    state = (model, *self.evaluation_state(model))
+                except Exception as exc:
+                    self.log_error(f"defense {defense_entry.name}", exc)
+                    failure = f"defense failed: {one_line(exc)}"
+            if done is not None:
+                row, outcome = done
+            elif failure is not None:
+                row, outcome = self.row(cell, None, None, None, 0.0, failure), None
+            else:
+                row, outcome = self.run_cell(cell, defense, *state)
             self.record(row, outcome)
-            if outcome is not None and outcome.invalid_reason is None and error is None:
+            if outcome is not None and row["valid"]:
                 finished.append((cell, outcome))
-        self.record_worst_cases(defense, finished)
-        if self.out is not None:
-            write_atomic(self.out / "samples.parquet",
-                         lambda p: pd.DataFrame(self.samples).to_parquet(p, index=False))
+        if defense is not None:
+            self.record_worst_cases(defense, finished)
 
     def record_worst_cases(self, defense: Defense,
                            finished: list[tuple[Cell, CellOutcome]]) -> None:
@@ -503,15 +598,14 @@ def run_matrix(
         registry = registry_with_user_model(registry, config.model)
     plan = build_plan(config, registry)
     out = Path(config.out) if config.out is not None else None
-    if out is not None:
-        prepare_out(out)
+    previous = load_previous(out) if out is not None and prepare_out(out, config) else {}
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run_manifest = manifest(plan, registry, started)
     if out is not None:
         write_json(out / "manifest.json", run_manifest)
     wall = time.perf_counter()
     with RunProgress(progress, console) as bars:
-        frame = Runner(plan, registry, model, bars, out).run()
+        frame = Runner(plan, registry, model, bars, out, previous).run()
     run_manifest["wall_seconds"] = round(time.perf_counter() - wall, 1)
     if out is not None:
         figures = out / "figures"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from advbench import BenchError, Dataset, Split, hookimpl
-from advbench.data import check_split, images_to_tensor
 from platformdirs import user_cache_dir
 from torchvision.datasets.utils import download_and_extract_archive
+
+from advbench import BenchError, Dataset, Split, hookimpl
+from advbench.data import check_split, images_to_tensor
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 FOLDER = "cifar-10-batches-bin"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
 from advbench.threat import l2_normalize
 

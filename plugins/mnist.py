@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torchvision
+from platformdirs import user_cache_dir
+
 from advbench import BenchError, Dataset, Split, hookimpl
 from advbench.data import download_with_torchvision, load_idx_split
-from platformdirs import user_cache_dir
 
 
 class MNIST(Dataset):

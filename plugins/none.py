@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from advbench import Defense, Split, TrainContext, hookimpl
 from torch import nn
+
+from advbench import Defense, Split, TrainContext, hookimpl
 
 
 class NoDefense(Defense):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from advbench import ModelPlugin, hookimpl
 from torch import nn
+
+from advbench import ModelPlugin, hookimpl
 
 
 class BasicBlock(nn.Module):

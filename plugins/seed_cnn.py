@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from advbench import ModelPlugin, hookimpl
 from torch import nn
+
+from advbench import ModelPlugin, hookimpl
 
 
 class SeedCNN(ModelPlugin):

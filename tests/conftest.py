@@ -9,6 +9,7 @@ os.environ["BENCH_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
 from advbench import Split, load_registry  # noqa: E402
 from advbench.defense import TrainContext, TrainSettings  # noqa: E402
 from advbench.training import train_classifier  # noqa: E402

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from advbench.training import ModelCache, content_key
 from torch import nn
+
+from advbench.training import ModelCache, content_key
 
 PARTS = {"dataset": "d", "model": "m", "defense": "none", "seed": 0}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+
 from advbench.cli import main
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")

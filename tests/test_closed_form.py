@@ -8,11 +8,12 @@ is δ* = −s·ε·w/‖w‖₂ and the max loss L(s·h − ε‖w‖₂) (the d
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from advbench import AttackContext, Oracle, Split, ThreatModel
 from advbench.evaluate import attack_cell, predict
 from advbench_plugins.fgm import FGM
 from advbench_plugins.fgsm import FGSM
-from torch import nn
 
 EPS_LINF, EPS_L2 = 0.05, 0.5
 

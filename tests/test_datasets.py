@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from advbench import BenchError
 
 rng = np.random.default_rng(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sample_plugins
 import torch
+
 from advbench import AttackContext, Oracle, ThreatModel, check_adversarial
 from advbench.evaluate import attack_cell, predict
 from advbench.threat import perturbation_size

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import sample_plugins
 import torch
+
 from advbench import Split, evaluate_model, run_matrix
 from advbench.cli import main
 from advbench.evaluate import predict

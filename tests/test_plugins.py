@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+
 from advbench import PluginLoadError, UsageError, load_registry
 
 MODULES = {

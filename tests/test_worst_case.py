@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import sample_plugins
 import torch
+
 from advbench import ThreatModel, UsageError, load_registry, run_matrix
 from advbench.evaluate import attack_cell, predict
 from advbench.runner import choose_targets, targeted_success

@@ -1,0 +1,243 @@
+"""Projected gradient descent (Madry et al. 2018): the iterative primitive attacks and
+adversarial-training defenses share.
+
+It needs only a *gradient function* ``gradient(x, y, index) -> (grad, logits)``: the gradient of
+a per-sample-summed loss with respect to ``x`` and the logits at ``x``. ``Oracle.gradient`` has
+that signature (so the harness counts every query); :func:`model_gradient` builds one from a
+plain ``nn.Module`` for training, where no oracle exists.
+
+Each returned example is the *first iterate that fools* the model (misclassified, or classified
+as its target), else the last iterate. That rule is what makes early exit free: a fooled sample's
+answer is fixed the moment it is fooled, so stopping its iterations (``early_exit=True``) changes
+only the work done, never the output, and robust accuracy is the same as running every step.
+(Exactly so when each row's logits do not depend on the rest of its batch — eval mode; only
+floating-point noise from batch composition could differ, and the tests see none.)
+Training wants the strongest final iterate instead: pass ``return_final=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .oracle import LossFn, cross_entropy_sum
+from .threat import ThreatModel, l2_normalize, project
+
+GradientFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None],
+                      tuple[torch.Tensor, torch.Tensor]]
+LogitsFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+STEP_NORMS = ("linf", "l2")
+
+
+def model_gradient(model: nn.Module, loss: LossFn = cross_entropy_sum) -> GradientFn:
+    """A gradient function for a plain model (``index`` is ignored: nothing counts queries).
+
+    Only the input gradient is computed (``autograd.grad`` with respect to ``x``), so parameter
+    ``.grad`` fields are left untouched; the model's train/eval mode is the caller's choice.
+    """
+
+    def gradient(
+        x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x)
+            (grad,) = torch.autograd.grad(loss(logits, y), x)
+        return grad, logits.detach()
+
+    return gradient
+
+
+def model_logits(model: nn.Module) -> LogitsFn:
+    """A logits function for a plain model (forward only, no gradient)."""
+
+    def logits(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x)
+
+    return logits
+
+
+def sample_start(
+    x: torch.Tensor, threat: ThreatModel, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A uniform random point of the ε-ball around ``x``, clipped to the box [0, 1].
+
+    L∞: each coordinate uniform in [−ε, ε]. L2: uniform in the ball — a Gaussian direction,
+    normalised, times radius ε·u^(1/d) (the radius law of a uniform point in d dimensions).
+    """
+    if threat.norm == "linf":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        delta = (2 * noise - 1) * threat.eps
+    elif threat.norm == "l2":
+        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+        radius = threat.eps * u.pow(1.0 / x[0].numel())
+        delta = l2_normalize(direction) * _per_sample(radius, x)
+    else:
+        raise ValueError(f"PGD steps in linf or l2, not {threat.norm}")
+    return (x + project(delta, threat)).clamp(0, 1)
+
+
+def pgd_step(
+    x_adv: torch.Tensor, direction: torch.Tensor, x: torch.Tensor, threat: ThreatModel,
+    step_size: float,
+) -> torch.Tensor:
+    """One step of ``step_size`` along ``direction`` (its sign for L∞, its unit L2 direction
+    for L2), projected onto the ε-ball around ``x`` and clipped to [0, 1]."""
+    move = direction.sign() if threat.norm == "linf" else l2_normalize(direction)
+    delta = project(x_adv + step_size * move - x, threat)
+    return (x + delta).clamp(0, 1)
+
+
+def succeeded(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Per sample: classified as its target (targeted) or misclassified (untargeted)."""
+    predicted = logits.argmax(dim=1)
+    return predicted == labels if targeted else predicted != labels
+
+
+def objective(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Per-sample value PGD maximises: the true class's loss, or minus the target's."""
+    loss = nn.functional.cross_entropy(logits, labels, reduction="none")
+    return -loss if targeted else loss
+
+
+def pgd(
+    gradient: GradientFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    step_size: float,
+    targets: torch.Tensor | None = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    early_exit: bool = True,
+    return_final: bool = False,
+    generator: torch.Generator | None = None,
+    logits: LogitsFn | None = None,
+) -> torch.Tensor:
+    """PGD on the batch ``x`` (true labels ``y``) inside ``threat``; returns ``x_adv``.
+
+    Args:
+        gradient: ``(x, y, index) -> (grad, logits)``; ``index`` names the batch rows queried.
+        steps: gradient steps per restart; ``step_size``: the absolute step α (not ×ε).
+        targets: if given, descend the targets' cross-entropy; success = predicted target.
+        restarts: independent runs; per sample the first run that succeeds is kept, else the
+            one of highest objective. With ``restarts > 1`` each run ends with one forward
+            pass at its last iterate: ``logits(x, index)`` if given, else ``gradient``.
+        random_start: start uniformly in the ball. Each run draws a whole batch of starts from
+            ``generator`` (one run reproduces the first run of several with the same seed).
+        early_exit: stop iterating, and querying, the samples already fooled.
+        return_final: return the last iterate of every sample (adversarial training) instead
+            of the first fooling one; needs ``early_exit=False``.
+    """
+    if threat.norm not in STEP_NORMS:
+        raise ValueError(f"PGD steps in linf or l2, not {threat.norm}")
+    if return_final and early_exit:
+        raise ValueError("return_final runs every sample to the end: pass early_exit=False")
+    if steps < 0 or restarts < 1:
+        raise ValueError("steps must be >= 0 and restarts >= 1")
+    x, y = x.detach(), y.detach()
+    targeted = targets is not None
+    labels = targets.detach() if targets is not None else y
+    result = x.clone()
+    found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    best = torch.full((len(x),), -torch.inf, dtype=x.dtype, device=x.device)
+    for _ in range(restarts):
+        start = sample_start(x, threat, generator) if random_start else x
+        rows = torch.arange(len(x), device=x.device)
+        if early_exit:
+            rows = rows[~found]
+            if len(rows) == 0:
+                break
+        run = _Run(gradient, x[rows], labels[rows], rows, threat, step_size, targeted)
+        x_run, fooled = run.iterate(start[rows], steps, early_exit, return_final)
+        if restarts == 1:
+            return x_run
+        score, fooled = run.evaluate(logits, x_run, fooled, return_final)
+        take = score > best[rows]
+        if not return_final:
+            fresh = ~found[rows]
+            take = fresh & (fooled | take)
+            found[rows] |= fresh & fooled
+        result[rows[take]] = x_run[take]
+        best[rows[take]] = score[take]
+    return result
+
+
+class _Run:
+    """One PGD run on a set of rows: the stepping loop and the final evaluation."""
+
+    def __init__(
+        self, gradient: GradientFn, x: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
+        threat: ThreatModel, step_size: float, targeted: bool,
+    ) -> None:
+        self.gradient, self.x, self.labels, self.rows = gradient, x, labels, rows
+        self.threat, self.step_size, self.targeted = threat, step_size, targeted
+
+    def iterate(
+        self, start: torch.Tensor, steps: int, early_exit: bool, return_final: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``steps`` times; return each row's first fooling iterate (else its last, or its
+        last regardless with ``return_final``) and whether it fooled during the loop.
+
+        With ``early_exit`` the working tensors shrink to the rows still unfooled, so the
+        oracle is queried only on them (``index`` = their batch positions)."""
+        sign = -1.0 if self.targeted else 1.0
+        out, fooled = start.clone(), torch.zeros(len(start), dtype=torch.bool,
+                                                 device=start.device)
+        pos = torch.arange(len(start), device=start.device)
+        cur, x, labels, index = start, self.x, self.labels, self.rows
+        for _ in range(steps):
+            grad, logits = self.gradient(cur, labels, index)
+            if not return_final:
+                hit = succeeded(logits, labels, self.targeted)
+                if early_exit:
+                    if bool(hit.any()):
+                        out[pos[hit]], fooled[pos[hit]] = cur[hit], True
+                        keep = ~hit
+                        cur, x, labels, index, pos, grad = (
+                            t[keep] for t in (cur, x, labels, index, pos, grad))
+                        if len(pos) == 0:
+                            return out, fooled
+                else:
+                    new = hit & ~fooled
+                    out = torch.where(_per_sample(new, out), cur, out)
+                    fooled |= new
+            cur = pgd_step(cur, sign * grad, x, self.threat, self.step_size)
+        if return_final:
+            return cur, fooled
+        if early_exit:
+            out[pos] = cur
+            return out, fooled
+        return torch.where(_per_sample(fooled, out), out, cur), fooled
+
+    def evaluate(
+        self, logits_fn: LogitsFn | None, x_run: torch.Tensor, fooled: torch.Tensor,
+        return_final: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective and success at each row's result, querying only rows not already known
+        to be fooled (all rows with ``return_final``, which ranks runs by objective)."""
+        ask = torch.ones_like(fooled) if return_final else ~fooled
+        score = torch.full(fooled.shape, torch.inf, dtype=x_run.dtype, device=x_run.device)
+        if bool(ask.any()):
+            x_ask, labels, index = x_run[ask], self.labels[ask], self.rows[ask]
+            if logits_fn is not None:
+                with torch.no_grad():
+                    logits = logits_fn(x_ask, index)
+            else:
+                logits = self.gradient(x_ask, labels, index)[1]
+            score[ask] = objective(logits, labels, self.targeted)
+            fooled = fooled.clone()
+            fooled[ask] |= succeeded(logits, labels, self.targeted)
+        return score, fooled
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` (one per sample) shaped to broadcast against ``like``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
