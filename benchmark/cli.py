@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -64,6 +65,10 @@ def build_parser() -> Parser:
     run.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>)")
     run.add_argument("--data-root", type=Path, help="folder holding the dataset files")
     run.add_argument("--cache-dir", type=Path, help="trained-model cache folder")
+    run.add_argument("--eot-samples", type=int, default=8,
+                     help="gradient draws per step against a randomized defense (EOT)")
+    run.add_argument("--resume", type=Path, metavar="DIR",
+                     help="finish an interrupted run in DIR with its recorded configuration")
     run.add_argument("--targeted", metavar="random|least-likely|CLASS",
                      help="run the targeted-capable attacks toward these targets")
     run.add_argument("--strict-plugins", action="store_true",
@@ -79,23 +84,48 @@ def build_parser() -> Parser:
     return parser
 
 
-def command_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+def config_from_args(args: argparse.Namespace):
+    """The run's configuration: from the flags, or from the manifest of the run to resume."""
+    from .runner import RunConfig, default_out
 
-    from .leaderboard import to_rich
-    from .runner import RunConfig, default_out, run_matrix
-
-    config = RunConfig(
+    if args.resume is not None:
+        return resumed_config(args.resume)
+    return RunConfig(
         attacks=args.attacks, defenses=args.defenses, dataset=args.dataset, model=args.model,
         eps=parse_eps(args.eps), preset=args.preset, n_eval=args.n_eval, n_train=args.n_train,
         epochs=args.epochs, seed=args.seed, device=args.device, split=args.split,
         data_root=args.data_root, out=args.out or default_out(), cache_dir=args.cache_dir,
-        batch_size=args.batch_size, strict_plugins=args.strict_plugins, targeted=args.targeted)
-    console = Console(stderr=False)
+        batch_size=args.batch_size, strict_plugins=args.strict_plugins, targeted=args.targeted,
+        eot_samples=args.eot_samples)
+
+
+def resumed_config(folder: Path):
+    from .runner import RunConfig
+
+    try:
+        recorded = json.loads((folder / "manifest.json").read_text())["config"]
+        config = RunConfig(**recorded)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--resume {folder}: not a bench run folder with a readable "
+                         f"manifest.json ({type(exc).__name__})") from exc
+    paths = {key: Path(value) for key in ("data_root", "cache_dir")
+             if (value := recorded.get(key)) is not None}
+    return dataclasses.replace(config, out=folder, resume=True, **paths)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .leaderboard import to_rich
+    from .runner import run_matrix
+
+    config = config_from_args(args)
+    console = Console()
     try:
         frame = run_matrix(config, progress=True, console=console)
     except KeyboardInterrupt:
-        console.print(f"interrupted: the cells finished so far are in {config.out}/results.csv")
+        console.print(f"interrupted: every finished cell is saved in {config.out}; finish the "
+                      f"run with: bench run --resume {config.out}")
         return 130
     for table in to_rich(frame):
         console.print(table)

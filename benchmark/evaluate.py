@@ -14,7 +14,7 @@ from torch import nn
 
 from .attack import Attack, AttackContext
 from .data import Split
-from .oracle import Oracle
+from .oracle import Oracle, model_labels
 from .threat import ThreatModel
 
 
@@ -39,12 +39,19 @@ class CellOutcome:
 
 
 @torch.no_grad()
+def is_randomized(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether two forward passes on the same inputs differ (a random defense)."""
+    model.eval()
+    return not torch.equal(model(x), model(x))
+
+
+@torch.no_grad()
 def predict(
     model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """Labels predicted by ``model`` for ``x`` (on the CPU), batch by batch."""
+    """Labels predicted by ``model`` for ``x`` (on the CPU), batch by batch (−1: abstained)."""
     model.eval()
-    parts = [model(x[i : i + batch_size].to(device)).argmax(dim=1).cpu()
+    parts = [model_labels(model, x[i : i + batch_size].to(device)).cpu()
              for i in range(0, len(x), batch_size)]
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
 
@@ -60,12 +67,14 @@ def attack_cell(
     device: torch.device,
     seed: int,
     targets: torch.Tensor | None = None,
+    eot_samples: int = 1,
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> CellOutcome:
     """Run ``attack`` on every correctly classified sample of ``data``, batch by batch.
 
     With ``targets`` (one label per sample), the attack is targeted and samples whose target
-    is their own label are not attacked.
+    is their own label are not attacked. ``eot_samples`` > 1 averages gradients over that many
+    draws of a randomized model.
     """
     clean_correct = clean_pred == data.y
     adv_pred = clean_pred.clone()
@@ -75,7 +84,8 @@ def attack_cell(
     for start in range(0, len(attacked), batch_size):
         index = attacked[start : start + batch_size]
         x, y = data.x[index].to(device), data.y[index].to(device)
-        oracle = Oracle(model, attack.access, len(index), getattr(attack, "max_queries", None))
+        oracle = Oracle(model, attack.access, len(index), getattr(attack, "max_queries", None),
+                        eot_samples)
         ctx = AttackContext(torch.Generator(device=device).manual_seed(seed + start),
                             None if targets is None else targets[index].to(device))
         result = attack.perturb(oracle, x, y, threat, ctx)

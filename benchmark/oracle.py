@@ -38,13 +38,15 @@ class Oracle:
     """
 
     def __init__(
-        self, model: nn.Module, access: str, n: int, max_queries: int | None = None
+        self, model: nn.Module, access: str, n: int, max_queries: int | None = None,
+        eot_samples: int = 1,
     ) -> None:
         if access not in ACCESS_LEVELS:
             raise ValueError(f"access must be one of {ACCESS_LEVELS}, got {access!r}")
         self._model = model
         self.access = access
         self.max_queries = max_queries
+        self.eot_samples = eot_samples
         device = next(iter(model.parameters()), torch.empty(0)).device
         self.queries = torch.zeros(n, dtype=torch.long, device=device)
 
@@ -77,12 +79,20 @@ class Oracle:
         index: torch.Tensor | None = None,
         loss: LossFn = cross_entropy_sum,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradient of ``loss(logits, y)`` with respect to ``x``, and the logits (detached)."""
+        """Gradient of ``loss(logits, y)`` with respect to ``x``, and the logits (detached).
+
+        Against a randomized model (``eot_samples`` > 1) this is the Expectation over
+        Transformation estimate (Athalye et al. 2018): the mean over that many draws, each
+        charged as a query, so a random defense cannot hide behind one noisy gradient.
+        """
         x = x.detach().requires_grad_(True)
+        grads, outputs = [], []
         with torch.enable_grad():
-            logits = self.logits(x, index)
-            (grad,) = torch.autograd.grad(loss(logits, y), x)
-        return grad, logits.detach()
+            for _ in range(self.eot_samples):
+                logits = self.logits(x, index)
+                grads.append(torch.autograd.grad(loss(logits, y), x)[0])
+                outputs.append(logits.detach())
+        return torch.stack(grads).mean(dim=0), torch.stack(outputs).mean(dim=0)
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -93,6 +103,13 @@ class Oracle:
 
     @torch.no_grad()
     def labels(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted labels (any access level)."""
+        """Predicted labels (any access level); −1 where a defended model abstains."""
         self._charge(x, index)
-        return self._model(x).argmax(dim=1)
+        return model_labels(self._model, x)
+
+
+def model_labels(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's decision: its own ``predict`` (which may abstain with −1) when it defines
+    one, as randomized smoothing does, else the argmax of its logits."""
+    predict = getattr(model, "predict", None)
+    return predict(x) if callable(predict) else model(x).argmax(dim=1)

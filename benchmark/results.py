@@ -21,7 +21,8 @@ COLUMNS = [
     "dataset", "model", "defense", "attack", "norm", "eps", "split", "n_samples",
     "clean_accuracy", "clean_accuracy_ci_low", "clean_accuracy_ci_high",
     "robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high",
-    "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean", "broken_by",
+    "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean", "eot_samples",
+    "broken_by",
     "valid", "status", "invalid_reason", "seconds", "seed", "attack_config", "defense_config",
     "cell_key", "schema_version",
 ]

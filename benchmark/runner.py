@@ -33,7 +33,7 @@ from .attack import Attack
 from .data import Dataset, Split
 from .defense import Defense, TrainContext, TrainSettings
 from .errors import BenchError, UsageError
-from .evaluate import CellOutcome, attack_cell, predict
+from .evaluate import CellOutcome, attack_cell, is_randomized, predict
 from .figures import eps_sweep_figures
 from .leaderboard import to_markdown
 from .models import ImportedModel, ModelPlugin
@@ -78,6 +78,7 @@ class RunConfig:
     strict_plugins: bool = False
     targeted: str | None = None  # None, "random", "least-likely" or a class index
     resume: bool = False  # reuse the finished cells found in ``out``
+    eot_samples: int = 8  # gradient draws per step against a randomized defended model
 
 
 WORST_CASE = "worst-case"
@@ -205,8 +206,10 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
         if value is not None and value <= 0:
             raise UsageError(f"--{option.replace('_', '-')} must be a positive integer, "
                              f"got {value}")
-    if config.batch_size <= 0:
-        raise UsageError(f"--batch-size must be a positive integer, got {config.batch_size}")
+    for option in ("batch_size", "eot_samples"):
+        if getattr(config, option) <= 0:
+            raise UsageError(f"--{option.replace('_', '-')} must be a positive integer, "
+                             f"got {getattr(config, option)}")
     device = resolve_device(config.device)
     dataset = registry.get("dataset", config.dataset).cls()
     model_plugin = resolve_model(registry, config.model)
@@ -341,6 +344,16 @@ def manifest(plan: Plan, registry: Registry, started: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Defended:
+    """A defended model ready to attack, with what every cell of it shares."""
+
+    model: nn.Module
+    clean_pred: dict[str, torch.Tensor]
+    targets: dict[str, torch.Tensor]
+    eot_samples: int
+
+
 class Runner:
     """Executes a plan: trains each defense once, runs its cells, writes as it goes."""
 
@@ -418,7 +431,7 @@ class Runner:
         row.update(clean_accuracy=nan, clean_accuracy_ci_low=nan, clean_accuracy_ci_high=nan,
                    robust_accuracy=nan, robust_accuracy_ci_low=nan, robust_accuracy_ci_high=nan,
                    attack_success_rate=nan, targeted_success_rate=nan, queries_mean=nan,
-                   broken_by="")
+                   broken_by="", eot_samples=1)
         if outcome is not None:
             n = len(data)
             clean, robust = int(outcome.clean_correct.sum()), int(outcome.robust.sum())
@@ -470,37 +483,46 @@ class Runner:
         key = self.cell_key(cell, attack_config, json.dumps(defense.config(), sort_keys=True))
         return self.previous.get(key)
 
-    def evaluation_state(self, model: nn.Module) -> tuple[dict, dict]:
-        """Clean predictions and (in targeted mode) targets, per split."""
+    def defended_state(self, defense: Defense) -> Defended:
+        """Train or load the defended model; its clean predictions, targets and randomness."""
         plan, config = self.plan, self.plan.config
+        model = self.defended_model(defense)
         clean_pred = {split: predict(model, data.x, config.batch_size, plan.device)
                       for split, data in plan.evaluation.items()}
         targets = {split: choose_targets(config.targeted, model, data, plan.dataset.num_classes,
                                          config.batch_size, plan.device, config.seed)
                    for split, data in plan.evaluation.items()} if config.targeted else {}
-        return clean_pred, targets
+        probe = next(iter(plan.evaluation.values())).x[:16].to(plan.device)
+        randomized = is_randomized(model, probe)
+        if randomized:
+            self.progress.log(f"{type(defense).name}: randomized model detected, gradient "
+                              f"attacks use EOT over {config.eot_samples} draws")
+        return Defended(model, clean_pred, targets, config.eot_samples if randomized else 1)
 
-    def run_cell(self, cell: Cell, defense: Defense, model: nn.Module, clean_pred: dict,
-                 targets: dict) -> tuple[dict[str, Any], CellOutcome | None]:
+    def run_cell(self, cell: Cell, defense: Defense, state: Defended
+                 ) -> tuple[dict[str, Any], CellOutcome | None]:
         plan = self.plan
         data = plan.evaluation[cell.split]
+        clean_pred = state.clean_pred[cell.split]
         self.progress.step(f"{cell.defense.name} × {cell.attack_name} {cell.threat.norm} "
                            f"ε={cell.threat.eps:g} ({cell.split})",
-                           int((clean_pred[cell.split] == data.y).sum()))
+                           int((clean_pred == data.y).sum()))
         started = time.perf_counter()
         attack, outcome, error = None, None, None
         try:
             attack = cell.attack.cls()
             outcome = attack_cell(
-                model, attack, data, clean_pred[cell.split], cell.threat,
+                state.model, attack, data, clean_pred, cell.threat,
                 batch_size=plan.config.batch_size, device=plan.device, seed=plan.config.seed,
-                targets=targets.get(cell.split), on_batch=self.progress.advance)
+                targets=state.targets.get(cell.split), eot_samples=state.eot_samples,
+                on_batch=self.progress.advance)
         except Exception as exc:
             self.log_error(f"cell {cell.defense.name} × {cell.attack_name}", exc)
             error = f"attack raised {one_line(exc)}"
         row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
-        if cell.split in targets and outcome is not None and row["valid"]:
-            row["targeted_success_rate"] = targeted_success(outcome, targets[cell.split])
+        row["eot_samples"] = state.eot_samples
+        if cell.split in state.targets and outcome is not None and row["valid"]:
+            row["targeted_success_rate"] = targeted_success(outcome, state.targets[cell.split])
         return row, (outcome if error is None else None)
 
     def run_defense(self, defense_entry: Entry, cells: list[Cell]) -> None:
@@ -516,8 +538,7 @@ class Runner:
             done = self.reused(cell, defense) if defense is not None else None
             if done is None and failure is None and state is None:
                 try:
-                    model = self.defended_model(defense)
-                    state = (model, *self.evaluation_state(model))
+                    state = self.defended_state(defense)
                 except Exception as exc:
                     self.log_error(f"defense {defense_entry.name}", exc)
                     failure = f"defense failed: {one_line(exc)}"
@@ -526,7 +547,7 @@ class Runner:
             elif failure is not None:
                 row, outcome = self.row(cell, None, None, None, 0.0, failure), None
             else:
-                row, outcome = self.run_cell(cell, defense, *state)
+                row, outcome = self.run_cell(cell, defense, state)
             self.record(row, outcome)
             if outcome is not None and row["valid"]:
                 finished.append((cell, outcome))

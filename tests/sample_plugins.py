@@ -106,6 +106,22 @@ class RandomSign(Attack):
         return x + threat.eps * signs.to(x.dtype)
 
 
+INTERRUPT = {"armed": False}
+
+
+@dataclass(kw_only=True)
+class Interrupter(Attack):
+    """A no-op attack that simulates Ctrl-C when armed (for the resume tests)."""
+
+    name = "interrupter"
+    norms = ("linf",)
+
+    def run(self, oracle, x, y, threat, ctx):
+        if INTERRUPT["armed"]:
+            raise KeyboardInterrupt
+        return x
+
+
 CHEATERS = [TooFar, ReturnsNaN, WrongShape, WrongDtype, WrongDevice, NotATensor]
 
 
@@ -119,7 +135,7 @@ class FailingDefense(Defense):
 
 @hookimpl
 def bench_attacks():
-    return [*CHEATERS, OutOfBox, ModifiesInput, Raises, RandomSign]
+    return [*CHEATERS, OutOfBox, ModifiesInput, Raises, RandomSign, Interrupter]
 
 
 @hookimpl

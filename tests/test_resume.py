@@ -1,0 +1,77 @@
+"""Nothing lost: an interrupted run, started again, ends with the results of an uninterrupted
+one, recomputing only the cells that had not finished."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import sample_plugins
+
+from advbench import UsageError, load_registry, run_matrix
+from advbench.cli import main
+from advbench_plugins.fgsm import FGSM
+
+SMALL = dict(preset="smoke", n_train=2000, n_eval=100)
+
+
+def results(folder) -> pd.DataFrame:
+    return pd.read_parquet(folder / "results.parquet").drop(columns="seconds")
+
+
+def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch):
+    registry = load_registry(extra=[sample_plugins])
+    common = dict(attacks="fgm,fgsm,interrupter,random-sign", defenses="none",
+                  registry=registry, cache_dir=tmp_path / "cache", **SMALL)
+    run_matrix(out=tmp_path / "full", **common)
+
+    monkeypatch.setitem(sample_plugins.INTERRUPT, "armed", True)
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(out=tmp_path / "cut", **common)
+    assert list(pd.read_csv(tmp_path / "cut" / "results.csv")["attack"]) == ["fgm", "fgsm"]
+
+    monkeypatch.setitem(sample_plugins.INTERRUPT, "armed", False)
+    calls = []
+    original = FGSM.run
+    monkeypatch.setattr(FGSM, "run", lambda self, *a: calls.append(1) or original(self, *a))
+    run_matrix(out=tmp_path / "cut", **common)  # the same call again resumes
+    assert calls == []  # the finished fgsm cell was reused, not recomputed
+    pd.testing.assert_frame_equal(results(tmp_path / "cut"), results(tmp_path / "full"))
+
+
+def test_a_different_config_is_not_resumed_silently(tmp_path):
+    run_matrix(attacks="fgsm", defenses="none", out=tmp_path / "run",
+               cache_dir=tmp_path / "cache", **SMALL)
+    with pytest.raises(UsageError, match="another configuration"):
+        run_matrix(attacks="fgm", defenses="none", out=tmp_path / "run",
+                   cache_dir=tmp_path / "cache", **SMALL)
+
+
+def test_kill_9_then_resume_loses_nothing(tmp_path):
+    command = [sys.executable, "-m", "advbench.cli", "run", "--preset", "smoke",
+               "--n-train", "2000", "--n-eval", "100", "--attacks", "fgm,fgsm,pgd-l2,pgd-linf",
+               "--defenses", "none", "--cache-dir", str(tmp_path / "cache")]
+    env = {**os.environ, "BENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    subprocess.run([*command, "--out", str(tmp_path / "full")], env=env, check=True,
+                   capture_output=True)
+    cut = tmp_path / "cut"
+    process = subprocess.Popen([*command, "--out", str(cut)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if (cut / "results.csv").exists() and len(pd.read_csv(cut / "results.csv")) >= 1:
+            break
+        time.sleep(0.05)
+    if process.poll() is not None:
+        pytest.fail("the run ended before it could be killed")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = len(pd.read_csv(cut / "results.csv"))
+    assert 1 <= finished < 5
+    assert main(["run", "--resume", str(cut)]) == 0
+    pd.testing.assert_frame_equal(results(cut), results(tmp_path / "full"))
