@@ -35,6 +35,8 @@ class Attack:
         access: ``gradient``, ``scores`` or ``decision`` — what the oracle will allow it.
         targeted: whether it accepts targets in ``AttackContext.targets``.
         randomized: whether its output depends on ``AttackContext.generator``.
+        single_step: one gradient step (FGSM-like): the sanity battery expects iterative
+            attacks of the same norm to do at least as well.
     """
 
     name: ClassVar[str]
@@ -42,6 +44,7 @@ class Attack:
     access: ClassVar[str] = "gradient"
     targeted: ClassVar[bool] = False
     randomized: ClassVar[bool] = False
+    single_step: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
     def run(

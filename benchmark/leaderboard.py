@@ -27,12 +27,23 @@ def format_accuracy(value: Any) -> str:
     return "—" if pd.isna(value) else f"{float(value):.3f}"
 
 
+def note_number(notes: list[str], text: str) -> int:
+    """The 1-based number of ``text`` among the table's notes (added once)."""
+    if text not in notes:
+        notes.append(text)
+    return notes.index(text) + 1
+
+
 def cell_text(row: pd.Series, notes: list[str]) -> str:
-    """Robust accuracy, or a numbered flag whose reason goes under the table."""
-    if bool(row["valid"]):
-        return format_accuracy(row["robust_accuracy"])
-    notes.append(f"{row['defense']} × {row['attack']}: {row['invalid_reason']}")
-    return f"{row.get('status', 'invalid')} [{len(notes)}]"
+    """Robust accuracy (with ⚠ marks for sanity flags), or why the cell has no number."""
+    if not bool(row["valid"]):
+        number = note_number(notes, f"{row['defense']} × {row['attack']}: "
+                                    f"{row['invalid_reason']}")
+        return f"{row.get('status', 'invalid')} [{number}]"
+    flags = row.get("flags")
+    flags = flags.split("; ") if isinstance(flags, str) and flags else []
+    marks = [f"⚠{note_number(notes, row['defense'] + ': ' + flag)}" for flag in flags]
+    return " ".join([format_accuracy(row["robust_accuracy"]), *marks])
 
 
 def sections(frame: pd.DataFrame) -> Iterator[Section]:

@@ -22,7 +22,7 @@ COLUMNS = [
     "clean_accuracy", "clean_accuracy_ci_low", "clean_accuracy_ci_high",
     "robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high",
     "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean", "eot_samples",
-    "broken_by",
+    "broken_by", "flags", "zero_grad_fraction",
     "valid", "status", "invalid_reason", "seconds", "seed", "attack_config", "defense_config",
     "cell_key", "schema_version",
 ]

@@ -49,6 +49,7 @@ from .results import (
     write_json,
     write_results,
 )
+from .sanity import cell_flags, defense_flags, zero_gradient_fraction
 from .threat import NORMS, ThreatModel
 from .training import ModelCache, content_key, training_steps
 
@@ -534,6 +535,7 @@ class Runner:
             self.log_error(f"defense {defense_entry.name}", exc)
             failure = f"defense failed: {one_line(exc)}"
         finished: list[tuple[Cell, CellOutcome]] = []
+        first_row = len(self.rows)
         for cell in cells:
             done = self.reused(cell, defense) if defense is not None else None
             if done is None and failure is None and state is None:
@@ -553,6 +555,30 @@ class Runner:
                 finished.append((cell, outcome))
         if defense is not None:
             self.record_worst_cases(defense, finished)
+            self.flag(self.rows[first_row:], state)
+            if self.out is not None:
+                write_results(self.out, self.rows)
+
+    def flag(self, rows: list[dict[str, Any]], state: Defended | None) -> None:
+        """Run the sanity battery over one defense's rows and write its flags into them."""
+        if state is not None:
+            data = next(iter(self.plan.evaluation.values()))
+            zero = zero_gradient_fraction(state.model, data, self.plan.device)
+            eot = state.eot_samples
+        else:  # every cell was resumed: the battery's inputs were recorded with them
+            zero = float(rows[0].get("zero_grad_fraction", 0.0)) if rows else 0.0
+            eot = int(rows[0].get("eot_samples", 1)) if rows else 1
+        attacks = self.registry.entries["attack"]
+        checked = [row for row in rows if row["valid"] and row["attack"] in attacks]
+        cells = pd.DataFrame([{**row, "access": attacks[row["attack"]].cls.access,
+                               "single_step": bool(attacks[row["attack"]].cls.single_step)}
+                              for row in checked])
+        found = cell_flags(cells) if checked else {}
+        per_row = {id(row): found.get(i, []) for i, row in enumerate(checked)}
+        common = defense_flags(zero, eot)
+        for row in rows:
+            row["zero_grad_fraction"], row["eot_samples"] = zero, eot
+            row["flags"] = "; ".join(common + per_row.get(id(row), []))
 
     def record_worst_cases(self, defense: Defense,
                            finished: list[tuple[Cell, CellOutcome]]) -> None:

@@ -21,6 +21,7 @@ class FGM(Attack):
     norms = ("l2",)
     access = "gradient"
     targeted = True
+    single_step = True
     description = "Fast Gradient Method (Goodfellow et al. 2015), one L2 step"
 
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,

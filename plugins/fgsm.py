@@ -19,6 +19,7 @@ class FGSM(Attack):
     norms = ("linf",)
     access = "gradient"
     targeted = True
+    single_step = True
     description = "Fast Gradient Sign Method (Goodfellow et al. 2015), one L∞ step"
 
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,

@@ -122,6 +122,86 @@ class Interrupter(Attack):
         return x
 
 
+@dataclass(kw_only=True)
+class WeakAtLargeEps(Attack):
+    """FGSM below ε = 0.05, nothing above: robust accuracy rises with ε."""
+
+    name = "weak-at-large-eps"
+    norms = ("linf",)
+
+    def run(self, oracle, x, y, threat, ctx):
+        if threat.eps > 0.05:
+            return x
+        grad, _ = oracle.gradient(x, y)
+        return x + threat.eps * grad.sign()
+
+
+@dataclass(kw_only=True)
+class FakeIterative(Attack):
+    """Claims to iterate, does nothing: FGSM beats it."""
+
+    name = "fake-iterative"
+    norms = ("linf",)
+
+    def run(self, oracle, x, y, threat, ctx):
+        return x
+
+
+@dataclass(kw_only=True)
+class ScoreRandomSign(RandomSign):
+    """Random corners seen through scores only: a (weak) black-box attack."""
+
+    name = "score-random-sign"
+    access = "scores"
+
+    def run(self, oracle, x, y, threat, ctx):
+        best = x
+        for _ in range(5):
+            candidate = super().run(oracle, x, y, threat, ctx).clamp(0, 1)
+            fooled = oracle.scores(candidate).argmax(dim=1) != y
+            best = torch.where(fooled.view(-1, 1, 1, 1), candidate, best)
+        return best
+
+
+class Quantized(torch.nn.Module):
+    """Rounds inputs to 4 levels before the model: every input gradient is zero."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 3) / 3)
+
+
+class NoisyLogits(torch.nn.Module):
+    """Adds noise to the logits: a randomized model."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        logits = self.model(x)
+        return logits + 3 * torch.randn_like(logits)
+
+
+@dataclass(kw_only=True)
+class QuantizedDefense(Defense):
+    name = "quantized"
+
+    def wrap(self, model):
+        return Quantized(model)
+
+
+@dataclass(kw_only=True)
+class NoisyDefense(Defense):
+    name = "noisy-logits"
+
+    def wrap(self, model):
+        return NoisyLogits(model)
+
+
 CHEATERS = [TooFar, ReturnsNaN, WrongShape, WrongDtype, WrongDevice, NotATensor]
 
 
@@ -135,9 +215,10 @@ class FailingDefense(Defense):
 
 @hookimpl
 def bench_attacks():
-    return [*CHEATERS, OutOfBox, ModifiesInput, Raises, RandomSign, Interrupter]
+    return [*CHEATERS, OutOfBox, ModifiesInput, Raises, RandomSign, Interrupter,
+            WeakAtLargeEps, FakeIterative, ScoreRandomSign]
 
 
 @hookimpl
 def bench_defenses():
-    return [FailingDefense]
+    return [FailingDefense, QuantizedDefense, NoisyDefense]

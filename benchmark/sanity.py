@@ -1,0 +1,106 @@
+"""The sanity battery (Carlini et al. 2019; Athalye et al. 2018; AutoAttack's checks).
+
+Each check looks at one defense's finished cells and names the cells it doubts. A failed check
+is a visible flag in the results and the leaderboard, never a hidden log line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import Split
+from .oracle import Oracle
+
+ZERO_GRADIENT_LIMIT = 0.05
+UNBOUNDED = {"linf": 1.0}
+UNBOUNDED_LIMIT = 0.05
+
+
+def slack(n: int) -> float:
+    """Two samples' worth: smaller differences are noise of random attacks, not a finding."""
+    return 2.0 / max(n, 1)
+
+
+def eps_zero_differs(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
+    for index, row in cells[cells["eps"] == 0].iterrows():
+        if row["robust_accuracy"] != row["clean_accuracy"]:
+            yield index, "ε=0 differs from clean accuracy"
+
+
+def rises_with_eps(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
+    for _, group in cells.groupby(["attack", "norm", "split"]):
+        ordered = group.sort_values("eps")
+        best_so_far = ordered["robust_accuracy"].cummin().shift(1)
+        for index, row in ordered.iterrows():
+            if row["robust_accuracy"] > best_so_far[index] + slack(row["n_samples"]):
+                yield index, "robust accuracy rises with ε"
+
+
+def unbounded_not_zero(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
+    for index, row in cells.iterrows():
+        limit = UNBOUNDED.get(row["norm"])
+        if limit is not None and row["eps"] >= limit and row["robust_accuracy"] > UNBOUNDED_LIMIT:
+            yield index, "an unbounded attack leaves accuracy above 5 %"
+
+
+def single_step_beats_iterative(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
+    for _, group in cells.groupby(["norm", "eps", "split"]):
+        single = group[group["single_step"] & (group["access"] == "gradient")]
+        iterative = group[~group["single_step"] & (group["access"] == "gradient")]
+        if single.empty or iterative.empty:
+            continue
+        n = group["n_samples"].iloc[0]
+        for index, row in iterative.iterrows():
+            if single["robust_accuracy"].min() < row["robust_accuracy"] - slack(n):
+                yield index, "a single-step attack beats this iterative one"
+
+
+def black_box_beats_white_box(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
+    for _, group in cells.groupby(["norm", "eps", "split"]):
+        white = group[group["access"] == "gradient"]
+        black = group[group["access"] != "gradient"]
+        if white.empty or black.empty:
+            continue
+        n = group["n_samples"].iloc[0]
+        for index, row in black.iterrows():
+            if row["robust_accuracy"] < white["robust_accuracy"].min() - slack(n):
+                yield index, "a black-box attack beats every white-box one (gradient masking?)"
+
+
+CHECKS = (eps_zero_differs, rises_with_eps, unbounded_not_zero, single_step_beats_iterative,
+          black_box_beats_white_box)
+
+
+def cell_flags(cells: pd.DataFrame) -> dict[int, list[str]]:
+    """Flags per row index of ``cells`` (one defense's valid attack cells, with the attack's
+    ``access`` and ``single_step`` capabilities as columns)."""
+    flags: dict[int, list[str]] = {}
+    for check in CHECKS:
+        for index, message in check(cells):
+            flags.setdefault(index, []).append(message)
+    return flags
+
+
+def zero_gradient_fraction(model: nn.Module, data: Split, device: torch.device,
+                           limit: int = 500) -> float:
+    """Fraction of samples whose input gradient is exactly zero (shattered or masked
+    gradients make gradient attacks look weak)."""
+    x, y = data.x[:limit].to(device), data.y[:limit].to(device)
+    if len(y) == 0:
+        return 0.0
+    grad, _ = Oracle(model, "gradient", len(y)).gradient(x, y)
+    return float((grad.flatten(1).abs().amax(dim=1) == 0).float().mean())
+
+
+def defense_flags(zero_fraction: float, eot_samples: int) -> list[str]:
+    """Flags that concern every cell of a defense."""
+    flags = []
+    if zero_fraction > ZERO_GRADIENT_LIMIT:
+        flags.append(f"{zero_fraction:.0%} of input gradients are zero")
+    if eot_samples > 1:
+        flags.append(f"randomized defense: gradient attacks used EOT over {eot_samples} draws")
+    return flags
