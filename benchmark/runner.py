@@ -432,6 +432,8 @@ class Runner:
         row.update(clean_accuracy=nan, clean_accuracy_ci_low=nan, clean_accuracy_ci_high=nan,
                    robust_accuracy=nan, robust_accuracy_ci_low=nan, robust_accuracy_ci_high=nan,
                    attack_success_rate=nan, targeted_success_rate=nan, queries_mean=nan,
+                   queries_success_mean=nan, queries_success_median=nan,
+                   query_budget=getattr(attack, "max_queries", None) or nan,
                    broken_by="", eot_samples=1)
         if outcome is not None:
             n = len(data)
@@ -446,6 +448,10 @@ class Runner:
             row.update(robust_accuracy_ci_low=low, robust_accuracy_ci_high=high)
             row["attack_success_rate"] = (clean - robust) / clean if clean else nan
             row["queries_mean"] = float(outcome.queries[attacked].float().mean()) if clean else nan
+            fooled = outcome.queries[attacked & ~outcome.adv_correct].float()
+            if len(fooled):
+                row.update(queries_success_mean=float(fooled.mean()),
+                           queries_success_median=float(fooled.median()))
         reason = error or (outcome.invalid_reason if outcome else None)
         row["valid"] = reason is None
         row["status"] = "ok" if reason is None else ("error" if error else "invalid")
