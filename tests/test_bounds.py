@@ -1,0 +1,406 @@
+"""The certifier (IBP and CROWN bounds) and the certified-training defense.
+
+Soundness is checked against points inside the ball found three ways (uniform samples, corners,
+PGD); tightness against exact minima found by enumerating ReLU activation patterns (one LP each).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linprog
+from torch import nn
+
+import advbench.bounds as bounds
+import advbench_plugins.certified_training as certified_training_plugin
+import advbench_plugins.ibp_cnn as ibp_cnn_plugin
+from advbench import Split, load_registry
+from advbench.bounds import (
+    METHODS,
+    applicable_method,
+    certify,
+    input_box,
+    interval_bounds,
+    margin_lower_bounds,
+    unsupported_reason,
+)
+from advbench.defense import TrainContext, TrainSettings
+from advbench.training import train_classifier
+from advbench_plugins.certified_training import CertifiedTraining, linear_ramp
+from advbench_plugins.ibp_cnn import IBPCNN
+from advbench_plugins.seed_cnn import SeedCNN
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """These ops are small: on a loaded 2-core machine one thread is many times faster than two
+    (two spin on each other). Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def true_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """logit_y − logit_j at x: (batch, classes)."""
+    logits = model(x)
+    return logits.gather(1, y[:, None]) - logits
+
+
+def pgd_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                steps: int = 20) -> torch.Tensor:
+    """Smallest ``logit_y − logit_j`` PGD finds in the ball, one run per class j: (batch, K)."""
+    classes = model(x[:1]).shape[1]
+    lower, upper = input_box(x, eps)
+    rep = lambda t: t.repeat_interleave(classes, 0)  # noqa: E731
+    lower, upper, labels = rep(lower), rep(upper), rep(y)
+    others = torch.arange(classes).repeat(x.shape[0])
+    generator = torch.Generator().manual_seed(1)
+    point = lower + (upper - lower) * torch.rand(lower.shape, generator=generator,
+                                                 dtype=x.dtype)
+    best = torch.full((len(point),), float("inf"), dtype=x.dtype)
+    for _ in range(steps):
+        point.requires_grad_(True)
+        margin = true_margins(model, point, labels).gather(1, others[:, None]).squeeze(1)
+        (grad,) = torch.autograd.grad(margin.sum(), point)
+        best = torch.minimum(best, margin.detach())
+        point = torch.minimum(torch.maximum(point.detach() - eps / 8 * grad.sign(), lower),
+                              upper)
+    return best.view(x.shape[0], classes)
+
+
+def sampled_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                    draws: int = 200) -> torch.Tensor:
+    """Smallest margins over uniform draws and random corners of the ball: (batch, K)."""
+    generator = torch.Generator().manual_seed(0)
+    lower, upper = input_box(x, eps)
+    best = true_margins(model, x, y)
+    for corner in (False, True):
+        noise = torch.rand((draws, *x.shape), generator=generator, dtype=x.dtype)
+        if corner:
+            noise = noise.round()
+        points = lower + (upper - lower) * noise
+        margins = true_margins(model, points.flatten(0, 1), y.repeat(draws))
+        best = torch.minimum(best, margins.view(draws, *best.shape).min(0).values)
+    return best
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(),
+                         nn.Sequential(nn.Linear(16, 16), nn.ReLU()), nn.Linear(16, 4))
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    norm = nn.BatchNorm2d(6)
+    norm.running_mean.normal_()
+    norm.running_var.uniform_(0.5, 2.0)
+    norm.weight.data.normal_()
+    norm.bias.data.normal_()
+    return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(4, 6, 3), norm, nn.ReLU(), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.Linear(6 * 1 * 1, 10), nn.ReLU(),
+                         nn.Linear(10, 3)).eval()
+
+
+NETS = {  # model factory, input shape, eps
+    "mlp": (mlp, (1, 3, 4), 0.08),
+    "cnn": (small_cnn, (1, 8, 8), 0.05),
+    "seed-cnn": (lambda: SeedCNN().build((1, 28, 28), 10), (1, 28, 28), 0.01),
+}
+BATCH = {"mlp": 6, "cnn": 6, "seed-cnn": 3}
+
+
+def net_and_batch(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, float]:
+    factory, shape, eps = NETS[name]
+    model = factory().double()
+    generator = torch.Generator().manual_seed(2)
+    x = torch.rand((BATCH[name], *shape), generator=generator, dtype=torch.float64)
+    y = model(x).argmax(1)
+    y[::2] = (y[::2] + 1) % model(x[:1]).shape[1]  # some wrong labels: negative margins too
+    return model, x, y, eps
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_bounds_contain_sampled_and_pgd_points(name: str) -> None:
+    model, x, y, eps = net_and_batch(name)
+    sampled = sampled_margins(model, x, y, eps)
+    attacked = pgd_margins(model, x, y, eps)
+    for method in METHODS:
+        bound = margin_lower_bounds(model, x, y, eps, method)
+        assert torch.equal(bound.gather(1, y[:, None]), torch.zeros_like(bound[:, :1]))
+        assert (bound <= sampled + TOL).all(), method
+        assert (bound <= attacked + TOL).all(), method
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_interval_bounds_contain_outputs(name: str) -> None:
+    model, x, _, eps = net_and_batch(name)
+    lower, upper = interval_bounds(model, *input_box(x, eps))
+    points = torch.cat([x, *(input_box(x, eps)), (x + eps * (2 * torch.rand_like(x) - 1))
+                        .clamp(0, 1)])
+    out = model(points).view(4, *lower.shape)
+    assert (lower <= out + TOL).all() and (out <= upper + TOL).all()
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_crown_never_looser_than_ibp(name: str) -> None:
+    model, x, y, eps = net_and_batch(name)
+    ibp = margin_lower_bounds(model, x, y, eps, "ibp")
+    crown_ibp = margin_lower_bounds(model, x, y, eps, "crown-ibp")
+    crown = margin_lower_bounds(model, x, y, eps, "crown")
+    assert (crown_ibp >= ibp - TOL).all()
+    assert (crown >= crown_ibp - TOL).all()
+    assert (crown - ibp).sum() > 0  # and it is tighter somewhere
+
+
+def test_full_crown_tightens_intermediate_bounds_of_a_deep_mlp() -> None:
+    model, x, y, eps = net_and_batch("mlp")
+    gap = margin_lower_bounds(model, x, y, eps, "crown") - margin_lower_bounds(
+        model, x, y, eps, "crown-ibp")
+    assert gap.max() > 1e-6
+
+
+def test_neuron_row_shortcut_matches_one_hot_back_substitution(monkeypatch) -> None:
+    """Full CROWN reads a neuron's row of a conv or linear layer directly; it must equal
+    back-substituting the one-hot row through the layer."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.Conv2d(3, 4, 3, padding=2, dilation=2), nn.ReLU(),
+                          nn.Conv2d(4, 4, 2, stride=2, padding="valid", bias=False), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    x = torch.rand(4, 2, 9, 9, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0])
+    fast = margin_lower_bounds(model, x, y, 0.1, "crown")
+    monkeypatch.setattr(bounds, "_neuron_rows", lambda *args: None)
+    slow = margin_lower_bounds(model, x, y, 0.1, "crown")
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-10)
+    assert (fast > margin_lower_bounds(model, x, y, 0.1, "crown-ibp") + 1e-9).any()
+
+
+# ----------------------------------------------------------------------- exact, by enumeration
+
+
+def two_layer(seed: int, inputs: int = 3, hidden: int = 5, classes: int = 3) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, classes)).double()
+
+
+def exact_margin_minimum(model: nn.Sequential, x: np.ndarray, label: int, other: int,
+                         eps: float) -> float:
+    """min over the box of logit_label − logit_other: one LP per ReLU activation pattern."""
+    w1, b1 = model[0].weight.detach().numpy(), model[0].bias.detach().numpy()
+    w2, b2 = model[2].weight.detach().numpy(), model[2].bias.detach().numpy()
+    c = w2[label] - w2[other]
+    box = list(zip(np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1), strict=True))
+    best = np.inf
+    for pattern in itertools.product((0.0, 1.0), repeat=len(b1)):
+        on = np.array(pattern)
+        sign = np.where(on > 0, -1.0, 1.0)  # active: W1x + b1 ≥ 0; inactive: ≤ 0
+        objective = (c * on) @ w1
+        constant = (c * on) @ b1 + b2[label] - b2[other]
+        result = linprog(objective, A_ub=sign[:, None] * w1, b_ub=-sign * b1, bounds=box,
+                         method="highs")
+        if result.status == 0:
+            best = min(best, result.fun + constant)
+    return float(best)
+
+
+def exact_margins(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor,
+                  eps: float) -> torch.Tensor:
+    classes = model[2].out_features
+    return torch.tensor([[0.0 if j == label else exact_margin_minimum(model, row, label, j, eps)
+                          for j in range(classes)]
+                         for row, label in zip(x.numpy(), y.tolist(), strict=True)],
+                        dtype=torch.float64)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bounds_below_exact_minimum_of_two_layer_net(seed: int) -> None:
+    model = two_layer(seed)
+    x = torch.rand(4, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0])
+    eps = 0.2
+    exact = exact_margins(model, x, y, eps)
+    assert (exact <= sampled_margins(model, x, y, eps) + 1e-9).all()  # the LPs are right
+    ibp = margin_lower_bounds(model, x, y, eps, "ibp")
+    crown = margin_lower_bounds(model, x, y, eps, "crown")
+    assert (ibp <= exact + 1e-9).all() and (crown <= exact + 1e-9).all()
+    assert (crown >= ibp - 1e-12).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bounds_exact_at_zero_radius(method: str) -> None:
+    model = two_layer(3)
+    x = torch.rand(5, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    bound = margin_lower_bounds(model, x, y, 0.0, method)
+    torch.testing.assert_close(bound, true_margins(model, x, y), rtol=0, atol=1e-12)
+
+
+def test_crown_exact_when_every_relu_is_stable() -> None:
+    model = two_layer(4)
+    x = torch.rand(5, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    eps = 0.01
+    lower, upper = interval_bounds(model[:1], *input_box(x, eps))
+    stable = (lower >= 0) | (upper <= 0)
+    keep = stable.all(1)
+    assert keep.sum() >= 3
+    x, y = x[keep], y[keep]
+    exact = exact_margins(model, x, y, eps)
+    crown = margin_lower_bounds(model, x, y, eps, "crown-ibp")
+    ibp = margin_lower_bounds(model, x, y, eps, "ibp")
+    torch.testing.assert_close(crown, exact, rtol=0, atol=1e-7)
+    assert (ibp <= exact + 1e-9).all() and (ibp < exact - 1e-9).any()  # IBP loses dependencies
+
+
+def test_ibp_exact_for_a_linear_model() -> None:
+    """One affine layer folded into the specification: IBP's bound is the exact minimum."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(3, 4)).double()
+    x = torch.rand(6, 3, dtype=torch.float64)
+    y = torch.arange(6) % 4
+    eps = 0.3
+    lower, upper = input_box(x, eps)
+    weight, bias = model[0].weight.detach(), model[0].bias.detach()
+    diff = weight[y].unsqueeze(1) - weight.unsqueeze(0)  # (batch, K, inputs)
+    corner = torch.where(diff > 0, lower.unsqueeze(1), upper.unsqueeze(1))  # the minimiser
+    exact = (diff * corner).sum(-1) + bias[y].unsqueeze(1) - bias.unsqueeze(0)
+    for method in METHODS:
+        torch.testing.assert_close(margin_lower_bounds(model, x, y, eps, method), exact)
+
+
+# ----------------------------------------------------------------------- API
+
+
+def test_applicable_method_and_errors() -> None:
+    assert applicable_method(mlp()) == "crown"
+    assert applicable_method(mlp(), "ibp") == "ibp"
+    seed = SeedCNN().build((1, 28, 28), 10)
+    assert applicable_method(seed) == "ibp+crown"
+    assert applicable_method(seed, "crown-ibp") == "ibp+crown-ibp"
+    assert applicable_method(IBPCNN().build((1, 28, 28), 10)) == "crown"
+    assert unsupported_reason(seed) is None
+    bad = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.GELU()))
+    assert "GELU" in unsupported_reason(bad)
+    with pytest.raises(ValueError, match=r"model\[1\]\[0\] \(GELU\)"):
+        margin_lower_bounds(bad, torch.rand(1, 2), torch.tensor([0]), 0.1)
+    with pytest.raises(ValueError, match="nn.Sequential"):
+        certify(nn.Linear(2, 2), torch.rand(1, 2), torch.tensor([0]), 0.1)
+    with pytest.raises(ValueError, match="BatchNorm2d.*eval"):
+        applicable_method(nn.Sequential(nn.BatchNorm2d(1).train()))
+    with pytest.raises(ValueError, match="unknown bound method"):
+        applicable_method(mlp(), "lp")
+
+
+def test_plugins_register() -> None:
+    registry = load_registry(extra=[certified_training_plugin, ibp_cnn_plugin], autoload=False)
+    defense = registry.get("defense", "certified-training").cls()
+    assert defense.config()["eps"] == 0.1
+    model = registry.get("model", "ibp-cnn").cls().build((1, 28, 28), 10)
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_inplace_relu_gives_the_same_bounds() -> None:
+    model, x, y, eps = net_and_batch("mlp")
+    inplace = copy.deepcopy(model)
+    inplace[2], inplace[3][1] = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
+    for method in METHODS:
+        torch.testing.assert_close(margin_lower_bounds(inplace, x, y, eps, method),
+                                   margin_lower_bounds(model, x, y, eps, method))
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown-ibp"])
+def test_bounds_are_differentiable(method: str) -> None:
+    model, x, y, eps = net_and_batch("cnn")
+    margin_lower_bounds(model, x, y, eps, method).sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_training_loss_is_natural_before_the_ramp_and_above_it_after() -> None:
+    assert linear_ramp(0.05, 0.1, 0.6) == 0.0
+    assert linear_ramp(0.35, 0.1, 0.6) == pytest.approx(0.5)
+    assert linear_ramp(0.9, 0.1, 0.6) == 1.0
+    model, x, y, _ = net_and_batch("cnn")
+    model = model.float()
+    x = x.float()
+    natural = nn.functional.cross_entropy(model(x), y)
+    for bound in ("ibp", "crown-ibp"):
+        defense = CertifiedTraining(eps=0.05, bound=bound)
+        assert defense.training_loss(model, x, y, 0.0).item() == pytest.approx(natural.item())
+        assert defense.training_loss(model, x, y, 0.5) > natural  # worst case ≥ clean loss
+    with pytest.raises(ValueError):
+        CertifiedTraining(bound="lp")
+    with_norm = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.BatchNorm1d(4))
+    ctx = TrainContext(TrainSettings(epochs=1), torch.device("cpu"), 0)
+    with pytest.raises(ValueError, match="certified-training cannot train.*BatchNorm1d"):
+        CertifiedTraining().fit(with_norm, Split(torch.rand(4, 1, 2, 2), torch.zeros(4).long()),
+                                ctx)
+
+
+# ----------------------------------------------------------------------- trained models
+
+
+ARCHITECTURES = {
+    "mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 100), nn.ReLU(),
+                                 nn.Linear(100, 10)),
+    "ibp-cnn": lambda: IBPCNN().build((1, 28, 28), 10),
+}
+
+
+def train(fashion, architecture: str, loss) -> nn.Module:
+    torch.manual_seed(0)
+    model = ARCHITECTURES[architecture]()
+    train_split = fashion["train"].subset(torch.arange(3000))
+    ctx = TrainContext(TrainSettings(epochs=2, batch_size=100, lr=3e-3), torch.device("cpu"), 0)
+    train_classifier(model, train_split, ctx, loss)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=list(ARCHITECTURES))
+def trained_pair(request, fashion) -> dict[str, nn.Module]:
+    """One architecture trained identically with the certified-training and the natural loss
+    (3000 images, 2 epochs)."""
+    defense = CertifiedTraining(eps=0.1, ramp_start=0.0, ramp_end=0.5)
+    natural = lambda m, x, y, p: nn.functional.cross_entropy(m(x), y)  # noqa: E731
+    return {name: train(fashion, request.param, loss)
+            for name, loss in (("certified", defense.training_loss), ("none", natural))}
+
+
+@pytest.mark.slow
+def test_certified_training_certifies_more_than_natural_training(fashion, trained_pair) -> None:
+    x, y = fashion["test"].x[:300], fashion["test"].y[:300]
+    eps = 0.05
+    model = trained_pair["certified"]
+    assert (model(x).argmax(1) == y).float().mean() > 0.5  # not a collapsed constant classifier
+    rates = {name: certify(model, x, y, eps).float().mean().item()
+             for name, model in trained_pair.items()}
+    assert rates["certified"] > rates["none"] + 0.1
+
+
+@pytest.fixture(scope="module")
+def pgd_broken(fashion, trained_pair) -> torch.Tensor:
+    x, y = fashion["test"].x[:150], fashion["test"].y[:150]
+    worst = pgd_margins(trained_pair["certified"], x, y, 0.08, steps=30)
+    return worst.scatter(1, y[:, None], float("inf")).min(1).values < 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_certified_samples_survive_pgd(fashion, trained_pair, pgd_broken, method: str) -> None:
+    x, y = fashion["test"].x[:150], fashion["test"].y[:150]
+    certified = certify(trained_pair["certified"], x, y, 0.08, method)
+    assert certified.any() and pgd_broken.any()  # neither side is vacuous
+    assert not (certified & pgd_broken).any()
