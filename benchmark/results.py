@@ -23,7 +23,8 @@ COLUMNS = [
     "robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high",
     "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean",
     "queries_success_mean", "queries_success_median", "query_budget", "eot_samples",
-    "broken_by", "flags", "zero_grad_fraction",
+    "certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
+    "certifier", "certified_broken", "broken_by", "flags", "zero_grad_fraction",
     "valid", "status", "invalid_reason", "seconds", "seed", "attack_config", "defense_config",
     "cell_key", "schema_version",
 ]

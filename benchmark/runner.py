@@ -30,6 +30,7 @@ from rich.console import Console
 from torch import nn
 
 from .attack import Attack
+from .bounds import applicable_method, certify, unsupported_reason
 from .data import Dataset, Split
 from .defense import Defense, TrainContext, TrainSettings
 from .errors import BenchError, UsageError
@@ -54,6 +55,7 @@ from .threat import NORMS, ThreatModel
 from .training import ModelCache, content_key, training_steps
 
 SPLIT_CHOICES = ("test", "train", "both")
+CERTIFIER = "crown-ibp"  # CROWN back-substitution over IBP intermediate bounds
 
 
 @dataclass
@@ -353,6 +355,8 @@ class Defended:
     clean_pred: dict[str, torch.Tensor]
     targets: dict[str, torch.Tensor]
     eot_samples: int
+    certified: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
+    certifier: str = ""
 
 
 class Runner:
@@ -434,7 +438,9 @@ class Runner:
                    attack_success_rate=nan, targeted_success_rate=nan, queries_mean=nan,
                    queries_success_mean=nan, queries_success_median=nan,
                    query_budget=getattr(attack, "max_queries", None) or nan,
-                   broken_by="", eot_samples=1)
+                   broken_by="", eot_samples=1, certified_accuracy=nan,
+                   certified_accuracy_ci_low=nan, certified_accuracy_ci_high=nan, certifier="",
+                   certified_broken=nan)
         if outcome is not None:
             n = len(data)
             clean, robust = int(outcome.clean_correct.sum()), int(outcome.robust.sum())
@@ -504,7 +510,29 @@ class Runner:
         if randomized:
             self.progress.log(f"{type(defense).name}: randomized model detected, gradient "
                               f"attacks use EOT over {config.eot_samples} draws")
-        return Defended(model, clean_pred, targets, config.eot_samples if randomized else 1)
+        state = Defended(model, clean_pred, targets, config.eot_samples if randomized else 1)
+        if unsupported_reason(model) is None and not randomized:
+            state.certifier = applicable_method(model, CERTIFIER)
+            for split, data in plan.evaluation.items():
+                for eps in plan.eps.get("linf", []):
+                    certified = certify(model, data.x.to(plan.device), data.y.to(plan.device),
+                                        eps, CERTIFIER)
+                    state.certified[(split, eps)] = certified.cpu()
+        return state
+
+    def add_certification(self, row: dict[str, Any], cell: Cell, outcome: CellOutcome | None,
+                          state: Defended) -> None:
+        """Certified accuracy at the cell's L∞ ε, and the cross-check that must always hold:
+        no certified sample is broken by an attack."""
+        certified = state.certified.get((cell.split, cell.threat.eps))
+        if cell.threat.norm != "linf" or certified is None:
+            return
+        n, count = len(certified), int(certified.sum())
+        low, high = wilson_interval(count, n)
+        row.update(certified_accuracy=count / n, certified_accuracy_ci_low=low,
+                   certified_accuracy_ci_high=high, certifier=state.certifier)
+        if outcome is not None and row["valid"]:
+            row["certified_broken"] = int((certified & ~outcome.robust).sum())
 
     def run_cell(self, cell: Cell, defense: Defense, state: Defended
                  ) -> tuple[dict[str, Any], CellOutcome | None]:
@@ -528,6 +556,7 @@ class Runner:
             error = f"attack raised {one_line(exc)}"
         row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
         row["eot_samples"] = state.eot_samples
+        self.add_certification(row, cell, outcome, state)
         if cell.split in state.targets and outcome is not None and row["valid"]:
             row["targeted_success_rate"] = targeted_success(outcome, state.targets[cell.split])
         return row, (outcome if error is None else None)
@@ -560,7 +589,7 @@ class Runner:
             if outcome is not None and row["valid"]:
                 finished.append((cell, outcome))
         if defense is not None:
-            self.record_worst_cases(defense, finished)
+            self.record_worst_cases(defense, finished, state)
             self.flag(self.rows[first_row:], state)
             if self.out is not None:
                 write_results(self.out, self.rows)
@@ -586,8 +615,8 @@ class Runner:
             row["zero_grad_fraction"], row["eot_samples"] = zero, eot
             row["flags"] = "; ".join(common + per_row.get(id(row), []))
 
-    def record_worst_cases(self, defense: Defense,
-                           finished: list[tuple[Cell, CellOutcome]]) -> None:
+    def record_worst_cases(self, defense: Defense, finished: list[tuple[Cell, CellOutcome]],
+                           state: Defended | None) -> None:
         """Per split, norm and ε with two attacks or more: a sample is robust only if every
         valid attack failed on it. ``broken_by`` counts the samples each attack broke."""
         groups: dict[tuple[str, str, float], list[tuple[Cell, CellOutcome]]] = {}
@@ -608,6 +637,8 @@ class Runner:
             cell = Cell(first_cell.defense, None, first_cell.threat, split)
             row = self.row(cell, None, defense, combined, 0.0, None)
             row["broken_by"] = json.dumps(broken, sort_keys=True)
+            if state is not None:
+                self.add_certification(row, cell, combined, state)
             self.keep(row, combined)
 
     def log_error(self, what: str, exc: BaseException) -> None:

@@ -71,8 +71,17 @@ def black_box_beats_white_box(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
                 yield index, "a black-box attack beats every white-box one (gradient masking?)"
 
 
-CHECKS = (eps_zero_differs, rises_with_eps, unbounded_not_zero, single_step_beats_iterative,
-          black_box_beats_white_box)
+def certified_sample_broken(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
+    if "certified_broken" not in cells:
+        return
+    for index, row in cells.iterrows():
+        if row["certified_broken"] > 0:
+            yield index, (f"{int(row['certified_broken'])} certified samples were broken: the "
+                          "certifier or the validity gate is wrong")
+
+
+CHECKS = (certified_sample_broken, eps_zero_differs, rises_with_eps, unbounded_not_zero,
+          single_step_beats_iterative, black_box_beats_white_box)
 
 
 def cell_flags(cells: pd.DataFrame) -> dict[int, list[str]]:
