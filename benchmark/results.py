@@ -22,7 +22,7 @@ COLUMNS = [
     "clean_accuracy", "clean_accuracy_ci_low", "clean_accuracy_ci_high",
     "robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high",
     "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean",
-    "queries_success_mean", "queries_success_median", "query_budget", "eot_samples",
+    "queries_success_mean", "queries_success_median", "query_budget", "eot_samples", "batch_size",
     "certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
     "certifier", "certified_broken", "broken_by", "flags", "zero_grad_fraction",
     "valid", "status", "invalid_reason", "seconds", "seed", "attack_config", "defense_config",

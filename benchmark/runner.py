@@ -248,6 +248,12 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
     return plan
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a plain RuntimeError)."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
 def targeted_success(outcome: CellOutcome, targets: torch.Tensor) -> float:
     """Among attacked samples (correct, target not their label): fraction sent to the target."""
     attacked = outcome.clean_correct & (targets != outcome.labels)
@@ -438,7 +444,8 @@ class Runner:
                    attack_success_rate=nan, targeted_success_rate=nan, queries_mean=nan,
                    queries_success_mean=nan, queries_success_median=nan,
                    query_budget=getattr(attack, "max_queries", None) or nan,
-                   broken_by="", eot_samples=1, certified_accuracy=nan,
+                   broken_by="", eot_samples=1, batch_size=plan.config.batch_size,
+                   certified_accuracy=nan,
                    certified_accuracy_ci_low=nan, certified_accuracy_ci_high=nan, certifier="",
                    certified_broken=nan)
         if outcome is not None:
@@ -544,18 +551,25 @@ class Runner:
                            int((clean_pred == data.y).sum()))
         started = time.perf_counter()
         attack, outcome, error = None, None, None
-        try:
-            attack = cell.attack.cls()
-            outcome = attack_cell(
-                state.model, attack, data, clean_pred, cell.threat,
-                batch_size=plan.config.batch_size, device=plan.device, seed=plan.config.seed,
-                targets=state.targets.get(cell.split), eot_samples=state.eot_samples,
-                on_batch=self.progress.advance)
-        except Exception as exc:
-            self.log_error(f"cell {cell.defense.name} × {cell.attack_name}", exc)
-            error = f"attack raised {one_line(exc)}"
+        batch_size = plan.config.batch_size
+        while outcome is None and error is None:
+            try:
+                attack = cell.attack.cls()
+                outcome = attack_cell(
+                    state.model, attack, data, clean_pred, cell.threat, batch_size=batch_size,
+                    device=plan.device, seed=plan.config.seed,
+                    targets=state.targets.get(cell.split), eot_samples=state.eot_samples,
+                    on_batch=self.progress.advance)
+            except Exception as exc:
+                if is_out_of_memory(exc) and batch_size > 1:
+                    batch_size //= 2
+                    self.progress.log(f"out of memory: retrying the cell with batches of "
+                                      f"{batch_size}")
+                    continue
+                self.log_error(f"cell {cell.defense.name} × {cell.attack_name}", exc)
+                error = f"attack raised {one_line(exc)}"
         row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
-        row["eot_samples"] = state.eot_samples
+        row["eot_samples"], row["batch_size"] = state.eot_samples, batch_size
         self.add_certification(row, cell, outcome, state)
         if cell.split in state.targets and outcome is not None and row["valid"]:
             row["targeted_success_rate"] = targeted_success(outcome, state.targets[cell.split])

@@ -202,6 +202,20 @@ class NoisyDefense(Defense):
         return NoisyLogits(model)
 
 
+@dataclass(kw_only=True)
+class NeedsSmallBatches(Attack):
+    """Runs out of memory on batches over 10 samples; FGSM otherwise."""
+
+    name = "needs-small-batches"
+    norms = ("linf",)
+
+    def run(self, oracle, x, y, threat, ctx):
+        if len(x) > 10:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        grad, _ = oracle.gradient(x, y)
+        return x + threat.eps * grad.sign()
+
+
 CHEATERS = [TooFar, ReturnsNaN, WrongShape, WrongDtype, WrongDevice, NotATensor]
 
 
@@ -216,7 +230,7 @@ class FailingDefense(Defense):
 @hookimpl
 def bench_attacks():
     return [*CHEATERS, OutOfBox, ModifiesInput, Raises, RandomSign, Interrupter,
-            WeakAtLargeEps, FakeIterative, ScoreRandomSign]
+            WeakAtLargeEps, FakeIterative, ScoreRandomSign, NeedsSmallBatches]
 
 
 @hookimpl

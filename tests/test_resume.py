@@ -75,3 +75,14 @@ def test_kill_9_then_resume_loses_nothing(tmp_path):
     assert 1 <= finished < 5
     assert main(["run", "--resume", str(cut)]) == 0
     pd.testing.assert_frame_equal(results(cut), results(tmp_path / "full"))
+
+
+def test_out_of_memory_retries_with_smaller_batches(tmp_path):
+    registry = load_registry(extra=[sample_plugins])
+    frame = run_matrix(attacks="fgsm,needs-small-batches", defenses="none", registry=registry,
+                       batch_size=100, cache_dir=tmp_path, **SMALL)
+    rows = frame.set_index("attack")
+    assert rows.loc["needs-small-batches", "status"] == "ok"
+    assert rows.loc["needs-small-batches", "batch_size"] <= 12
+    assert rows.loc["needs-small-batches", "robust_accuracy"] == rows.loc["fgsm",
+                                                                            "robust_accuracy"]
