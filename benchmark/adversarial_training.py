@@ -1,0 +1,333 @@
+"""Adversarial training (Madry et al. 2018; Wong, Rice & Kolter 2020): the epoch loop, the
+catastrophic-overfitting guard and the training curves that ``adv-train-*`` defenses share.
+
+Each batch is trained on adversarial examples made on the fly against the current weights (by
+Danskin's theorem the gradient of the inner maximum is the loss gradient at the maximiser), with
+an optional clean share of the batch. Subclasses supply only :meth:`AdversarialTraining.
+adversarial_examples`.
+
+Monitoring. Before training, the training split is divided once, seeded by the run's seed:
+``holdout`` samples are set aside and never trained on (the *validation* set: the training
+split, never the test split), and ``monitor`` of the remaining samples, which are trained on,
+form the fixed *train* batch. At the end of every epoch (or ``checks_per_epoch`` times per
+epoch) clean accuracy and PGD robust accuracy are measured on both, in eval mode, with a
+freshly seeded PGD, and appended to :attr:`AdversarialTraining.history`.
+
+Guard. Fast adversarial training can *catastrophically overfit*: robust accuracy collapses to
+near zero within an epoch while clean accuracy stays high (Wong et al. 2020). When the
+validation robust accuracy (the train batch's if ``holdout`` is 0) falls below
+``collapse_ratio`` × the best seen so far (once that best is at least ``collapse_min_best``),
+training stops and the weights of the last check that passed are restored; the history records
+it. A collapse before the first check cannot be undone: raise ``checks_per_epoch`` to catch one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Split
+from .defense import Defense, TrainContext
+from .iterative import model_gradient, pgd
+from .threat import ThreatModel
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
+CheckFn = Callable[[float, int, float, float], bool]
+
+VALIDATION_NOTE = ("validation = samples of the training split set aside before training and "
+                   "never trained on (seeded); train = a fixed seeded batch of the samples "
+                   "trained on; the test split is never used")
+MEASURE_BATCH = 512
+
+
+@dataclass
+class EpochRecord:
+    """One check: accuracies after ``epoch`` epochs (fractional with several checks an epoch)."""
+
+    epoch: float
+    step: int
+    loss: float
+    lr: float
+    seconds: float
+    train_clean: float
+    train_robust: float
+    val_clean: float | None
+    val_robust: float | None
+
+
+@dataclass
+class TrainingHistory:
+    """The training curves of one adversarially trained model, and what the guard did."""
+
+    defense: str
+    config: dict[str, Any]
+    attack: str
+    validation: str = VALIDATION_NOTE
+    records: list[EpochRecord] = field(default_factory=list)
+    collapse: dict[str, Any] | None = None
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingHistory:
+        fields = {**data, "records": [EpochRecord(**r) for r in data.get("records", [])]}
+        return cls(**fields)
+
+
+def save_history(history: TrainingHistory | dict[str, Any], path: Path) -> Path:
+    """Write the history as JSON (next to the cached model, e.g. ``<key>.history.json``)."""
+    data = history.to_dict() if isinstance(history, TrainingHistory) else history
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+    return path
+
+
+def load_history(path: Path) -> TrainingHistory:
+    """Read a history written by :func:`save_history`."""
+    return TrainingHistory.from_dict(json.loads(Path(path).read_text()))
+
+
+def plot_training_curves(history: TrainingHistory | dict[str, Any], path: Path) -> Path:
+    """Clean and robust accuracy per epoch, train and validation (seed figure 3), as a PNG; a
+    detected collapse is marked with a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if isinstance(history, dict):
+        history = TrainingHistory.from_dict(history)
+    epochs = [r.epoch for r in history.records]
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    curves = [("train_clean", "train clean", "C0", "-"), ("train_robust", "train robust", "C0",
+              "--"), ("val_clean", "validation clean", "C1", "-"),
+              ("val_robust", "validation robust", "C1", "--")]
+    for key, label, colour, style in curves:
+        values = [getattr(r, key) for r in history.records]
+        if values and all(v is not None for v in values):
+            axis.plot(epochs, values, style, color=colour, marker="o", label=label)
+    if history.collapse is not None:
+        axis.axvline(history.collapse["epoch"], color="red", alpha=0.5,
+                     label=f"collapse, restored epoch {history.collapse['restored_epoch']:g}")
+    axis.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1),
+             title=f"{history.defense} ({history.attack})")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def split_for_monitoring(train: Split, holdout: int, monitor: int, seed: int
+                         ) -> tuple[Split, Split, Split | None]:
+    """(samples trained on, fixed monitored batch of them, held-out validation or None)."""
+    if holdout < 0 or monitor < 1:
+        raise ValueError("need holdout >= 0 and monitor >= 1")
+    if len(train) <= holdout:
+        raise ValueError(f"cannot hold out {holdout} of {len(train)} training samples")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7919))
+    kept, held = order[: len(train) - holdout].sort().values, order[len(train) - holdout :]
+    fit = train.subset(kept)
+    watched = fit.subset(torch.arange(min(monitor, len(fit))))
+    return fit, watched, train.subset(held) if holdout else None
+
+
+@torch.no_grad()
+def measure(model: nn.Module, data: Split, threat: ThreatModel, steps: int,
+            device: torch.device, seed: int) -> tuple[float, float]:
+    """(clean accuracy, PGD robust accuracy) of ``model`` on ``data``; PGD with ``steps`` steps
+    of 2.5ε/steps from a random start, seeded, so equal weights give equal numbers."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    gradient = model_gradient(model)
+    clean = robust = 0
+    for start in range(0, len(data), MEASURE_BATCH):
+        x = data.x[start : start + MEASURE_BATCH].to(device)
+        y = data.y[start : start + MEASURE_BATCH].to(device)
+        correct = model(x).argmax(dim=1) == y
+        clean += int(correct.sum())
+        if steps > 0 and bool(correct.any()):
+            x_adv = pgd(gradient, x[correct], y[correct], threat, steps=steps,
+                        step_size=2.5 * threat.eps / steps, generator=generator)
+            robust += int((model(x_adv).argmax(dim=1) == y[correct]).sum())
+        else:
+            robust += int(correct.sum())
+    return clean / len(data), robust / len(data)
+
+
+class CollapseGuard:
+    """Keeps the weights of the last check that passed; reports a collapse of robust accuracy
+    below ``ratio`` × the best so far (once the best reaches ``min_best``)."""
+
+    def __init__(self, ratio: float, min_best: float) -> None:
+        self.ratio, self.min_best = ratio, min_best
+        self.best = 0.0
+        self.good_state: dict[str, torch.Tensor] | None = None
+        self.good_epoch: float | None = None
+
+    def collapsed(self, robust: float) -> bool:
+        return self.best >= self.min_best and robust < self.ratio * self.best
+
+    def keep(self, model: nn.Module, robust: float, epoch: float) -> None:
+        self.best = max(self.best, robust)
+        self.good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.good_epoch = epoch
+
+    def restore(self, model: nn.Module) -> None:
+        if self.good_state is not None:
+            model.load_state_dict(self.good_state)
+
+
+def train_epochs(model: nn.Module, train: Split, ctx: TrainContext, loss_fn: LossFn,
+                 check: CheckFn, checks_per_epoch: int = 1) -> None:
+    """``advbench.training.train_classifier``'s loop (Adam, one-cycle schedule peaking at
+    ``settings.lr``, order seeded by ``ctx.seed``: the same batches as a ``none`` model on the
+    same samples) with ``check(epoch, step, mean_loss, lr)`` called ``checks_per_epoch`` times
+    an epoch; training stops when it returns True."""
+    settings = ctx.settings
+    n = len(train)
+    batches = -(-n // settings.batch_size)
+    total_steps = settings.epochs * batches
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps)
+    order_rng = torch.Generator().manual_seed(ctx.seed)
+    check_at = {round(batches * (i + 1) / checks_per_epoch) for i in range(checks_per_epoch)}
+    step = 0
+    model.train()
+    for epoch in range(settings.epochs):
+        order = torch.randperm(n, generator=order_rng)
+        loss_sum, count = torch.zeros((), device=ctx.device), 0
+        for batch, start in enumerate(range(0, n, settings.batch_size), 1):
+            index = order[start : start + settings.batch_size]
+            x, y = train.x[index].to(ctx.device), train.y[index].to(ctx.device)
+            loss = loss_fn(model, x, y, step / total_steps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            ctx.on_batch()
+            loss_sum, count = loss_sum + loss.detach(), count + 1
+            if batch in check_at:
+                stop = check(epoch + batch / batches, step, float(loss_sum) / count,
+                             schedule.get_last_lr()[0])
+                loss_sum, count = torch.zeros((), device=ctx.device), 0
+                model.train()
+                if stop:
+                    model.eval()
+                    return
+    model.eval()
+
+
+@dataclass(kw_only=True)
+class AdversarialTraining(Defense):
+    """Base of adversarial-training defenses: trains on ``adversarial_examples`` (and a clean
+    share ``clean_fraction`` of each batch), monitored and guarded as the module says.
+
+    After ``fit``, ``history`` holds the :class:`TrainingHistory` (None before, and when the
+    model came from the cache: the runner stores it with :func:`save_history`).
+    """
+
+    eps: float = 0.1
+    norm: str = "linf"
+    clean_fraction: float = 0.0
+    holdout: int = 256
+    monitor: int = 256
+    guard_steps: int = 10
+    collapse_ratio: float = 0.5
+    collapse_min_best: float = 0.1
+    checks_per_epoch: int = 1
+
+    # Set by fit, not configuration (ClassVar keeps them out of config() and the cache key).
+    history: ClassVar[TrainingHistory | None] = None
+    _generator: ClassVar[torch.Generator | None] = None
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("linf", "l2"):
+            raise ValueError(f"adversarial training steps in linf or l2, not {self.norm!r}")
+        if not 0.0 <= self.clean_fraction <= 1.0:
+            raise ValueError("clean_fraction must be in [0, 1]")
+        if self.checks_per_epoch < 1:
+            raise ValueError("checks_per_epoch must be >= 1")
+
+    @property
+    def threat(self) -> ThreatModel:
+        return ThreatModel(self.norm, self.eps)
+
+    def attack_label(self) -> str:
+        """How the training examples are made, for the history and the figure."""
+        return type(self).name
+
+    def adversarial_examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                             generator: torch.Generator | None) -> torch.Tensor:
+        """Adversarial versions of ``x`` against ``model`` (as it is now), inside ``threat``."""
+        raise NotImplementedError
+
+    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      progress: float) -> torch.Tensor:
+        """Cross-entropy over the batch: its first ``clean_fraction`` kept clean (the batch
+        order is already random), the rest replaced by adversarial examples."""
+        clean = round(self.clean_fraction * len(x))
+        parts = [x[:clean]]
+        if clean < len(x):
+            parts.append(self.adversarial_examples(model, x[clean:], y[clean:],
+                                                   self._generator))
+        return F.cross_entropy(model(torch.cat(parts)), y)
+
+    def fit(self, model: nn.Module, train: Split, ctx: TrainContext) -> nn.Module:
+        """Train with the guard; a pretrained (user) model is fine-tuned the same way."""
+        fit_split, watched, validation = split_for_monitoring(train, self.holdout,
+                                                              self.monitor, ctx.seed)
+        self._generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 1)
+        history = TrainingHistory(type(self).name, self.config(), self.attack_label())
+        self.history = history
+        guard = CollapseGuard(self.collapse_ratio, self.collapse_min_best)
+        started, measuring = time.perf_counter(), 0.0
+
+        def check(epoch: float, step: int, loss: float, lr: float) -> bool:
+            nonlocal measuring
+            seconds = time.perf_counter() - started - measuring
+            model.eval()
+            record = EpochRecord(epoch, step, loss, lr, seconds,
+                                 *self._accuracies(model, watched, validation, ctx))
+            measuring = time.perf_counter() - started - seconds
+            history.records.append(record)
+            robust = record.val_robust if record.val_robust is not None else record.train_robust
+            if guard.collapsed(robust):
+                guard.restore(model)
+                history.collapse = {"epoch": epoch, "robust": robust, "best": guard.best,
+                                    "restored_epoch": guard.good_epoch}
+                history.stopped_early = True
+                return True
+            guard.keep(model, robust, epoch)
+            return False
+
+        try:
+            train_epochs(model, fit_split, ctx, self.training_loss, check,
+                         self.checks_per_epoch)
+        finally:
+            self._generator = None
+        return model
+
+    def _accuracies(self, model: nn.Module, watched: Split, validation: Split | None,
+                    ctx: TrainContext) -> tuple[float, float, float | None, float | None]:
+        """(train clean, train robust, validation clean, validation robust)."""
+        seed = ctx.seed + 2
+        train = measure(model, watched, self.threat, self.guard_steps, ctx.device, seed)
+        if validation is None:
+            return (*train, None, None)
+        return (*train, *measure(model, validation, self.threat, self.guard_steps, ctx.device,
+                                 seed))

@@ -1,0 +1,287 @@
+"""Defenses of issue 5: adversarial training (FGSM, PGD) and Gaussian randomized smoothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import beta, binomtest, norm
+from torch import nn
+
+import advbench.adversarial_training as at
+from advbench import ThreatModel
+from advbench.adversarial_training import (
+    EpochRecord,
+    TrainingHistory,
+    load_history,
+    plot_training_curves,
+    save_history,
+)
+from advbench.defense import TrainContext, TrainSettings
+from advbench.evaluate import attack_cell, predict
+from advbench.smoothing import (
+    SmoothedClassifier,
+    certified_accuracy,
+    max_certifiable_radius,
+    plot_certified_accuracy,
+)
+from advbench.training import ModelCache, content_key
+from advbench_plugins.adv_train_fgsm import AdvTrainFGSM
+from advbench_plugins.adv_train_pgd import AdvTrainPGD
+from advbench_plugins.gaussian_smoothing import GaussianSmoothing
+from advbench_plugins.none import NoDefense
+from advbench_plugins.pgd_linf import PGDLinf
+from advbench_plugins.seed_cnn import SeedCNN
+
+CPU = torch.device("cpu")
+LINF = ThreatModel("linf", 0.1)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return SeedCNN().build((1, 28, 28), 10)
+
+
+def fit(defense, data, epochs: int = 2, seed: int = 0) -> nn.Module:
+    model = defense.fit(cnn(seed), data, TrainContext(TrainSettings(epochs=epochs), CPU, seed))
+    return model.eval()
+
+
+def pgd_robust_accuracy(model: nn.Module, data) -> float:
+    clean = predict(model, data.x, 500, CPU)
+    outcome = attack_cell(model, PGDLinf(steps=10), data, clean, LINF, batch_size=500,
+                          device=CPU, seed=0)
+    return float(outcome.robust.float().mean())
+
+
+@pytest.fixture(scope="module")
+def small(fashion):
+    return fashion["train"].subset(torch.arange(3000)), fashion["test"].subset(torch.arange(500))
+
+
+@pytest.fixture(scope="module")
+def none_robust(small) -> float:
+    return pgd_robust_accuracy(fit(NoDefense(), small[0]), small[1])
+
+
+# --- adversarial training -------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("defense", [
+    AdvTrainFGSM(holdout=128, monitor=128, guard_steps=5),
+    AdvTrainPGD(steps=2, holdout=128, monitor=128, guard_steps=5),
+], ids=["fgsm", "pgd"])
+def test_adversarial_training_beats_none_under_pgd(small, none_robust, defense):
+    train, test = small
+    robust = pgd_robust_accuracy(fit(defense, train), test)
+    assert robust > none_robust + 0.1, (robust, none_robust)
+    history = defense.history
+    assert [r.epoch for r in history.records] == [1.0, 2.0]
+    assert all(0 <= r.val_robust <= r.val_clean <= 1 for r in history.records)
+    assert all(0 <= r.train_robust <= r.train_clean <= 1 for r in history.records)
+
+
+def test_guard_restores_last_good_weights_on_a_collapse(fashion, monkeypatch):
+    robust_per_check = iter([0.30, 0.40, 0.05, 0.40])
+    seen: list[dict[str, torch.Tensor]] = []
+    real_measure = at.measure
+
+    def fake_measure(model, data, threat, steps, device, seed):
+        clean, _ = real_measure(model, data, threat, 0, device, seed)
+        if len(data) == 64:  # the validation set (holdout), measured second at each check
+            seen.append({k: v.clone() for k, v in model.state_dict().items()})
+            return clean, next(robust_per_check)
+        return clean, 0.0
+
+    monkeypatch.setattr(at, "measure", fake_measure)
+    defense = AdvTrainFGSM(holdout=64, monitor=32, checks_per_epoch=2)
+    model = fit(defense, fashion["train"].subset(torch.arange(576)))  # 4 batches an epoch
+    history = defense.history
+    assert len(history.records) == 3 and len(seen) == 3  # stopped at the collapse
+    assert history.stopped_early
+    assert history.collapse == {"epoch": 1.5, "robust": 0.05, "best": 0.40,
+                                "restored_epoch": 1.0}
+    restored = model.state_dict()
+    assert all(torch.equal(restored[k], seen[1][k]) for k in restored)
+    assert not all(torch.equal(restored[k], seen[2][k]) for k in restored)
+
+
+def test_clean_fraction_keeps_that_share_of_the_batch_clean(batch, monkeypatch):
+    x, y = batch[0][:10], batch[1][:10]
+    model = cnn()
+    everything_clean = AdvTrainFGSM(clean_fraction=1.0).training_loss(model, x, y, 0.0)
+    assert torch.equal(everything_clean, nn.functional.cross_entropy(model(x), y))
+    attacked: list[torch.Tensor] = []
+
+    def record(self, model, x_part, y_part, generator):
+        attacked.append(x_part)
+        return torch.zeros_like(x_part)
+
+    monkeypatch.setattr(AdvTrainFGSM, "adversarial_examples", record)
+    mixed = AdvTrainFGSM(clean_fraction=0.3).training_loss(model, x, y, 0.0)
+    assert len(attacked) == 1 and torch.equal(attacked[0], x[3:])
+    inputs = torch.cat([x[:3], torch.zeros_like(x[3:])])
+    assert torch.equal(mixed, nn.functional.cross_entropy(model(inputs), y))
+
+
+def test_history_is_not_configuration():
+    defense = AdvTrainPGD(steps=4)
+    assert "history" not in defense.config() and "_generator" not in defense.config()
+    assert defense.rel_step_size == pytest.approx(2.5 / 4)
+
+
+def test_training_curves_are_written(tmp_path):
+    history = TrainingHistory("adv-train-fgsm", {"eps": 0.1}, "FGSM-RS")
+    history.records = [EpochRecord(1.0, 10, 1.2, 1e-3, 3.0, 0.6, 0.3, 0.55, 0.28),
+                       EpochRecord(2.0, 20, 0.9, 1e-4, 6.0, 0.8, 0.02, 0.75, 0.01)]
+    history.collapse = {"epoch": 2.0, "robust": 0.01, "best": 0.28, "restored_epoch": 1.0}
+    json_path = save_history(history, tmp_path / "model.history.json")
+    assert load_history(json_path) == history
+    png = plot_training_curves(history, tmp_path / "curves.png")
+    assert png.read_bytes().startswith(PNG)
+
+
+# --- randomized smoothing -------------------------------------------------------------------
+
+def linear(weight, bias) -> nn.Linear:
+    layer = nn.Linear(len(weight[0]), len(weight))
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(weight, dtype=torch.float32))
+        layer.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    return layer
+
+
+THREE_CLASSES = linear([[1.0, 0.0], [-0.5, 0.8], [-0.5, -0.8]], [0.0, 0.1, -0.1])
+POINTS = torch.linspace(-1.5, 1.5, 120).unsqueeze(1) * torch.tensor([[1.0, 0.3]])
+
+
+def independent_certificate(c0: torch.Tensor, c: torch.Tensor, n: int, alpha: float,
+                            sigma: float) -> tuple[list[int], list[float]]:
+    labels, radii = [], []
+    for guess, counts in zip(c0.argmax(dim=1).tolist(), c.tolist(), strict=True):
+        k = counts[guess]
+        lower = beta.ppf(alpha, k, n - k + 1) if k > 0 else 0.0
+        labels.append(guess if lower >= 0.5 else -1)
+        radii.append(sigma * norm.ppf(lower) if lower >= 0.5 else 0.0)
+    return labels, radii
+
+
+def test_certify_matches_clopper_pearson_from_the_counts():
+    smoothed = SmoothedClassifier(THREE_CLASSES, 0.5, n0=20, n=200, alpha=0.01, batch=1000)
+    smoothed.reseed(7)
+    c0, c = smoothed.sample_counts(POINTS, 20), smoothed.sample_counts(POINTS, 200)
+    assert torch.equal(c.sum(dim=1), torch.full((len(POINTS),), 200))
+    smoothed.reseed(7)
+    labels, radii = smoothed.certify(POINTS)
+    expected_labels, expected_radii = independent_certificate(c0, c, 200, 0.01, 0.5)
+    assert labels.tolist() == expected_labels
+    assert radii.tolist() == pytest.approx(expected_radii, rel=1e-12, abs=1e-12)
+    assert -1 in expected_labels and max(expected_radii) > 0  # both cases exercised
+
+
+def test_predict_matches_the_binomial_test_from_the_counts():
+    smoothed = SmoothedClassifier(THREE_CLASSES, 0.5, n=100, alpha=0.01, batch=1000)
+    smoothed.reseed(3)
+    counts = smoothed.sample_counts(POINTS, 100)
+    smoothed.reseed(3)
+    predicted = smoothed.predict(POINTS).tolist()
+    expected = []
+    for row in counts.tolist():
+        order = np.argsort(row)[::-1]
+        top, second = row[order[0]], row[order[1]]
+        expected.append(-1 if binomtest(top, top + second, 0.5).pvalue > 0.01 else order[0])
+    assert predicted == expected and -1 in expected and max(expected) >= 0
+
+
+def test_certified_radius_never_exceeds_the_n_sample_limit():
+    sigma, n, alpha = 0.25, 300, 0.001
+    limit = max_certifiable_radius(sigma, n, alpha)
+    assert limit == pytest.approx(sigma * norm.ppf(alpha ** (1 / n)))
+    constant = linear([[0.0, 0.0], [0.0, 0.0]], [0.0, 5.0])  # always class 1: p̲A = α^(1/n)
+    labels, radii = SmoothedClassifier(constant, sigma, n0=10, n=n, alpha=alpha).certify(POINTS)
+    assert labels.eq(1).all()
+    assert radii.tolist() == pytest.approx([limit] * len(POINTS), rel=1e-12)
+    _, radii = SmoothedClassifier(THREE_CLASSES, sigma, n0=10, n=n, alpha=alpha).certify(POINTS)
+    assert float(radii.max()) <= limit + 1e-12
+
+
+def test_certified_radius_is_sound_for_a_linear_binary_base():
+    """For f(x) = [w·x + b > 0] the smoothed classifier's exact robust radius is the distance
+    |w·x + b| / ‖w‖ to the boundary; a certificate must never exceed it (w.p. ≥ 1 − α each)."""
+    base = linear([[0.6, -0.8], [0.0, 0.0]], [0.1, 0.0])
+    smoothed = SmoothedClassifier(base, 0.5, n0=50, n=2000, alpha=0.001, seed=11)
+    labels, radii = smoothed.certify(POINTS)
+    distance = (POINTS @ torch.tensor([0.6, -0.8]) + 0.1).abs().to(torch.float64)
+    assert bool((radii <= distance).all()) and float(radii.max()) > 0.3
+    truth = (POINTS @ torch.tensor([0.6, -0.8]) + 0.1 <= 0).long()  # class 1 wins ties at 0
+    assert bool((labels[labels >= 0] == truth[labels >= 0]).all())
+
+
+def test_too_few_samples_abstain():
+    constant = linear([[0.0, 0.0], [0.0, 0.0]], [0.0, 5.0])
+    smoothed = SmoothedClassifier(constant, 0.25, n0=5, n=5, alpha=0.001)
+    assert smoothed.predict(POINTS).eq(-1).all()  # p-value 2·2⁻⁵ > α even at 5 votes to 0
+    labels, radii = smoothed.certify(POINTS)  # α^(1/5) = 0.25 < ½
+    assert labels.eq(-1).all() and radii.eq(0).all()
+
+
+def test_predict_is_reproducible_with_its_seed():
+    smoothed = GaussianSmoothing(sigma=0.5, n=50, alpha=0.05, seed=1).wrap(THREE_CLASSES)
+    first = smoothed.predict(POINTS)
+    smoothed.reseed(1)
+    assert torch.equal(smoothed.predict(POINTS), first)
+    smoothed.reseed(2)
+    assert not torch.equal(smoothed.predict(POINTS), first)
+
+
+def test_soft_forward_is_differentiable_and_random(fashion):
+    smoothed = SmoothedClassifier(cnn(), 0.25, m=4, batch=16).eval()
+    x = fashion["test"].x[:6].clone().requires_grad_(True)
+    log_probs = smoothed(x)
+    assert log_probs.shape == (6, 10)
+    assert torch.allclose(log_probs.exp().sum(dim=1), torch.ones(6), atol=1e-5)
+    (grad,) = torch.autograd.grad(log_probs[:, 0].sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with torch.no_grad():
+        again = smoothed(x)
+        smoothed.reseed(0)
+        replay = smoothed(x)
+    assert not torch.equal(again, log_probs.detach())
+    assert torch.equal(replay, log_probs.detach())
+
+
+def test_certified_accuracy_per_radius():
+    labels = torch.tensor([0, 1, -1, 2, 1])
+    radii = torch.tensor([0.6, 0.3, 0.0, 0.25, 0.9], dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 1, 1])
+    result = certified_accuracy(labels, radii, y, [0.0, 0.25, 0.5, 1.0])
+    assert result.tolist() == [0.6, 0.6, 0.4, 0.0]
+
+
+def test_certified_accuracy_plot_is_written(tmp_path):
+    path = plot_certified_accuracy([0.0, 0.25, 0.5], {"σ=0.25": [0.7, 0.5, 0.2]},
+                                   tmp_path / "certified.png")
+    assert path.read_bytes().startswith(PNG)
+
+
+def test_noise_trained_model_is_reproducible_and_cached_bit_identically(fashion, tmp_path):
+    train = fashion["train"].subset(torch.arange(1000))
+    defense = GaussianSmoothing(sigma=0.25)
+    model = fit(defense, train, epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(
+        model.state_dict().values(), fit(defense, train, epochs=1).state_dict().values(),
+        strict=True))
+    parts = {"defense": defense.name, "defense_config": defense.config(), "seed": 0}
+    cache = ModelCache(tmp_path)
+    cache.save(content_key(parts), parts, model)
+    reloaded = cnn(seed=1)
+    assert cache.load(content_key(parts), parts, reloaded)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reloaded.state_dict()[name])
+    changed = {**parts, "defense_config": GaussianSmoothing(sigma=0.5).config()}
+    assert content_key(changed) != content_key(parts)
+    assert not cache.load(content_key(changed), changed, cnn(seed=1))  # retrain
+    x = fashion["test"].x[:10]
+    first, second = (SmoothedClassifier(m, 0.25, n=50, seed=3) for m in (model, reloaded))
+    assert torch.equal(first.predict(x), second.predict(x))
