@@ -24,7 +24,7 @@ COLUMNS = [
     "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean",
     "queries_success_mean", "queries_success_median", "query_budget", "eot_samples", "batch_size",
     "certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
-    "certifier", "certified_broken", "broken_by", "flags", "zero_grad_fraction",
+    "certifier", "certified_broken", "abstain_rate", "broken_by", "flags", "zero_grad_fraction",
     "valid", "status", "invalid_reason", "seconds", "seed", "attack_config", "defense_config",
     "cell_key", "schema_version",
 ]

@@ -29,6 +29,7 @@ from platformdirs import user_cache_dir
 from rich.console import Console
 from torch import nn
 
+from .adversarial_training import plot_training_curves
 from .attack import Attack
 from .bounds import applicable_method, certify, unsupported_reason
 from .data import Dataset, Split
@@ -51,6 +52,7 @@ from .results import (
     write_results,
 )
 from .sanity import cell_flags, defense_flags, zero_gradient_fraction
+from .smoothing import certified_accuracy, plot_certified_accuracy
 from .threat import NORMS, ThreatModel
 from .training import ModelCache, content_key, training_steps
 
@@ -248,6 +250,17 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
     return plan
 
 
+RADIUS_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def reseed(model: nn.Module, seed: int) -> None:
+    """Restart a randomized model's noise (if it offers ``reseed``), so that each cell draws the
+    same noise whether it runs in one go or after a resume."""
+    restart = getattr(model, "reseed", None)
+    if callable(restart):
+        restart(seed)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or the CPU allocator's failure (a plain RuntimeError)."""
     return isinstance(exc, torch.OutOfMemoryError) or (
@@ -377,6 +390,8 @@ class Runner:
         self.cache = ModelCache(Path(cache_root))
         self.rows: list[dict[str, Any]] = []
         self.samples: list[pd.DataFrame] = []
+        self.histories: dict[str, dict[str, Any]] = {}
+        self.smoothing_curves: dict[str, dict[str, list[float]]] = {}
 
     def model_parts(self, defense: Defense) -> dict[str, Any]:
         plan = self.plan
@@ -397,8 +412,11 @@ class Runner:
         parts = self.model_parts(defense)
         key = content_key(parts)
         use_cache = self.user_model is None
+        history_path = self.cache.path(key).with_suffix(".history.json")
         if use_cache and self.cache.load(key, parts, model):
             self.progress.log(f"{type(defense).name}: loaded cached model {key}")
+            if history_path.is_file():
+                self.histories[type(defense).name] = json.loads(history_path.read_text())
         else:
             steps = training_steps(len(plan.train), plan.settings.batch_size, plan.settings.epochs)
             self.progress.step(f"train {type(defense).name}", steps)
@@ -406,8 +424,13 @@ class Runner:
                                pretrained=self.user_model is not None,
                                on_batch=self.progress.advance)
             model = defense.fit(model, plan.train, ctx)
+            history = getattr(defense, "history", None)
+            if history is not None:
+                self.histories[type(defense).name] = history.to_dict()
             if use_cache:
                 self.cache.save(key, parts, model)
+                if history is not None:
+                    write_json(history_path, history.to_dict())
         model.eval()
         return defense.wrap(model).eval()
 
@@ -447,7 +470,7 @@ class Runner:
                    broken_by="", eot_samples=1, batch_size=plan.config.batch_size,
                    certified_accuracy=nan,
                    certified_accuracy_ci_low=nan, certified_accuracy_ci_high=nan, certifier="",
-                   certified_broken=nan)
+                   certified_broken=nan, abstain_rate=nan)
         if outcome is not None:
             n = len(data)
             clean, robust = int(outcome.clean_correct.sum()), int(outcome.robust.sum())
@@ -507,6 +530,7 @@ class Runner:
         """Train or load the defended model; its clean predictions, targets and randomness."""
         plan, config = self.plan, self.plan.config
         model = self.defended_model(defense)
+        reseed(model, config.seed)
         clean_pred = {split: predict(model, data.x, config.batch_size, plan.device)
                       for split, data in plan.evaluation.items()}
         targets = {split: choose_targets(config.targeted, model, data, plan.dataset.num_classes,
@@ -518,6 +542,8 @@ class Runner:
             self.progress.log(f"{type(defense).name}: randomized model detected, gradient "
                               f"attacks use EOT over {config.eot_samples} draws")
         state = Defended(model, clean_pred, targets, config.eot_samples if randomized else 1)
+        if callable(getattr(model, "certify", None)):
+            self.certify_smoothed(type(defense).name, state)
         if unsupported_reason(model) is None and not randomized:
             state.certifier = applicable_method(model, CERTIFIER)
             for split, data in plan.evaluation.items():
@@ -527,18 +553,35 @@ class Runner:
                     state.certified[(split, eps)] = certified.cpu()
         return state
 
+    def certify_smoothed(self, defense: str, state: Defended) -> None:
+        """CERTIFY of a randomized-smoothing model, once per split: certified samples at each
+        L2 ε of the run, and the curve of certified accuracy against the radius."""
+        plan = self.plan
+        for split, data in plan.evaluation.items():
+            reseed(state.model, plan.config.seed + 3)
+            labels, radii = state.model.certify(data.x.to(plan.device))
+            labels, radii = labels.cpu(), radii.cpu()
+            for eps in plan.eps.get("l2", []):
+                state.certified[(split, eps)] = (labels == data.y) & (radii >= eps)
+            accuracies = certified_accuracy(labels, radii, data.y, RADIUS_GRID)
+            self.smoothing_curves[f"{defense}_{split}"] = [float(a) for a in accuracies]
+        state.certifier = "randomized-smoothing"
+
     def add_certification(self, row: dict[str, Any], cell: Cell, outcome: CellOutcome | None,
                           state: Defended) -> None:
-        """Certified accuracy at the cell's L∞ ε, and the cross-check that must always hold:
-        no certified sample is broken by an attack."""
+        """Certified accuracy at the cell's ε (L∞ by bounds, L2 by smoothing), and for the
+        deterministic certificate the cross-check that must always hold: no certified sample
+        is broken by an attack. (Smoothing's certificate holds with probability 1 − α for the
+        smoothed classifier, whose noisy PREDICT may still abstain: not cross-checked.)"""
         certified = state.certified.get((cell.split, cell.threat.eps))
-        if cell.threat.norm != "linf" or certified is None:
+        expected = "l2" if state.certifier == "randomized-smoothing" else "linf"
+        if cell.threat.norm != expected or certified is None:
             return
         n, count = len(certified), int(certified.sum())
         low, high = wilson_interval(count, n)
         row.update(certified_accuracy=count / n, certified_accuracy_ci_low=low,
                    certified_accuracy_ci_high=high, certifier=state.certifier)
-        if outcome is not None and row["valid"]:
+        if outcome is not None and row["valid"] and expected == "linf":
             row["certified_broken"] = int((certified & ~outcome.robust).sum())
 
     def run_cell(self, cell: Cell, defense: Defense, state: Defended
@@ -549,6 +592,9 @@ class Runner:
         self.progress.step(f"{cell.defense.name} × {cell.attack_name} {cell.threat.norm} "
                            f"ε={cell.threat.eps:g} ({cell.split})",
                            int((clean_pred == data.y).sum()))
+        reseed(state.model, int(content_key([cell.defense.name, cell.attack_name,
+                                             cell.threat.norm, cell.threat.eps,
+                                             cell.split])[:8], 16))
         started = time.perf_counter()
         attack, outcome, error = None, None, None
         batch_size = plan.config.batch_size
@@ -570,6 +616,7 @@ class Runner:
                 error = f"attack raised {one_line(exc)}"
         row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
         row["eot_samples"], row["batch_size"] = state.eot_samples, batch_size
+        row["abstain_rate"] = float((clean_pred == -1).float().mean())
         self.add_certification(row, cell, outcome, state)
         if cell.split in state.targets and outcome is not None and row["valid"]:
             row["targeted_success_rate"] = targeted_success(outcome, state.targets[cell.split])
@@ -653,6 +700,7 @@ class Runner:
             row["broken_by"] = json.dumps(broken, sort_keys=True)
             if state is not None:
                 self.add_certification(row, cell, combined, state)
+                row["abstain_rate"] = float((state.clean_pred[split] == -1).float().mean())
             self.keep(row, combined)
 
     def log_error(self, what: str, exc: BaseException) -> None:
@@ -660,6 +708,15 @@ class Runner:
         if self.out is not None:
             with open(self.out / "errors.log", "a") as handle:
                 handle.write(f"== {what}\n{''.join(traceback.format_exception(exc))}\n")
+
+    def figures(self, folder: Path) -> list[Path]:
+        """Training curves of the defenses that kept a history, and smoothing's certified
+        accuracy against the radius."""
+        written = [plot_training_curves(history, folder / f"training_{name}.png")
+                   for name, history in sorted(self.histories.items())]
+        written += [plot_certified_accuracy(RADIUS_GRID, curve, folder / f"certified_{name}.png")
+                    for name, curve in sorted(self.smoothing_curves.items())]
+        return written
 
     def run(self) -> pd.DataFrame:
         self.progress.overall(len(self.plan.cells))
@@ -703,13 +760,14 @@ def run_matrix(
         write_json(out / "manifest.json", run_manifest)
     wall = time.perf_counter()
     with RunProgress(progress, console) as bars:
-        frame = Runner(plan, registry, model, bars, out, previous).run()
+        runner = Runner(plan, registry, model, bars, out, previous)
+        frame = runner.run()
     run_manifest["wall_seconds"] = round(time.perf_counter() - wall, 1)
     if out is not None:
         figures = out / "figures"
         figures.mkdir(exist_ok=True)
-        run_manifest["figures"] = [str(p.relative_to(out)) for p in
-                                   eps_sweep_figures(frame, figures)]
+        written = eps_sweep_figures(frame, figures) + runner.figures(figures)
+        run_manifest["figures"] = [str(p.relative_to(out)) for p in written]
         write_json(out / "manifest.json", run_manifest)
         text = to_markdown(frame, run_manifest)
         write_atomic(out / "leaderboard.md", lambda p: p.write_text(text))
