@@ -134,11 +134,12 @@ def plot_training_curves(history: TrainingHistory | dict[str, Any], path: Path) 
 
 def split_for_monitoring(train: Split, holdout: int, monitor: int, seed: int
                          ) -> tuple[Split, Split, Split | None]:
-    """(samples trained on, fixed monitored batch of them, held-out validation or None)."""
+    """(samples trained on, fixed monitored batch of them, held-out validation or None).
+
+    At most a tenth of a small training set is held out, so tiny runs still train."""
     if holdout < 0 or monitor < 1:
         raise ValueError("need holdout >= 0 and monitor >= 1")
-    if len(train) <= holdout:
-        raise ValueError(f"cannot hold out {holdout} of {len(train)} training samples")
+    holdout = min(holdout, len(train) // 10)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7919))
     kept, held = order[: len(train) - holdout].sort().values, order[len(train) - holdout :]
     fit = train.subset(kept)

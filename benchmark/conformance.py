@@ -1,0 +1,539 @@
+"""The conformance kit: check an attack or defense class against bench's plugin contract.
+
+Like scikit-learn's ``check_estimator``: ``check_attack(MyAttack)`` and ``check_defense(MyDefense)``
+run every rule on a tiny deterministic world the kit builds itself (a small conv net, random 8×8
+images in [0, 1], 3 classes, all seeded, all on the CPU) and raise :class:`ConformanceError`
+(an ``AssertionError``) whose one-line message names the class and the rule it broke.
+``attack_checks(cls)`` / ``defense_checks(cls)`` yield the same rules as ``(name, check)`` pairs,
+so a plugin's test suite can give each rule its own pytest test::
+
+    CHECKS = dict(attack_checks(MyAttack))
+
+    @pytest.mark.parametrize("rule", CHECKS)
+    def test_conformance(rule):
+        CHECKS[rule]()
+
+Attack rules: ``attributes``, ``constructible``, ``config``, ``threat-model`` (every declared norm
+at ε = 0 and two larger ε, through the harness's gate), ``shapes``, ``inputs-unchanged``,
+``deterministic``, ``randomized`` (a class declaring ``randomized=False`` must not depend on the
+seed), ``batch-size-invariant`` (``randomized=False`` only), ``targeted`` (``targeted=True``
+only); ``access`` and ``query-budget`` are reported by whichever run first breaks them.
+Defense rules: ``attributes``, ``constructible``, ``config``, ``fit``, ``wrap``, ``randomized``,
+``deterministic`` (``randomized=False`` only). The kit leaves the global RNG as it found it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import inspect
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NoReturn
+
+import torch
+from torch import nn
+
+from .attack import Attack, AttackContext
+from .data import Split
+from .defense import Defense, TrainContext, TrainSettings
+from .oracle import ACCESS_LEVELS, AccessError, Oracle, QueryBudgetExceeded
+from .threat import NORMS, ThreatModel
+
+Check = Callable[[], None]
+
+NUM_CLASSES = 3
+SIDE = 8
+BATCH = 8
+TRAIN_SIZE = 64
+SEED = 0
+EPSILONS = {"linf": (0.0, 0.05, 0.3), "l2": (0.0, 0.5, 2.0), "l0": (0.0, 1.0, 3.0)}
+BATCH_TOLERANCE = 1e-5  # batched and split forward passes may differ by float rounding
+
+
+class ConformanceError(AssertionError):
+    """A plugin class breaks a rule of the contract; the message names the class and the rule."""
+
+
+def fail(cls: type, rule: str, reason: str) -> NoReturn:
+    label = getattr(cls, "name", None)
+    who = f"{label!r} ({cls.__qualname__})" if isinstance(label, str) else cls.__qualname__
+    text = " ".join(reason.split())
+    raise ConformanceError(f"{who} breaks rule '{rule}': {text}")
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and on a busy machine the thread pool's
+    synchronisation makes each tiny op hundreds of times slower: run the kit on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def single_threaded(checks: Iterator[tuple[str, Check]]) -> Iterator[tuple[str, Check]]:
+    for name, check in checks:
+        yield name, one_thread()(check)
+
+
+def describe(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+# The tiny world ---------------------------------------------------------------------------------
+
+
+def tiny_model(channels: int = 1, seed: int = SEED) -> nn.Module:
+    """A small conv net (conv 4×3×3, ReLU, linear) for ``channels``×8×8 inputs, 3 classes."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = nn.Sequential(
+            nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+            nn.Linear(4 * SIDE * SIDE, NUM_CLASSES),
+        )
+    return model.eval()
+
+
+def tiny_images(n: int, channels: int = 1, seed: int = SEED) -> torch.Tensor:
+    """``n`` random images in [0, 1], float32 N×C×8×8."""
+    return torch.rand(n, channels, SIDE, SIDE, generator=torch.Generator().manual_seed(seed))
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A batch an attack is run on: the frozen model, inputs, its own labels, other targets."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    targets: torch.Tensor
+
+
+def tiny_batch(n: int = BATCH, channels: int = 1) -> Batch:
+    """The model's own labels, so every sample counts as correctly classified (the runner only
+    attacks those); targets are the next class."""
+    model = tiny_model(channels)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    x = tiny_images(n, channels)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    return Batch(model, x, y, (y + 1) % NUM_CLASSES)
+
+
+# Rules shared by attacks and defenses -----------------------------------------------------------
+
+
+def check_constructible(cls: type) -> Any:
+    """``cls()`` works and every constructor parameter is keyword-only (so ``all`` builds it)."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        parameters = []
+    positional = [p.name for p in parameters
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    if positional:
+        fail(cls, "constructible", f"constructor parameters must be keyword-only, not "
+             f"{', '.join(positional)} (write @dataclass(kw_only=True))")
+    try:
+        return cls()
+    except Exception as exc:
+        fail(cls, "constructible", f"{cls.__qualname__}() raised {describe(exc)}; give every "
+             "field a default")
+
+
+def check_config(cls: type, instance: Any) -> None:
+    """``config()`` is a dict that JSON can write (it goes into every result row)."""
+    try:
+        config = instance.config()
+    except Exception as exc:
+        fail(cls, "config", f"config() raised {describe(exc)}")
+    if not isinstance(config, dict):
+        fail(cls, "config", f"config() returned {type(config).__name__}, not a dict")
+    try:
+        json.dumps(config, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        fail(cls, "config", f"config() is not JSON-serialisable: {describe(exc)}")
+
+
+def check_common_attributes(cls: type, base: type) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConformanceError(f"{cls!r} breaks rule 'attributes': not a subclass of "
+                               f"advbench.{base.__name__}")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        fail(cls, "attributes", f"'name' must be a non-empty string, got {name!r}")
+    if not isinstance(getattr(cls, "description", ""), str):
+        fail(cls, "attributes", "'description' must be a string")
+    if not isinstance(getattr(cls, "randomized", None), bool):
+        fail(cls, "attributes", f"'randomized' must be a bool, got {cls.randomized!r}")
+
+
+# Attacks ----------------------------------------------------------------------------------------
+
+
+def check_attack_attributes(cls: type) -> None:
+    check_common_attributes(cls, Attack)
+    norms = getattr(cls, "norms", None)
+    if not isinstance(norms, (tuple, list)) or not norms:
+        fail(cls, "attributes", f"'norms' must be a non-empty tuple, got {norms!r}")
+    unknown = [norm for norm in norms if norm not in NORMS]
+    if unknown:
+        fail(cls, "attributes", f"unknown norm(s) {', '.join(map(repr, unknown))} in 'norms'; "
+             f"choose among {', '.join(NORMS)}")
+    if cls.access not in ACCESS_LEVELS:
+        fail(cls, "attributes", f"'access' is {cls.access!r}; choose one of "
+             f"{', '.join(ACCESS_LEVELS)}")
+    for flag in ("targeted", "single_step"):
+        if not isinstance(getattr(cls, flag), bool):
+            fail(cls, "attributes", f"{flag!r} must be a bool, got {getattr(cls, flag)!r}")
+
+
+class AttackProbe:
+    """Runs one attack class on the tiny world the way the runner would, mapping every
+    failure to the rule it breaks. Construction and the batches are built once, lazily."""
+
+    def __init__(self, cls: type, norms: tuple[str, ...] | None,
+                 params: Mapping[str, Any] | None) -> None:
+        self.cls, self.requested, self.params = cls, norms, dict(params or {})
+
+    @functools.cached_property
+    def attack(self) -> Attack:
+        """The instance the behavioural rules use, after the static rules pass."""
+        check_attack_attributes(self.cls)
+        instance = check_constructible(self.cls)
+        if not self.params:
+            return instance
+        try:
+            return self.cls(**self.params)
+        except Exception as exc:
+            fail(self.cls, "constructible", f"{self.cls.__qualname__}(**params) raised "
+                 f"{describe(exc)}")
+
+    @functools.cached_property
+    def norms(self) -> tuple[str, ...]:
+        """The declared norms the behavioural rules run, once the static rules pass."""
+        _ = self.attack
+        declared = tuple(self.cls.norms)
+        if self.requested is None:
+            return declared
+        extra = set(self.requested) - set(declared)
+        if extra:
+            raise ValueError(f"norms {sorted(extra)} are not declared by {self.cls.__qualname__}")
+        return tuple(norm for norm in declared if norm in self.requested)
+
+    @functools.cached_property
+    def batch(self) -> Batch:
+        return tiny_batch()
+
+    def threat(self, norm: str, level: int = 1) -> ThreatModel:
+        return ThreatModel(norm, EPSILONS[norm][level])
+
+    def run(self, rule: str, batch: Batch, threat: ThreatModel, *, seed: int = SEED,
+            targeted: bool = False, global_seed: int = 0, raw: bool = False) -> torch.Tensor:
+        """The attack's gated output (or, ``raw``, what ``run`` returned on the very inputs)."""
+        attack = self.attack
+        oracle = Oracle(batch.model, self.cls.access, len(batch.x),
+                        getattr(attack, "max_queries", None))
+        ctx = AttackContext(torch.Generator().manual_seed(seed),
+                            batch.targets if targeted else None)
+        where = f"{threat.norm} ε={threat.eps:g}" + (" targeted" if targeted else "")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(global_seed)  # an attack drawing from the global RNG shows
+            try:
+                if raw:
+                    return attack.run(oracle, batch.x, batch.y, threat, ctx)
+                result = attack.perturb(oracle, batch.x, batch.y, threat, ctx)
+            except AccessError as exc:
+                fail(self.cls, "access", f"declared access={self.cls.access!r} but asked the "
+                     f"oracle for more ({exc}) at {where}")
+            except QueryBudgetExceeded as exc:
+                fail(self.cls, "query-budget", f"went past its own max_queries at {where} ({exc})")
+            except ConformanceError:
+                raise
+            except Exception as exc:
+                fail(self.cls, rule, f"raised {describe(exc)} at {where}")
+        if result.x_adv is None:
+            fail(self.cls, "threat-model", f"the gate rejected its output at {where}: "
+                 f"{result.reason}")
+        return result.x_adv
+
+    # The behavioural rules --------------------------------------------------------------------
+
+    def threat_model(self) -> None:
+        """Every declared norm at every ε of the kit, ε = 0 included, passes the gate."""
+        for norm in self.norms:
+            for level in range(len(EPSILONS[norm])):
+                self.run("threat-model", self.batch, self.threat(norm, level))
+
+    def shapes(self) -> None:
+        """A single sample and a 3-channel batch work as well as the 1-channel batch."""
+        threat = self.threat(self.norms[0])
+        for batch in (tiny_batch(1), tiny_batch(3, channels=3)):
+            out = self.run("shapes", batch, threat)
+            if out.shape != batch.x.shape:  # the gate checks this too; say which shape failed
+                fail(self.cls, "shapes", f"output {tuple(out.shape)} for {tuple(batch.x.shape)}")
+
+    def inputs_unchanged(self) -> None:
+        """``run`` must not write into x, y or the targets (the harness keeps using them)."""
+        modes = (False, True) if self.cls.targeted else (False,)
+        for norm in self.norms:
+            for targeted in modes:
+                batch = dataclasses.replace(  # copies, so a culprit spoils no other rule
+                    self.batch, x=self.batch.x.clone(), y=self.batch.y.clone(),
+                    targets=self.batch.targets.clone())
+                originals = self.batch.x, self.batch.y, self.batch.targets
+                # a crash with targets breaks the 'targeted' rule, not this one
+                self.run("targeted" if targeted else "inputs-unchanged", batch,
+                         self.threat(norm), raw=True, targeted=targeted)
+                for label, before, after in zip(("x", "y", "targets"), originals,
+                                                (batch.x, batch.y, batch.targets), strict=True):
+                    if not torch.equal(before, after):
+                        fail(self.cls, "inputs-unchanged", f"run() modified its input {label} "
+                             f"in place ({norm}); work on a copy")
+
+    def deterministic(self) -> None:
+        """The same ``ctx.generator`` seed gives the same output, whatever the global RNG."""
+        for norm in self.norms:
+            threat = self.threat(norm)
+            first = self.run("deterministic", self.batch, threat, global_seed=1)
+            second = self.run("deterministic", self.batch, threat, global_seed=2)
+            if not torch.equal(first, second):
+                fail(self.cls, "deterministic", f"two runs with the same seed differ ({norm}); "
+                     "draw random numbers from ctx.generator only")
+
+    def randomized(self) -> None:
+        """A class declaring ``randomized=False`` gives the same output under any seed."""
+        if self.cls.randomized:
+            return
+        for norm in self.norms:
+            threat = self.threat(norm)
+            first = self.run("randomized", self.batch, threat, seed=1)
+            second = self.run("randomized", self.batch, threat, seed=2)
+            if not torch.equal(first, second):
+                fail(self.cls, "randomized", f"declares randomized=False but its output depends "
+                     f"on ctx.generator's seed ({norm})")
+
+    def batch_size_invariant(self) -> None:
+        """A deterministic attack gives each sample the same result in a batch of 8 as in two
+        batches of 4 (randomized attacks may legitimately draw differently)."""
+        if self.cls.randomized:
+            return
+        whole = self.batch
+        halves = [Batch(whole.model, whole.x[part], whole.y[part], whole.targets[part])
+                  for part in (slice(0, BATCH // 2), slice(BATCH // 2, BATCH))]
+        for norm in self.norms:
+            threat = self.threat(norm)
+            together = self.run("batch-size-invariant", whole, threat)
+            apart = torch.cat([self.run("batch-size-invariant", half, threat) for half in halves])
+            gap = float((together - apart).abs().max())
+            if gap > BATCH_TOLERANCE:
+                fail(self.cls, "batch-size-invariant", f"a batch of {BATCH} and two of "
+                     f"{BATCH // 2} differ by up to {gap:.3g} ({norm}); samples must not "
+                     "influence each other")
+
+    def targeted(self) -> None:
+        """A class declaring ``targeted=True`` runs with ``ctx.targets`` for every norm."""
+        if not self.cls.targeted:
+            return
+        for norm in self.norms:
+            self.run("targeted", self.batch, self.threat(norm), targeted=True)
+
+    def checks(self) -> Iterator[tuple[str, Check]]:
+        yield "attributes", lambda: check_attack_attributes(self.cls)
+        yield "constructible", lambda: check_constructible(self.cls)
+        yield "config", lambda: check_config(self.cls, self.attack)
+        yield "threat-model", self.threat_model
+        yield "shapes", self.shapes
+        yield "inputs-unchanged", self.inputs_unchanged
+        yield "deterministic", self.deterministic
+        yield "randomized", self.randomized
+        yield "batch-size-invariant", self.batch_size_invariant
+        yield "targeted", self.targeted
+
+
+def attack_checks(
+    cls: type, *, norms: tuple[str, ...] | None = None, params: Mapping[str, Any] | None = None
+) -> Iterator[tuple[str, Check]]:
+    """The attack rules as ``(name, check)`` pairs; each check raises ConformanceError.
+
+    ``norms`` limits the behavioural rules to some declared norms; ``params`` builds the
+    instance they run with (e.g. a smaller budget for speed), while ``constructible`` still
+    checks that ``cls()`` works.
+    """
+    probe = AttackProbe(cls, None if norms is None else tuple(norms), params)
+    yield from single_threaded(probe.checks())
+
+
+def check_attack(
+    cls: type, *, norms: tuple[str, ...] | None = None, params: Mapping[str, Any] | None = None
+) -> None:
+    """Run every attack rule on ``cls``; raise ConformanceError at the first one it breaks."""
+    for _, check in attack_checks(cls, norms=norms, params=params):
+        check()
+
+
+# Defenses ---------------------------------------------------------------------------------------
+
+
+def check_defense_attributes(cls: type) -> None:
+    check_common_attributes(cls, Defense)
+
+
+def tiny_split() -> Split:
+    """64 random 1×8×8 images with random labels among 3 classes."""
+    generator = torch.Generator().manual_seed(SEED + 1)
+    return Split(tiny_images(TRAIN_SIZE, seed=SEED + 1),
+                 torch.randint(0, NUM_CLASSES, (TRAIN_SIZE,), generator=generator))
+
+
+def train_context() -> TrainContext:
+    settings = TrainSettings(epochs=1, batch_size=16, n_train=TRAIN_SIZE)
+    return TrainContext(settings, torch.device("cpu"), seed=SEED)
+
+
+class DefenseProbe:
+    """Fits one defense class on the tiny split as the runner would (global RNG seeded before
+    building and fitting), mapping every failure to the rule it breaks."""
+
+    def __init__(self, cls: type, params: Mapping[str, Any] | None) -> None:
+        self.cls, self.params = cls, dict(params or {})
+        self.x = tiny_images(BATCH, seed=SEED + 2)
+
+    def instance(self) -> Defense:
+        check_defense_attributes(self.cls)
+        default = check_constructible(self.cls)
+        if not self.params:
+            return default
+        try:
+            return self.cls(**self.params)
+        except Exception as exc:
+            fail(self.cls, "constructible", f"{self.cls.__qualname__}(**params) raised "
+                 f"{describe(exc)}")
+
+    def fit(self) -> tuple[Defense, nn.Module]:
+        """A fresh instance fitted on a fresh tiny model (the instance too: the runner wraps
+        with the instance that fitted, which may have kept state); checks the 'fit' rule."""
+        defense, split = self.instance(), tiny_split()
+        before = split.x.clone(), split.y.clone()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            model = tiny_model()
+            try:
+                fitted = defense.fit(model, split, train_context())
+            except Exception as exc:
+                fail(self.cls, "fit", f"fit() raised {describe(exc)}")
+        if not isinstance(fitted, nn.Module):
+            fail(self.cls, "fit", f"fit() returned {type(fitted).__name__}, not an nn.Module")
+        if any(module.training for module in fitted.modules()):
+            fail(self.cls, "fit", "fit() returned a module in train mode; call model.eval()")
+        if not (torch.equal(before[0], split.x) and torch.equal(before[1], split.y)):
+            fail(self.cls, "fit", "fit() modified the training data in place")
+        self.check_output("fit", fitted, "the fitted model")
+        return defense, fitted
+
+    @functools.cached_property
+    def fitted(self) -> tuple[Defense, nn.Module]:
+        return self.fit()
+
+    def wrap(self, defense: Defense, fitted: nn.Module) -> nn.Module:
+        try:
+            wrapped = defense.wrap(fitted)
+        except Exception as exc:
+            fail(self.cls, "wrap", f"wrap() raised {describe(exc)}")
+        if not isinstance(wrapped, nn.Module):
+            fail(self.cls, "wrap", f"wrap() returned {type(wrapped).__name__}, not an nn.Module")
+        return wrapped.eval()
+
+    @functools.cached_property
+    def wrapped(self) -> nn.Module:
+        return self.wrap(*self.fitted)
+
+    def outputs(self, rule: str, model: nn.Module) -> torch.Tensor:
+        x = self.x.clone()
+        try:
+            with torch.no_grad():
+                logits = model(x)
+        except Exception as exc:
+            fail(self.cls, rule, f"forward pass raised {describe(exc)}")
+        if not torch.equal(x, self.x):
+            fail(self.cls, rule, "the model modified its input in place")
+        return logits
+
+    def check_output(self, rule: str, model: nn.Module, what: str) -> torch.Tensor:
+        logits = self.outputs(rule, model)
+        expected = (BATCH, NUM_CLASSES)
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+            fail(self.cls, rule, f"{what} returned {shape}, expected logits of shape {expected}")
+        if not bool(torch.isfinite(logits).all()):
+            fail(self.cls, rule, f"{what} returned non-finite logits")
+        return logits
+
+    def check_fit(self) -> None:
+        """``fit`` returns an eval-mode module giving finite (N, 3) logits."""
+        _ = self.fitted
+
+    def check_wrap(self) -> None:
+        """``wrap`` gives a module with logits of the same shape; its ``predict``, if any,
+        returns one label per sample, −1 meaning abstain."""
+        wrapped = self.wrapped
+        self.check_output("wrap", wrapped, "the wrapped model")
+        predict = getattr(wrapped, "predict", None)
+        if not callable(predict):
+            return
+        with torch.no_grad():
+            labels = predict(self.x.clone())
+        if (not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (BATCH,)
+                or labels.dtype.is_floating_point):
+            fail(self.cls, "wrap", "predict() must return one integer label per sample")
+        if bool(((labels < -1) | (labels >= NUM_CLASSES)).any()):
+            fail(self.cls, "wrap", "predict() returned labels outside [-1, num_classes)")
+
+    def randomized(self) -> None:
+        """A class declaring ``randomized=False`` answers the same twice (the runner detects
+        randomness this way and switches gradient attacks to EOT)."""
+        if self.cls.randomized:
+            return
+        first, second = self.outputs("randomized", self.wrapped), self.outputs(
+            "randomized", self.wrapped)
+        if not torch.equal(first, second):
+            fail(self.cls, "randomized", "declares randomized=False but two forward passes "
+                 "of the defended model differ")
+
+    def deterministic(self) -> None:
+        """Two fits from the same seed give identical predictions (cached models rely on it)."""
+        if self.cls.randomized:
+            return
+        again = self.wrap(*self.fit())
+        if not torch.equal(self.outputs("deterministic", self.wrapped),
+                           self.outputs("deterministic", again)):
+            fail(self.cls, "deterministic", "two fits with the same seed predict differently; "
+                 "seed every random draw from ctx.seed")
+
+    def checks(self) -> Iterator[tuple[str, Check]]:
+        yield "attributes", lambda: check_defense_attributes(self.cls)
+        yield "constructible", lambda: check_constructible(self.cls)
+        yield "config", lambda: check_config(self.cls, self.instance())
+        yield "fit", self.check_fit
+        yield "wrap", self.check_wrap
+        yield "randomized", self.randomized
+        yield "deterministic", self.deterministic
+
+
+def defense_checks(
+    cls: type, *, params: Mapping[str, Any] | None = None
+) -> Iterator[tuple[str, Check]]:
+    """The defense rules as ``(name, check)`` pairs; each check raises ConformanceError."""
+    yield from single_threaded(DefenseProbe(cls, params).checks())
+
+
+def check_defense(cls: type, *, params: Mapping[str, Any] | None = None) -> None:
+    """Run every defense rule on ``cls``; raise ConformanceError at the first one it breaks."""
+    for _, check in defense_checks(cls, params=params):
+        check()

@@ -1,0 +1,2 @@
+"""An example bench plugin package: the ``gaussian-noise`` attack, the ``input-quantization``
+defense. Each module is one plugin, declared in the ``advbench.plugins`` entry-point group."""

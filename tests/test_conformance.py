@@ -1,0 +1,298 @@
+"""The conformance kit: every built-in plugin passes it, and it catches each kind of breakage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from torch import nn
+
+from advbench import Attack, Defense
+from advbench.conformance import (
+    Check,
+    ConformanceError,
+    attack_checks,
+    check_attack,
+    check_defense,
+    defense_checks,
+)
+
+
+def broken_rules(checks: Iterator[tuple[str, Check]]) -> list[str]:
+    """Every rule a class breaks (not just the first), as the kit's one-line messages."""
+    failures = []
+    for _, check in checks:
+        try:
+            check()
+        except ConformanceError as exc:
+            failures.append(str(exc))
+    return failures
+
+
+def test_every_builtin_attack_passes(registry):
+    entries = registry.resolve("attack", "all")
+    assert entries
+    failures = [message for entry in entries for message in broken_rules(attack_checks(entry.cls))]
+    assert failures == []
+
+
+def test_every_builtin_defense_passes(registry):
+    entries = registry.resolve("defense", "all")
+    assert entries
+    failures = [message for entry in entries for message in
+                broken_rules(defense_checks(entry.cls))]
+    assert failures == []
+
+
+def test_the_rules_are_the_documented_ones():
+    attack_rules = [name for name, _ in attack_checks(Step)]
+    assert attack_rules == ["attributes", "constructible", "config", "threat-model", "shapes",
+                            "inputs-unchanged", "deterministic", "randomized",
+                            "batch-size-invariant", "targeted"]
+    defense_rules = [name for name, _ in defense_checks(Plain)]
+    assert defense_rules == ["attributes", "constructible", "config", "fit", "wrap",
+                             "randomized", "deterministic"]
+
+
+def test_the_kit_leaves_the_global_state_alone():
+    torch.manual_seed(123)
+    state, threads = torch.random.get_rng_state(), torch.get_num_threads()
+    check_attack(Step)
+    check_defense(Plain)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.get_num_threads() == threads
+
+
+def test_norms_limits_the_run_and_must_be_declared():
+    check_attack(Step, norms=("linf",))
+    with pytest.raises(ValueError, match="not declared"):
+        check_attack(Step, norms=("l2",))
+
+
+# A correct attack and defense, and broken variants of each --------------------------------------
+
+
+@dataclass(kw_only=True)
+class Step(Attack):
+    """A correct, deterministic, targeted one-step L∞ attack (FGSM)."""
+
+    name = "step"
+    norms = ("linf",)
+    targeted = True
+
+    def run(self, oracle, x, y, threat, ctx):
+        labels = y if ctx.targets is None else ctx.targets
+        direction = 1.0 if ctx.targets is None else -1.0
+        grad, _ = oracle.gradient(x, labels)
+        return (x + direction * threat.eps * grad.sign()).clamp(0, 1)
+
+
+class WrongNorm(Step):
+    norms = ("linf", "L2")
+
+
+class NeedsArguments(Step):
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+
+@dataclass(kw_only=True)
+class NoDefault(Step):
+    steps: int
+
+
+class PositionalConstructor(Step):
+    def __init__(self, steps: int = 3) -> None:
+        self.steps = steps
+
+
+@dataclass(kw_only=True)
+class UnserialisableConfig(Step):
+    loss: Any = nn.functional.cross_entropy
+
+
+class ModifiesInput(Step):
+    def run(self, oracle, x, y, threat, ctx):
+        grad, _ = oracle.gradient(x, y)
+        x += threat.eps * grad.sign()
+        return x.clamp_(0, 1)
+
+
+class GlobalRandomness(Step):
+    """Draws from the global RNG: not reproducible from ctx.generator."""
+
+    def run(self, oracle, x, y, threat, ctx):
+        return x + threat.eps * (2 * torch.rand(x.shape) - 1)
+
+
+class UndeclaredRandomness(Step):
+    """Draws from ctx.generator, as it should, but declares randomized=False."""
+
+    def run(self, oracle, x, y, threat, ctx):
+        noise = torch.rand(x.shape, generator=ctx.generator, device=x.device)
+        return x + threat.eps * (2 * noise - 1)
+
+
+class ExceedsEps(Step):
+    def run(self, oracle, x, y, threat, ctx):
+        grad, _ = oracle.gradient(x, y)
+        return x + 2 * threat.eps * grad.sign()
+
+
+class ScoresButGradient(Step):
+    access = "scores"
+    targeted = False
+
+
+class BatchDependent(Step):
+    """Scales every sample's step by the batch's largest gradient: samples interact."""
+
+    def run(self, oracle, x, y, threat, ctx):
+        grad, _ = oracle.gradient(x, y)
+        return x + threat.eps * grad / grad.abs().max().clamp_min(1e-12)
+
+
+class OneChannelOnly(Step):
+    def run(self, oracle, x, y, threat, ctx):
+        grey = x.view(len(x), 1, x.shape[-2], x.shape[-1])  # assumes one channel
+        return super().run(oracle, grey, y, threat, ctx)
+
+
+class ClaimsTargeted(Step):
+    def run(self, oracle, x, y, threat, ctx):
+        if ctx.targets is not None:
+            raise NotImplementedError("targets are not supported yet")
+        return super().run(oracle, x, y, threat, ctx)
+
+
+@dataclass(kw_only=True)
+class OverBudget(Step):
+    max_queries: int = 1
+
+    def run(self, oracle, x, y, threat, ctx):
+        oracle.gradient(x, y)
+        return super().run(oracle, x, y, threat, ctx)
+
+
+class Plain(Defense):
+    """A correct defense: standard training, no wrapper."""
+
+    name = "plain"
+
+
+class TrainModeAfterFit(Plain):
+    def fit(self, model, train, ctx):
+        return super().fit(model, train, ctx).train()
+
+
+class ExtraClass(Plain):
+    def wrap(self, model):
+        return nn.Sequential(model, nn.Linear(3, 4))
+
+
+class UnseededTraining(Plain):
+    """Seeds its training noise from the operating system, not from ctx.seed."""
+
+    generator: ClassVar[torch.Generator | None] = None
+
+    def fit(self, model, train, ctx):
+        self.generator = torch.Generator()
+        self.generator.seed()
+        return super().fit(model, train, ctx)
+
+    def training_loss(self, model, x, y, progress):
+        noise = torch.randn(x.shape, generator=self.generator)
+        return nn.functional.cross_entropy(model(x + 0.5 * noise), y)
+
+
+class NoisyForward(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x + 0.1 * torch.randn_like(x))
+
+
+class UndeclaredRandomDefense(Plain):
+    def wrap(self, model):
+        return NoisyForward(model)
+
+
+class NaNLogits(Plain):
+    def wrap(self, model):
+        return nn.Sequential(model, nn.Threshold(1e9, float("nan")))
+
+
+class AbstainsBadly(Plain):
+    class Wrapped(nn.Sequential):
+        def predict(self, x):
+            return torch.full((len(x),), -2)
+
+    def wrap(self, model):
+        return self.Wrapped(model)
+
+
+def test_the_correct_samples_pass():
+    check_attack(Step)
+    check_defense(Plain)
+
+
+@pytest.mark.parametrize("cls, rule, detail", [
+    (WrongNorm, "attributes", "unknown norm"),
+    (NeedsArguments, "constructible", "keyword-only"),
+    (NoDefault, "constructible", "default"),
+    (PositionalConstructor, "constructible", "keyword-only"),
+    (UnserialisableConfig, "config", "JSON"),
+    (ModifiesInput, "inputs-unchanged", "modified its input x"),
+    (GlobalRandomness, "deterministic", "same seed differ"),
+    (UndeclaredRandomness, "randomized", "randomized=False"),
+    (ExceedsEps, "threat-model", "exceeds eps"),
+    (ScoresButGradient, "access", "access='scores'"),
+    (BatchDependent, "batch-size-invariant", "differ by"),
+    (OneChannelOnly, "shapes", "RuntimeError"),
+    (ClaimsTargeted, "targeted", "NotImplementedError"),
+    (OverBudget, "query-budget", "max_queries"),
+])
+def test_the_kit_catches_a_broken_attack(cls, rule, detail):
+    with pytest.raises(ConformanceError) as info:
+        check_attack(cls)
+    message = str(info.value)
+    assert f"breaks rule '{rule}'" in message and detail in message
+    assert "\n" not in message and cls.__qualname__ in message
+
+
+@pytest.mark.parametrize("cls, rule, detail", [
+    (TrainModeAfterFit, "fit", "train mode"),
+    (ExtraClass, "wrap", "(8, 4)"),
+    (NaNLogits, "wrap", "non-finite"),
+    (AbstainsBadly, "wrap", "outside [-1"),
+    (UnseededTraining, "deterministic", "two fits"),
+    (UndeclaredRandomDefense, "randomized", "two forward passes"),
+])
+def test_the_kit_catches_a_broken_defense(cls, rule, detail):
+    with pytest.raises(ConformanceError) as info:
+        check_defense(cls)
+    message = str(info.value)
+    assert f"breaks rule '{rule}'" in message and detail in message
+
+
+def test_a_class_that_is_no_plugin_is_named():
+    with pytest.raises(ConformanceError, match="not a subclass of advbench.Attack"):
+        check_attack(Plain)
+
+
+def test_each_rule_runs_on_its_own():
+    """Parametrized use: a broken rule fails alone, the other rules still pass."""
+    outcomes = {}
+    for rule, check in attack_checks(BatchDependent):
+        try:
+            check()
+            outcomes[rule] = "ok"
+        except ConformanceError:
+            outcomes[rule] = "broken"
+    assert [rule for rule, outcome in outcomes.items() if outcome == "broken"] == [
+        "batch-size-invariant"]
