@@ -20,7 +20,7 @@ PRESETS = {
     preset.name: preset
     for preset in (
         Preset("smoke", 10000, 1, 200, "seconds: checks that everything runs, numbers are rough"),
-        Preset("cpu", None, 3, 1000, "default: the whole matrix in minutes on a 2-core CPU"),
+        Preset("cpu", None, 3, 250, "default: the whole matrix in minutes on a 2-core CPU"),
         Preset("paper", None, 15, 10000, "paper-grade numbers: full test split, longer training"),
     )
 }
