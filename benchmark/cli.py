@@ -80,6 +80,8 @@ def build_parser() -> Parser:
 
     board = sub.add_parser("leaderboard", help="render the Markdown leaderboard of results files")
     board.add_argument("files", nargs="+", type=Path, help="results.csv or results.parquet")
+    board.add_argument("--manifest", type=Path,
+                       help="a run's manifest.json, rendered under the tables")
     board.add_argument("--out", type=Path, help="write to this file instead of stdout")
     return parser
 
@@ -138,6 +140,19 @@ def command_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def describe_capabilities(capabilities: dict) -> str:
+    """'linf,l2 · gradient · targeted' rather than a dict dump, for the terminal table."""
+    parts = []
+    if "norms" in capabilities:
+        parts.append(",".join(capabilities["norms"]))
+    if "access" in capabilities:
+        parts.append(capabilities["access"])
+    if "shape" in capabilities:
+        parts.append("×".join(map(str, capabilities["shape"])))
+    parts += [flag for flag in ("targeted", "randomized") if capabilities.get(flag)]
+    return " · ".join(parts)
+
+
 def command_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -159,7 +174,7 @@ def command_list(args: argparse.Namespace) -> int:
     for column in ("kind", "name", "distribution", "capabilities", "description"):
         table.add_column(column)
     for record in records:
-        capabilities = ", ".join(f"{k}={v}" for k, v in record["capabilities"].items())
+        capabilities = describe_capabilities(record["capabilities"])
         table.add_row(record["kind"], record["name"],
                       f"{record['distribution']} {record['version']}", capabilities,
                       record["description"])
@@ -178,7 +193,14 @@ def command_leaderboard(args: argparse.Namespace) -> int:
     from .results import read_results
 
     frame = pd.concat([read_results(path) for path in args.files], ignore_index=True)
-    text = to_markdown(frame)
+    manifest = None
+    if args.manifest is not None:
+        try:
+            manifest = json.loads(args.manifest.read_text())
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"--manifest {args.manifest}: not a readable manifest "
+                             f"({type(exc).__name__})") from exc
+    text = to_markdown(frame, manifest)
     if args.out:
         args.out.write_text(text)
     else:
