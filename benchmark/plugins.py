@@ -70,6 +70,8 @@ class Loader:
         self.registry.failures.append(Failure(source, error))
 
     def register(self, plugin: object, source: Source) -> None:
+        if self.manager.is_registered(plugin):  # the same module named twice: load it once
+            return
         try:
             self.manager.register(plugin, name=source.plugin)
             self.manager.check_pending()
