@@ -136,10 +136,12 @@ def split_for_monitoring(train: Split, holdout: int, monitor: int, seed: int
                          ) -> tuple[Split, Split, Split | None]:
     """(samples trained on, fixed monitored batch of them, held-out validation or None).
 
-    At most a tenth of a small training set is held out, so tiny runs still train."""
+    A holdout that would take half the training set or more shrinks to a tenth of it, so tiny
+    runs still train."""
     if holdout < 0 or monitor < 1:
         raise ValueError("need holdout >= 0 and monitor >= 1")
-    holdout = min(holdout, len(train) // 10)
+    if 2 * holdout >= len(train):
+        holdout = len(train) // 10
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7919))
     kept, held = order[: len(train) - holdout].sort().values, order[len(train) - holdout :]
     fit = train.subset(kept)

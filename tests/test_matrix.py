@@ -14,7 +14,8 @@ from advbench.cli import main
 from advbench.evaluate import predict
 from advbench.results import COLUMNS
 
-SMALL = ["--preset", "smoke", "--n-train", "3000", "--n-eval", "100"]
+SMALL = ["--preset", "smoke", "--n-train", "3000", "--n-eval", "100", "--attacks", "fgsm,fgm",
+         "--defenses", "none"]
 
 
 @pytest.fixture(scope="module")

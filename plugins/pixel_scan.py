@@ -1,0 +1,70 @@
+"""Pixel scan, the seed report's one-pixel test (§4.2, figure 16), as an exhaustive L0 attack.
+
+Every one of the H×W positions is set to white (all channels 1), then to black (0), in turn; the
+attack returns, per image, the first candidate in that order (white scan, then black, positions
+row-major) that fools the model, or the original image when none does. L0 with ε ≥ 1: only one
+pixel ever changes. Scores access only; each image is charged one query per candidate it was
+shown, and images stop being scanned once fooled (candidates go in blocks of ``block``
+positions). A full scan costs ``len(values)·H·W`` queries per image.
+
+Arguments: ``values`` (the pixel values tried, in order), ``block`` (positions per step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
+from advbench.pixel_scan import scan_block
+
+
+@dataclass(kw_only=True)
+class PixelScan(Attack):
+    name = "pixel-scan"
+    norms = ("l0",)
+    access = "scores"
+    targeted = True
+    description = "seed report's exhaustive one-pixel scan: each position white, then black"
+
+    values: tuple[float, ...] = (1.0, 0.0)
+    block: int = 196
+
+    def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+            ctx: AttackContext) -> torch.Tensor:
+        if threat.eps < 1:
+            return x
+        n, _, h, w = x.shape
+        labels = y if ctx.targets is None else ctx.targets
+        found = torch.full((n,), -1, dtype=torch.long, device=x.device)  # flat position
+        found_value = torch.zeros(n, dtype=x.dtype, device=x.device)
+        for value in self.values:
+            for start in range(0, h * w, self.block):
+                active = torch.nonzero(found < 0).flatten()
+                if active.numel() == 0:
+                    break
+                positions = torch.arange(start, min(start + self.block, h * w), device=x.device)
+                hits = scan_block(oracle, x, labels, active, positions, value,
+                                  targeted=ctx.targets is not None)
+                success = hits.any(dim=1)
+                first = hits.int().argmax(dim=1)  # index of the first True in the block
+                winners = active[success]
+                found[winners] = positions[first[success]]
+                found_value[winners] = value
+        return _apply(x, found, found_value)
+
+
+def _apply(x: torch.Tensor, found: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``x`` with, where ``found`` ≥ 0, that flat position set to ``value`` in all channels."""
+    winners = torch.nonzero(found >= 0).flatten()
+    out = x.clone()
+    if winners.numel():
+        flat = out.flatten(2)  # a view: writes land in ``out``
+        flat[winners, :, found[winners]] = value[winners].unsqueeze(1)
+    return out
+
+
+@hookimpl
+def bench_attacks() -> list[type[Attack]]:
+    return [PixelScan]
