@@ -18,11 +18,13 @@ Training wants the strongest final iterate instead: pass ``return_final=True``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .oracle import LossFn, cross_entropy_sum
+from .attack import Attack, AttackContext
+from .oracle import LossFn, Oracle, cross_entropy_sum
 from .threat import ThreatModel, l2_normalize, project
 
 GradientFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None],
@@ -241,3 +243,33 @@ class _Run:
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``values`` (one per sample) shaped to broadcast against ``like``."""
     return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+@dataclass(kw_only=True)
+class PGDAttack(Attack):
+    """The PGD attack plugins' shared body: a subclass sets ``name``, ``norms``, ``description``.
+
+    Fields: ``steps``; ``rel_step_size`` α/ε (default 2.5/steps, Madry's rule steps·α = 2.5ε);
+    ``restarts`` (per sample the first that fools is kept); ``random_start``; ``early_exit``.
+    """
+
+    access = "gradient"
+    targeted = True
+    randomized = True
+
+    steps: int = 20
+    rel_step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = True
+    early_exit: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rel_step_size is None:
+            self.rel_step_size = 2.5 / max(self.steps, 1)
+
+    def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+            ctx: AttackContext) -> torch.Tensor:
+        return pgd(oracle.gradient, x, y, threat, steps=self.steps,
+                   step_size=float(self.rel_step_size) * threat.eps, targets=ctx.targets,
+                   restarts=self.restarts, random_start=self.random_start,
+                   early_exit=self.early_exit, generator=ctx.generator, logits=oracle.logits)

@@ -18,37 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
-from advbench.iterative import pgd
+from advbench import Attack, hookimpl
+from advbench.iterative import PGDAttack
 
 
 @dataclass(kw_only=True)
-class PGDL2(Attack):
+class PGDL2(PGDAttack):
     name = "pgd-l2"
     norms = ("l2",)
-    access = "gradient"
-    targeted = True
-    randomized = True
     description = "Projected Gradient Descent (Madry et al. 2018), iterated L2 steps"
-
-    steps: int = 20
-    rel_step_size: float | None = None
-    restarts: int = 1
-    random_start: bool = True
-    early_exit: bool = True
-
-    def __post_init__(self) -> None:
-        if self.rel_step_size is None:
-            self.rel_step_size = 2.5 / max(self.steps, 1)
-
-    def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
-            ctx: AttackContext) -> torch.Tensor:
-        return pgd(oracle.gradient, x, y, threat, steps=self.steps,
-                   step_size=float(self.rel_step_size) * threat.eps, targets=ctx.targets,
-                   restarts=self.restarts, random_start=self.random_start,
-                   early_exit=self.early_exit, generator=ctx.generator, logits=oracle.logits)
 
 
 @hookimpl
