@@ -391,6 +391,7 @@ class Runner:
         self.rows: list[dict[str, Any]] = []
         self.samples: list[pd.DataFrame] = []
         self.histories: dict[str, dict[str, Any]] = {}
+        self.attack_pictures: list[Path] = []
         self.smoothing_curves: dict[str, dict[str, list[float]]] = {}
 
     def model_parts(self, defense: Defense) -> dict[str, Any]:
@@ -615,12 +616,30 @@ class Runner:
                 self.log_error(f"cell {cell.defense.name} × {cell.attack_name}", exc)
                 error = f"attack raised {one_line(exc)}"
         row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
+        if outcome is not None and error is None:
+            self.attack_figures(attack, cell, state, data)
         row["eot_samples"], row["batch_size"] = state.eot_samples, batch_size
         row["abstain_rate"] = float((clean_pred == -1).float().mean())
         self.add_certification(row, cell, outcome, state)
         if cell.split in state.targets and outcome is not None and row["valid"]:
             row["targeted_success_rate"] = targeted_success(outcome, state.targets[cell.split])
         return row, (outcome if error is None else None)
+
+    def attack_figures(self, attack: Attack, cell: Cell, state: Defended, data: Split) -> None:
+        """An attack may draw figures (``figures(model, x, y, stem) -> [paths]``) for a few
+        correctly classified images; they go to the run's figures folder."""
+        draw = getattr(attack, "figures", None)
+        if self.out is None or not callable(draw):
+            return
+        correct = torch.nonzero(state.clean_pred[cell.split] == data.y).flatten()[:6]
+        folder = self.out / "figures"
+        folder.mkdir(exist_ok=True)
+        stem = folder / f"{cell.attack_name}_{cell.defense.name}_{cell.split}"
+        try:
+            self.attack_pictures += draw(state.model, data.x[correct].to(self.plan.device),
+                                         data.y[correct].to(self.plan.device), stem)
+        except Exception as exc:  # a figure never costs a result
+            self.log_error(f"figures of {cell.attack_name}", exc)
 
     def run_defense(self, defense_entry: Entry, cells: list[Cell]) -> None:
         """Run a defense's cells, training its model only if some cell is not already done."""
@@ -716,7 +735,7 @@ class Runner:
                    for name, history in sorted(self.histories.items())]
         written += [plot_certified_accuracy(RADIUS_GRID, curve, folder / f"certified_{name}.png")
                     for name, curve in sorted(self.smoothing_curves.items())]
-        return written
+        return written + self.attack_pictures
 
     def run(self) -> pd.DataFrame:
         self.progress.overall(len(self.plan.cells))

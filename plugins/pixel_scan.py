@@ -13,11 +13,12 @@ Arguments: ``values`` (the pixel values tried, in order), ``block`` (positions p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
-from advbench.pixel_scan import scan_block
+from advbench.pixel_scan import fooling_map, save_fooling_heatmap, scan_block
 
 
 @dataclass(kw_only=True)
@@ -53,6 +54,15 @@ class PixelScan(Attack):
                 found[winners] = positions[first[success]]
                 found_value[winners] = value
         return _apply(x, found, found_value)
+
+
+    def figures(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                stem: Path) -> list[Path]:
+        """Seed figure 16: where a white or a black pixel fools the model, for a few images."""
+        fooling = fooling_map(model, x, y, 1.0) | fooling_map(model, x, y, 0.0)
+        titles = [f"label {int(label)}: {int(count)} fooling pixels"
+                  for label, count in zip(y, fooling.flatten(1).sum(dim=1), strict=True)]
+        return [save_fooling_heatmap(stem.with_suffix(".png"), x, fooling, titles=titles)]
 
 
 def _apply(x: torch.Tensor, found: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

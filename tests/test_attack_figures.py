@@ -1,0 +1,14 @@
+"""Attacks that draw figures (pixel-scan's heat map, seed figure 16) get them into the run."""
+
+from __future__ import annotations
+
+from advbench import run_matrix
+
+
+def test_pixel_scan_heat_map_is_written_and_linked(tmp_path):
+    out = tmp_path / "out"
+    run_matrix(attacks="pixel-scan", defenses="none", preset="smoke", n_train=2000, n_eval=40,
+               out=out, cache_dir=tmp_path / "cache")
+    figure = out / "figures" / "pixel-scan_none_test.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "figures/pixel-scan_none_test.png" in (out / "leaderboard.md").read_text()
