@@ -93,7 +93,7 @@ def to_markdown(frame: pd.DataFrame, manifest: dict[str, Any] | None = None) -> 
 
 
 def manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    keys = ("started", "seed", "device", "versions", "samples")
+    keys = ("command", "started", "wall_seconds", "seed", "device", "versions", "samples")
     return {key: manifest[key] for key in keys if key in manifest}
 
 
