@@ -101,10 +101,7 @@ def load_history(path: Path) -> TrainingHistory:
 def plot_training_curves(history: TrainingHistory | dict[str, Any], path: Path) -> Path:
     """Clean and robust accuracy per epoch, train and validation (seed figure 3), as a PNG; a
     detected collapse is marked with a vertical line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .figures import plt, save_figure  # matplotlib only when drawing
 
     if isinstance(history, dict):
         history = TrainingHistory.from_dict(history)
@@ -124,12 +121,7 @@ def plot_training_curves(history: TrainingHistory | dict[str, Any], path: Path) 
              title=f"{history.defense} ({history.attack})")
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def split_for_monitoring(train: Split, holdout: int, monitor: int, seed: int

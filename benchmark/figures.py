@@ -11,6 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def save_figure(figure: plt.Figure, path: Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and close: every figure of a run."""
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def eps_sweep_figures(frame: pd.DataFrame, folder: Path) -> list[Path]:
     """Robust accuracy against ε, one panel per norm, one line per attack, with the 95 %
     interval as a band: one PNG per defense and split whose run swept ε (seed figure 7)."""
@@ -31,9 +41,5 @@ def eps_sweep_figures(frame: pd.DataFrame, folder: Path) -> list[Path]:
                      title=f"{defense} · {split}")
             axis.grid(alpha=0.3)
             axis.legend(fontsize="small")
-        figure.tight_layout()
-        path = folder / f"eps_sweep_{defense}_{split}.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(save_figure(figure, folder / f"eps_sweep_{defense}_{split}.png"))
     return written

@@ -156,10 +156,7 @@ def plot_certified_accuracy(radius_grid: Sequence[float],
                             path: Path, title: str = "randomized smoothing") -> Path:
     """Certified accuracy against the L2 radius as a PNG; a mapping draws one line per label
     (e.g. per σ)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .figures import plt, save_figure  # matplotlib only when drawing
 
     lines = accuracies if isinstance(accuracies, Mapping) else {"": accuracies}
     figure, axis = plt.subplots(figsize=(5, 3.6))
@@ -170,9 +167,4 @@ def plot_certified_accuracy(radius_grid: Sequence[float],
     axis.grid(alpha=0.3)
     if any(lines):
         axis.legend(fontsize="small")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
