@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,9 +37,7 @@ from .data import Split
 from .defense import Defense, TrainContext
 from .iterative import model_gradient, pgd
 from .threat import ThreatModel
-
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
-CheckFn = Callable[[float, int, float, float], bool]
+from .training import train_classifier
 
 VALIDATION_NOTE = ("validation = samples of the training split set aside before training and "
                    "never trained on (seeded); train = a fixed seeded batch of the samples "
@@ -186,47 +183,6 @@ class CollapseGuard:
             model.load_state_dict(self.good_state)
 
 
-def train_epochs(model: nn.Module, train: Split, ctx: TrainContext, loss_fn: LossFn,
-                 check: CheckFn, checks_per_epoch: int = 1) -> None:
-    """``advbench.training.train_classifier``'s loop (Adam, one-cycle schedule peaking at
-    ``settings.lr``, order seeded by ``ctx.seed``: the same batches as a ``none`` model on the
-    same samples) with ``check(epoch, step, mean_loss, lr)`` called ``checks_per_epoch`` times
-    an epoch; training stops when it returns True."""
-    settings = ctx.settings
-    n = len(train)
-    batches = -(-n // settings.batch_size)
-    total_steps = settings.epochs * batches
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps)
-    order_rng = torch.Generator().manual_seed(ctx.seed)
-    check_at = {round(batches * (i + 1) / checks_per_epoch) for i in range(checks_per_epoch)}
-    step = 0
-    model.train()
-    for epoch in range(settings.epochs):
-        order = torch.randperm(n, generator=order_rng)
-        loss_sum, count = torch.zeros((), device=ctx.device), 0
-        for batch, start in enumerate(range(0, n, settings.batch_size), 1):
-            index = order[start : start + settings.batch_size]
-            x, y = train.x[index].to(ctx.device), train.y[index].to(ctx.device)
-            loss = loss_fn(model, x, y, step / total_steps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            ctx.on_batch()
-            loss_sum, count = loss_sum + loss.detach(), count + 1
-            if batch in check_at:
-                stop = check(epoch + batch / batches, step, float(loss_sum) / count,
-                             schedule.get_last_lr()[0])
-                loss_sum, count = torch.zeros((), device=ctx.device), 0
-                model.train()
-                if stop:
-                    model.eval()
-                    return
-    model.eval()
-
-
 @dataclass(kw_only=True)
 class AdversarialTraining(Defense):
     """Base of adversarial-training defenses: trains on ``adversarial_examples`` (and a clean
@@ -311,8 +267,8 @@ class AdversarialTraining(Defense):
             return False
 
         try:
-            train_epochs(model, fit_split, ctx, self.training_loss, check,
-                         self.checks_per_epoch)
+            train_classifier(model, fit_split, ctx, self.training_loss, check,
+                             self.checks_per_epoch)
         finally:
             self._generator = None
         return model
