@@ -27,10 +27,8 @@ import numpy as np
 import pytest
 import torch
 
-from advbench import AttackContext, Oracle, ThreatModel, load_registry
-from advbench.defense import TrainContext, TrainSettings
+from advbench import AttackContext, Oracle, ThreatModel
 from advbench.evaluate import predict
-from advbench.training import train_classifier
 from advbench_plugins.one_pixel import OnePixel
 from advbench_plugins.random_search import RandomSearch
 
@@ -42,19 +40,10 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="module")
-def setup() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+def setup(seed_cnn_and_test) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """The seed CNN after one epoch on 20k Fashion-MNIST training images; the test split."""
-    registry = load_registry()
-    dataset = registry.get("dataset", "fashion-mnist").cls()
-    train, test = dataset.load("train", None), dataset.load("test", None)
-    torch.manual_seed(0)
-    model = registry.get("model", "seed-cnn").cls().build((1, 28, 28), 10)
-    train_classifier(model, train.subset(torch.arange(20_000)),
-                     TrainContext(TrainSettings(epochs=1), CPU, seed=0),
-                     lambda m, x, y, p: torch.nn.functional.cross_entropy(m(x), y))
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model.eval(), test.x, test.y
+    model, x, y = seed_cnn_and_test(20_000)
+    return model, x, y
 
 
 class Timed(torch.nn.Module):

@@ -21,11 +21,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from advbench import AttackContext, Oracle, ThreatModel, load_registry
-from advbench.defense import TrainContext, TrainSettings
+from advbench import AttackContext, Oracle, ThreatModel
 from advbench.evaluate import predict
 from advbench.iterative import model_gradient
-from advbench.training import train_classifier
 from advbench_plugins.pgd_linf import PGDLinf
 
 BATCH, STEPS, REPEATS, N_EVAL = 250, 20, 3, 500
@@ -35,19 +33,10 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="module")
-def setup() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+def setup(seed_cnn_and_test) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """The seed CNN after one epoch on 10k Fashion-MNIST images, and 500 test images."""
-    registry = load_registry()
-    dataset = registry.get("dataset", "fashion-mnist").cls()
-    train = dataset.load("train", None).subset(torch.arange(10_000))
-    test = dataset.load("test", None)
-    torch.manual_seed(0)
-    model = registry.get("model", "seed-cnn").cls().build((1, 28, 28), 10)
-    train_classifier(model, train, TrainContext(TrainSettings(epochs=1), CPU, seed=0),
-                     lambda m, x, y, p: torch.nn.functional.cross_entropy(m(x), y))
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model.eval(), test.x[:N_EVAL], test.y[:N_EVAL]
+    model, x, y = seed_cnn_and_test(10_000)
+    return model, x[:N_EVAL], y[:N_EVAL]
 
 
 def timed(function: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
