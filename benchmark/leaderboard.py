@@ -83,13 +83,26 @@ def to_markdown(frame: pd.DataFrame, manifest: dict[str, Any] | None = None) -> 
         parts += [f"[{i}] {note}" + "  " for i, note in enumerate(section.notes, 1)]
         parts += [""] if section.notes else []
     if manifest and manifest.get("figures"):
-        parts += ["## Figures", ""]
-        parts += [f"![{Path(path).stem}]({path})" for path in manifest["figures"]] + [""]
+        parts += figures_section(manifest["figures"])
     if manifest:
         parts += ["## Run", ""]
         parts += [f"- **{key}**: {value}" for key, value in manifest_summary(manifest).items()]
         parts += [""]
     return "\n".join(parts)
+
+
+CELL_PICTURES = ("_examples", "_eps")  # per-cell pictures: linked, not shown inline
+
+
+def figures_section(paths: list[str]) -> list[str]:
+    """Summary figures shown inline; the many per-cell pictures as one line of links each."""
+    shown = [p for p in paths if not Path(p).stem.endswith(CELL_PICTURES)]
+    linked = [p for p in paths if Path(p).stem.endswith(CELL_PICTURES)]
+    parts = ["## Figures", ""] + [f"![{Path(p).stem}]({p})" for p in shown] + [""]
+    if linked:
+        parts += ["Clean against adversarial examples, and one image across ε, per cell:", ""]
+        parts += [f"- [{Path(p).stem}]({p})" for p in linked] + [""]
+    return parts
 
 
 def manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -39,8 +39,9 @@ from .evaluate import CellOutcome, attack_cell, is_randomized, predict
 from .figures import eps_sweep_figures
 from .leaderboard import to_markdown
 from .models import ImportedModel, ModelPlugin
+from .pictures import cell_pictures
 from .plugins import load_registry, one_line
-from .presets import get_preset
+from .presets import Preset, get_preset
 from .progress import RunProgress
 from .registry import Entry, Registry
 from .results import (
@@ -117,8 +118,13 @@ class Plan:
     train: Split
     evaluation: dict[str, Split]
     sample_hashes: dict[str, str]
-    settings: TrainSettings
+    settings: dict[str, TrainSettings]  # per defense: the preset may train some less
+    preset: Preset
     cells: list[Cell] = field(default_factory=list)
+
+    def build(self, entry: Entry) -> Any:
+        """An attack or defense instance, with the preset's arguments for it."""
+        return entry.cls(**self.preset.options_for(entry.name))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -237,9 +243,10 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
                              f"{split} split")
         index = sample_index(len(source), n_eval, config.seed + 1)
         evaluation[split], hashes[split] = source.subset(index), index_hash(index)
-    settings = TrainSettings(epochs=config.epochs or preset.epochs, n_train=n_train)
+    settings = {entry.name: TrainSettings(epochs=config.epochs or preset.epochs_for(entry.name),
+                                          n_train=n_train) for entry in defenses}
     plan = Plan(config, dataset, model_plugin, defenses, attacks, eps, device, train,
-                evaluation, hashes, settings)
+                evaluation, hashes, settings, preset)
     plan.cells = [
         Cell(defense, attack, ThreatModel(norm, value), split)
         for defense in defenses for split in splits for attack in attacks
@@ -357,7 +364,8 @@ def manifest(plan: Plan, registry: Registry, started: str) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION, "started": started, "command": sys.argv,
         "config": config, "seed": plan.config.seed, "device": str(plan.device),
         "dataset": plan.dataset.name, "model": plan.model_plugin.name,
-        "training": dataclasses.asdict(plan.settings), "eps": plan.eps,
+        "training": {name: dataclasses.asdict(settings)
+                     for name, settings in plan.settings.items()}, "eps": plan.eps,
         "samples": {split: {"n": len(data), "sha256": plan.sample_hashes[split]}
                     for split, data in plan.evaluation.items()},
         "versions": versions(registry),
@@ -398,7 +406,8 @@ class Runner:
         plan = self.plan
         return {"dataset": plan.dataset.name, "model": plan.model_plugin.name,
                 "defense": type(defense).name, "defense_config": defense.config(),
-                "training": dataclasses.asdict(plan.settings), "seed": plan.config.seed,
+                "training": dataclasses.asdict(plan.settings[type(defense).name]),
+                "seed": plan.config.seed,
                 "train_sample": index_hash(torch.arange(len(plan.train))), "format": 1}
 
     def defended_model(self, defense: Defense) -> nn.Module:
@@ -419,9 +428,10 @@ class Runner:
             if history_path.is_file():
                 self.histories[type(defense).name] = json.loads(history_path.read_text())
         else:
-            steps = training_steps(len(plan.train), plan.settings.batch_size, plan.settings.epochs)
+            settings = plan.settings[type(defense).name]
+            steps = training_steps(len(plan.train), settings.batch_size, settings.epochs)
             self.progress.step(f"train {type(defense).name}", steps)
-            ctx = TrainContext(plan.settings, plan.device, plan.config.seed,
+            ctx = TrainContext(settings, plan.device, plan.config.seed,
                                pretrained=self.user_model is not None,
                                on_batch=self.progress.advance)
             model = defense.fit(model, plan.train, ctx)
@@ -444,7 +454,8 @@ class Runner:
             "norm": cell.threat.norm, "eps": cell.threat.eps, "split": cell.split,
             "seed": plan.config.seed, "attack_config": attack_config,
             "defense_config": defense_config, "targeted": plan.config.targeted or "",
-            "sample": plan.sample_hashes[cell.split], "training": plan.settings,
+            "sample": plan.sample_hashes[cell.split],
+            "training": plan.settings[cell.defense.name],
             "batch_size": plan.config.batch_size})
 
     def row(self, cell: Cell, attack: Attack | None, defense: Defense | None,
@@ -521,7 +532,7 @@ class Runner:
         if not self.previous:
             return None
         try:
-            attack_config = json.dumps(cell.attack.cls().config(), sort_keys=True)
+            attack_config = json.dumps(self.plan.build(cell.attack).config(), sort_keys=True)
         except Exception:  # the attack fails to build: let the cell run and record why
             return None
         key = self.cell_key(cell, attack_config, json.dumps(defense.config(), sort_keys=True))
@@ -601,7 +612,7 @@ class Runner:
         batch_size = plan.config.batch_size
         while outcome is None and error is None:
             try:
-                attack = cell.attack.cls()
+                attack = self.plan.build(cell.attack)
                 outcome = attack_cell(
                     state.model, attack, data, clean_pred, cell.threat, batch_size=batch_size,
                     device=plan.device, seed=plan.config.seed,
@@ -626,26 +637,35 @@ class Runner:
         return row, (outcome if error is None else None)
 
     def attack_figures(self, attack: Attack, cell: Cell, state: Defended, data: Split) -> None:
-        """An attack may draw figures (``figures(model, x, y, stem) -> [paths]``) for a few
-        correctly classified images; they go to the run's figures folder."""
-        draw = getattr(attack, "figures", None)
-        if self.out is None or not callable(draw):
+        """Pictures of a valid cell for a few correctly classified images: clean against
+        adversarial examples, the ε grid of one image (gradient attacks: the others would
+        spend their whole budget again per ε), and the attack's own figures, if it draws any
+        (``figures(model, x, y, stem) -> [paths]``). A figure never costs a result."""
+        if self.out is None:
             return
+        plan = self.plan
         correct = torch.nonzero(state.clean_pred[cell.split] == data.y).flatten()[:6]
-        folder = self.out / "figures"
-        folder.mkdir(exist_ok=True)
-        stem = folder / f"{cell.attack_name}_{cell.defense.name}_{cell.split}"
+        x, y = data.x[correct].to(plan.device), data.y[correct].to(plan.device)
+        targets = state.targets.get(cell.split)
+        stem = (self.out / "figures" / f"{cell.attack_name}_{cell.defense.name}_{cell.split}_"
+                f"{cell.threat.norm}_{cell.threat.eps:g}")
         try:
-            self.attack_pictures += draw(state.model, data.x[correct].to(self.plan.device),
-                                         data.y[correct].to(self.plan.device), stem)
-        except Exception as exc:  # a figure never costs a result
+            self.attack_pictures += cell_pictures(
+                state.model, attack, x, y, cell.threat, plan.dataset.classes, stem,
+                plan.config.seed, eps_grid=attack.access == "gradient",
+                eot_samples=state.eot_samples,
+                targets=None if targets is None else targets[correct].to(plan.device))
+            draw = getattr(attack, "figures", None)
+            if callable(draw):
+                self.attack_pictures += draw(state.model, x, y, stem)
+        except Exception as exc:
             self.log_error(f"figures of {cell.attack_name}", exc)
 
     def run_defense(self, defense_entry: Entry, cells: list[Cell]) -> None:
         """Run a defense's cells, training its model only if some cell is not already done."""
         failure, defense, state = None, None, None
         try:
-            defense = defense_entry.cls()
+            defense = self.plan.build(defense_entry)
         except Exception as exc:
             self.log_error(f"defense {defense_entry.name}", exc)
             failure = f"defense failed: {one_line(exc)}"

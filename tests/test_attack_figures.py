@@ -9,6 +9,6 @@ def test_pixel_scan_heat_map_is_written_and_linked(tmp_path):
     out = tmp_path / "out"
     run_matrix(attacks="pixel-scan", defenses="none", preset="smoke", n_train=2000, n_eval=40,
                out=out, cache_dir=tmp_path / "cache")
-    figure = out / "figures" / "pixel-scan_none_test.png"
+    figure = out / "figures" / "pixel-scan_none_test_l0_1.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "figures/pixel-scan_none_test.png" in (out / "leaderboard.md").read_text()
+    assert "figures/pixel-scan_none_test_l0_1.png" in (out / "leaderboard.md").read_text()
