@@ -9,11 +9,15 @@ image stops as soon as any candidate fools the model (that candidate is returned
 fittest is returned.
 
 Vectorised across images and population: one oracle query per candidate, charged to its own
-image (a trial that repeats an evaluated member or another trial, or changes no pixel, is not
-asked again), with every active image's whole population evaluated together (split into passes
-of at most ``max_rows`` candidates, by default a few hundred on a CPU, where small convolutional
-nets run fastest on batches that stay in cache, and thousands on an accelerator). No Python loop
-over images or pixels.
+image, and only for candidates that paint something new: a trial that repeats any candidate
+already evaluated for its image (the attack remembers them all, keyed by what they paint:
+positions and values, pixel by pixel) or another trial takes that one's fitness, and
+one that changes no pixel is rejected.
+This assumes a deterministic model, as DE's selection does. Every active image's trials go
+together, image by image, in passes of at most ``max_rows`` candidates (by default about a
+hundred per CPU thread, where small convolutional nets run fastest on batches that stay in
+cache, and thousands on an accelerator), and an image fooled in one pass asks nothing more.
+No Python loop over images or pixels.
 
 Defaults are sized for a 2-core CPU: population 50 and 20 generations (the paper: 400 and 100),
 so at most 50 × (20 + 1) = 1,050 queries per image; ``max_queries`` is that product. On the
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
+from advbench.pixel_scan import fooled as fools
 from advbench.pixel_scan import rows_per_pass
 
 
@@ -80,14 +85,15 @@ class OnePixel(Attack):
         genes[..., 2:] = genes[..., 2:].round()
         fitness = torch.full((n, size), torch.inf, device=x.device)
         winner = torch.full((n,), -1, dtype=torch.long, device=x.device)  # fooling member
+        seen = _Evaluated(1 + k * (1 + c), x.device, fitness.dtype)
         for generation in range(self.iterations + 1):
             active = torch.nonzero((winner < 0) & (oracle.queries + size <= limit)).flatten()
             if active.numel() == 0:
                 break
             parents = genes[active]
             trial = parents if generation == 0 else self._mutate(parents, h, w, gen)
-            trial_fitness, fooled = self._evaluate(oracle, x, labels, active, trial,
-                                                   parents, fitness[active], targeted)
+            trial_fitness, fooled = self._evaluate(oracle, x, labels, active, trial, seen,
+                                                   targeted)
             keep = trial_fitness <= fitness[active]
             genes[active] = torch.where(keep[:, :, None, None], trial, parents)
             fitness[active] = torch.where(keep, trial_fitness, fitness[active])
@@ -97,6 +103,8 @@ class OnePixel(Attack):
             won = active[success]
             genes[won, first[success]] = trial[success, first[success]]
             winner[won] = first[success]
+            if won.numel() > 0:
+                seen.forget(winner >= 0)
         chosen = torch.where(winner >= 0, winner, fitness.argmin(dim=1))
         return _paint(x, genes[torch.arange(n, device=x.device), chosen])
 
@@ -111,56 +119,128 @@ class OnePixel(Attack):
         return torch.cat([rows[..., None], cols[..., None], trial[..., 2:].clamp(0, 1)], dim=-1)
 
     def _evaluate(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor,
-                  active: torch.Tensor, trial: torch.Tensor, members: torch.Tensor,
-                  member_fitness: torch.Tensor, targeted: bool
+                  active: torch.Tensor, trial: torch.Tensor, seen: _Evaluated, targeted: bool
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fitness (lower is better) and success of every trial, both (images × members).
 
-        Only trials that paint a new image are queried, once: one that paints exactly what an
-        evaluated member paints takes that member's fitness (members are never fooling: a
-        fooled image has stopped), one that changes no pixel is rejected (fitness +inf), and
-        trials that paint the same image share one query.
+        Only new trials are queried, once: one that paints, pixel for pixel, what an earlier
+        candidate of its image painted takes that candidate's fitness from ``seen`` (which
+        never holds a fooling one: a fooled image has stopped), one that changes no pixel is
+        rejected (fitness +inf), and trials that paint the same image share one query. Queries
+        go image by image, in member order (a model runs faster on a batch of near-identical
+        images: measured on the seed CNN on a CPU, ~20 % faster per row than on a batch
+        mixing images — its max-pooling branches predict better), and an image fooled in one
+        pass asks nothing in the next: its trials not yet asked are rejected, and its first
+        fooling trial is found all the same (every earlier trial was asked by then).
         """
         n_active, size = trial.shape[:2]
+        flat = trial.flatten(0, 1)
         owner = active.repeat_interleave(size)
-        unchanged = _paints_nothing(x[owner], trial.flatten(0, 1)).view(n_active, size)
-        # (images × trials × members); members not yet evaluated (fitness +inf) don't count
-        same = _same_pixels(trial, members) & member_fitness.isfinite()[:, None, :]
-        known = same.any(dim=2)
-        fitness = torch.where(
-            known, torch.where(same, member_fitness[:, None, :], torch.inf).amin(dim=2),
-            torch.inf)
-        fooled = torch.zeros(n_active, size, dtype=torch.bool, device=x.device)
-        first_copy = _same_pixels(trial, trial).int().argmax(dim=2)  # earliest identical trial
-        original = first_copy == torch.arange(size, device=x.device)
-        ask = torch.nonzero((original & ~known & ~unchanged).flatten()).flatten()
-        flat_fitness, flat_fooled = fitness.view(-1), fooled.view(-1)
+        keys = _candidate_keys(owner, flat, x)
+        known, known_fitness = seen.lookup(keys)
+        fitness = torch.where(known, known_fitness, torch.inf)
+        fooled = torch.zeros(n_active * size, dtype=torch.bool, device=x.device)
+        first_copy = _first_copies(keys)
+        original = first_copy == torch.arange(first_copy.numel(), device=x.device)
+        pending = torch.nonzero(original & ~known & ~_paints_nothing(x[owner], flat)).flatten()
+        stopped = torch.zeros(n_active, dtype=torch.bool, device=x.device)
+        asked = []
         max_rows = self.max_rows or rows_per_pass(x.device)
-        for start in range(0, ask.numel(), max_rows):
-            rows = ask[start : start + max_rows]
-            candidates = _paint(x[owner[rows]], trial.flatten(0, 1)[rows])
-            scores = oracle.scores(candidates, index=owner[rows])
+        while pending.numel() > 0:
+            chunk = _pass_size(pending.numel(), max_rows)
+            rows, pending = pending[:chunk], pending[chunk:]
+            scores = oracle.scores(_paint(x[owner[rows]], flat[rows]), index=owner[rows])
             label = labels[owner[rows]]
             own = scores.gather(1, label[:, None]).squeeze(1)
-            pred = scores.argmax(dim=1)
-            flat_fitness[rows] = (1 - own if targeted else own).to(fitness.dtype)
-            flat_fooled[rows] = pred == label if targeted else pred != label
-        return fitness.gather(1, first_copy), fooled.gather(1, first_copy)
+            fitness[rows] = (1 - own if targeted else own).to(fitness.dtype)
+            fooled[rows] = fools(scores, label, targeted)
+            asked.append(rows)
+            if bool(fooled[rows].any()):
+                stopped[rows[fooled[rows]] // size] = True
+                pending = pending[~stopped[pending // size]]
+        if asked:
+            rows = torch.cat(asked)
+            seen.add(keys[rows], fitness[rows])
+        return fitness[first_copy].view(n_active, size), fooled[first_copy].view(n_active, size)
 
 
-def _pixel_keys(genes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """What a candidate paints: integer (row, col) per pixel and the values per channel."""
-    return genes[..., :2].floor(), genes[..., 2:]
+class _Evaluated:
+    """Every candidate queried so far, by exact key (image, positions, value bits), with its
+    fitness: a trial that repeats one is answered from here. Lookups go through sorted 64-bit
+    hashes of the keys; a hash match is confirmed on the whole key, so a collision can only
+    cost a query, never give a wrong fitness."""
+
+    def __init__(self, width: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.keys = torch.zeros(0, width, dtype=torch.long, device=device)
+        self.fitness = torch.zeros(0, dtype=dtype, device=device)
+        self._index()
+
+    def _index(self) -> None:
+        self.hashes, self.order = _hash(self.keys).sort()
+
+    def add(self, keys: torch.Tensor, fitness: torch.Tensor) -> None:
+        self.keys = torch.cat([self.keys, keys])
+        self.fitness = torch.cat([self.fitness, fitness])
+        self._index()
+
+    def forget(self, stopped: torch.Tensor) -> None:
+        """Drop the candidates of images that have stopped (``stopped``: bool per image)."""
+        keep = ~stopped[self.keys[:, 0]]
+        self.keys, self.fitness = self.keys[keep], self.fitness[keep]
+        self._index()
+
+    def lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(found, fitness) per row of ``keys``; the fitness is meaningless where not found."""
+        if self.hashes.numel() == 0:
+            return (torch.zeros(keys.shape[0], dtype=torch.bool, device=keys.device),
+                    torch.zeros(keys.shape[0], dtype=self.fitness.dtype, device=keys.device))
+        hashes = _hash(keys)
+        slot = torch.searchsorted(self.hashes, hashes).clamp(max=self.hashes.numel() - 1)
+        match = self.order[slot]
+        found = (self.hashes[slot] == hashes) & (self.keys[match] == keys).all(dim=1)
+        return found, self.fitness[match]
 
 
-def _same_pixels(trial: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-    """(images × trials × members) bool: the trial paints the same pixels with the same values
-    as the member (in the same order)."""
-    t_pos, t_val = _pixel_keys(trial)
-    m_pos, m_val = _pixel_keys(members)
-    same_pos = (t_pos[:, :, None] == m_pos[:, None, :]).flatten(3).all(dim=3)
-    same_val = (t_val[:, :, None] == m_val[:, None, :]).flatten(3).all(dim=3)
-    return same_pos & same_val
+_SAME_SIZE_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _candidate_keys(owner: torch.Tensor, genes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(m × (1 + k + k·C)) int64: exactly what a candidate paints — its image, each pixel's
+    flat position (as :func:`_paint` computes it) and the bits of each value as painted."""
+    h, w = x.shape[2:]
+    rows = genes[..., 0].long().clamp(0, h - 1)
+    cols = genes[..., 1].long().clamp(0, w - 1)
+    values = genes[..., 2:].to(x.dtype).flatten(1).contiguous()
+    bits = values.view(_SAME_SIZE_INT[values.element_size()]).long()
+    return torch.cat([owner[:, None], rows * w + cols, bits], dim=1)
+
+
+def _hash(keys: torch.Tensor) -> torch.Tensor:
+    """A 64-bit hash per row of the int64 ``keys`` (multiply-xorshift, wrapping arithmetic)."""
+    h = torch.zeros(keys.shape[0], dtype=torch.long, device=keys.device)
+    for column in keys.unbind(dim=1):
+        h = (h ^ column) * 0x5851F42D4C957F2D
+        h = h ^ (h >> 29)
+    return h
+
+
+def _first_copies(keys: torch.Tensor) -> torch.Tensor:
+    """For every row, the index of the first row with the same key (itself if none earlier)."""
+    m = keys.shape[0]
+    hashes, order = _hash(keys).sort(stable=True)
+    starts = torch.ones(m, dtype=torch.bool, device=keys.device)
+    starts[1:] = hashes[1:] != hashes[:-1]
+    first = torch.empty_like(order)
+    first[order] = order[starts][starts.long().cumsum(0) - 1]
+    identical = (keys[first] == keys).all(dim=1)
+    return torch.where(identical, first, torch.arange(m, device=keys.device))
+
+
+def _pass_size(count: int, max_rows: int) -> int:
+    """Rows for the next pass: ``count`` split evenly over as few passes of at most
+    ``max_rows`` as will do (no small last pass, which would run slower per row)."""
+    passes = -(-count // max_rows)
+    return -(-count // passes)
 
 
 def _paints_nothing(x: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:

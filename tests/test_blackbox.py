@@ -222,6 +222,63 @@ def test_one_pixel_targeted() -> None:
     assert float(perturbation_size(result.x_adv - x, "l0").max()) <= 2
 
 
+class Recording(nn.Module):
+    """Wraps a model and keeps every row it is asked to classify."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return self.model(x)
+
+
+@pytest.mark.parametrize("shape", [(1, 6, 6), (3, 6, 6)])
+def test_one_pixel_never_queries_a_candidate_twice(shape: tuple[int, int, int]) -> None:
+    """On a small image a converging population repeats candidates across generations; each
+    distinct (image, painted image) is queried once, and none that changes nothing. (With
+    k > 1 only repeats pixel for pixel are caught: two pixels on one spot, or one that
+    changes nothing, can paint what another candidate paints.)"""
+    model = Recording(tiny_model(shape, 8, scale=0.3))  # weak: few images fooled, long runs
+    x, y = tiny_batch(model, 12, shape, 8)
+    model.seen.clear()
+    attack = OnePixel(population=8, iterations=30, max_rows=13)
+    oracle = Oracle(model, "scores", 12, attack.max_queries)
+    attack.perturb(oracle, x, y, ThreatModel("l0", 1), ctx(1))
+    rows = torch.cat(model.seen)
+    assert rows.shape[0] == int(oracle.queries.sum())
+    # which image each row belongs to: the one it differs from in the fewest pixels
+    differ = (rows[:, None] != x[None]).flatten(2).sum(dim=2)
+    owner = differ.argmin(dim=1)
+    assert int(differ.min(dim=1).values.min()) >= 1
+    keyed = torch.cat([owner[:, None].to(rows.dtype), rows.flatten(1)], dim=1)
+    assert torch.unique(keyed, dim=0).shape[0] == rows.shape[0]
+    assert int(oracle.queries.sum()) < 12 * attack.max_queries * 0.9  # repeats were skipped
+
+
+def test_one_pixel_result_does_not_depend_on_pass_size() -> None:
+    """An image fooled in one pass asks nothing more in the next, yet its first fooling trial
+    is found all the same: the same result whatever ``max_rows``, with fewer queries for the
+    images fooled mid-generation when passes are small."""
+    model = tiny_model((1, 8, 8), 6, scale=3.0)
+    x, y = tiny_batch(model, 40, (1, 8, 8), 6)
+    model, x = model.double(), x.double()  # no near-ties between different batchings
+    outputs, queries = [], []
+    for max_rows in (5, 64, 100_000):
+        attack = OnePixel(population=10, iterations=8, max_rows=max_rows)
+        oracle = Oracle(model, "scores", 40, attack.max_queries)
+        outputs.append(attack.perturb(oracle, x, y, ThreatModel("l0", 1), ctx(2)).x_adv)
+        queries.append(oracle.queries)
+    assert all(torch.equal(outputs[0], other) for other in outputs[1:])
+    fooled = predictions(model, outputs[0]) != y
+    assert 0 < int(fooled.sum()) < 40
+    assert torch.equal(queries[0][~fooled], queries[2][~fooled])  # unfooled: every trial asked
+    assert all(bool((q <= queries[2]).all()) for q in queries[:2])  # one pass asks them all
+    assert int(queries[0].sum()) < int(queries[2].sum())
+
+
 # --- pixel-scan ------------------------------------------------------------------------------
 
 
