@@ -73,6 +73,12 @@ def build_parser() -> Parser:
                      help="run the targeted-capable attacks toward these targets")
     run.add_argument("--strict-plugins", action="store_true",
                      help="fail if any plugin fails to load")
+    run.add_argument("--executor", default="local", choices=("local", "processes", "ray"),
+                     help="where cells run: this process (default), a process pool, or Ray")
+    run.add_argument("--workers", type=int, help="processes of --executor processes "
+                     "(default: one per CPU core)")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="Ray cluster to join (default: start Ray on this machine)")
 
     listing = sub.add_parser("list", help="list every plugin and its capabilities")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -118,13 +124,19 @@ def resumed_config(folder: Path):
 def command_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from .executors import get_executor
     from .leaderboard import to_rich
     from .runner import run_matrix
 
     config = config_from_args(args)
+    if args.workers is not None and args.executor != "processes":
+        raise UsageError("--workers goes with --executor processes")
+    if args.ray_address is not None and args.executor != "ray":
+        raise UsageError("--ray-address goes with --executor ray")
+    executor = get_executor(args.executor, args.workers, args.ray_address)
     console = Console()
     try:
-        frame = run_matrix(config, progress=True, console=console)
+        frame = run_matrix(config, progress=True, console=console, executor=executor)
     except KeyboardInterrupt:
         console.print(f"interrupted: every finished cell is saved in {config.out}; finish the "
                       f"run with: bench run --resume {config.out}")

@@ -34,17 +34,17 @@ class Preset:
 # batch); randomized smoothing pays n forward passes per prediction and m per query.
 CPU_EPOCHS = {"adv-train-fgsm": 1, "adv-train-pgd": 1, "certified-training": 1,
               "gaussian-smoothing": 2}
-CPU_OPTIONS = {"gaussian-smoothing": {"n": 100, "m": 2}}
+CPU_OPTIONS = {"gaussian-smoothing": {"n": 100, "m": 2}, "pixel-scan": {"values": (1.0,)}}
 PAPER_EPOCHS = {"adv-train-fgsm": 5, "adv-train-pgd": 5, "certified-training": 5}
 
 PRESETS = {
     preset.name: preset
     for preset in (
         Preset("smoke", 10000, 1, 200, "seconds: checks that everything runs, numbers are rough"),
-        Preset("cpu", None, 3, 200, "default: the whole matrix in about 10 minutes on a 2-core "
+        Preset("cpu", None, 3, 150, "default: the whole matrix in under 10 minutes on a 2-core "
                "CPU; costly defenses train 1-2 epochs", CPU_EPOCHS, CPU_OPTIONS),
-        Preset("paper", None, 10, 1000, "larger: 10 epochs (5 for adversarial and certified "
-               "training), 1000 evaluation samples; about an hour on a 2-core CPU",
+        Preset("paper", None, 10, 500, "larger: 10 epochs (5 for adversarial and certified "
+               "training), 500 evaluation samples; about 45 minutes on a 2-core CPU",
                PAPER_EPOCHS),
     )
 }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -227,10 +229,28 @@ class FailingDefense(Defense):
         raise RuntimeError("training diverged")
 
 
+@dataclass(kw_only=True)
+class DiesOnce(Attack):
+    """FGSM-like, but the first process to run it dies mid-cell (os._exit), as a worker killed
+    by the OOM killer or a lost node would: the executor must run the cell again, once."""
+
+    name = "dies-once"
+    norms = ("linf",)
+    access = "gradient"
+
+    def run(self, oracle, x, y, threat, ctx):
+        marker = Path(os.environ["BENCH_TEST_DIE_MARKER"])
+        if not marker.exists():
+            marker.write_text("died")
+            os._exit(1)
+        grad, _ = oracle.gradient(x, y)
+        return x + threat.eps * grad.sign()
+
+
 @hookimpl
 def bench_attacks():
     return [*CHEATERS, OutOfBox, ModifiesInput, Raises, RandomSign, Interrupter,
-            WeakAtLargeEps, FakeIterative, ScoreRandomSign, NeedsSmallBatches]
+            WeakAtLargeEps, FakeIterative, ScoreRandomSign, NeedsSmallBatches, DiesOnce]
 
 
 @hookimpl

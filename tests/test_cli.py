@@ -62,6 +62,10 @@ BAD_RUNS = {
     "unknown preset": (["--preset", "huge"], "unknown preset 'huge'"),
     "unknown device": (["--device", "tpu"], "invalid choice"),
     "unknown split": (["--split", "validation"], "invalid choice"),
+    "unknown executor": (["--executor", "dask"], "invalid choice"),
+    "workers without processes": (["--workers", "2"], "--workers goes with --executor processes"),
+    "zero workers": (["--executor", "processes", "--workers", "0"], "need at least 1"),
+    "ray address without ray": (["--ray-address", "auto"], "goes with --executor ray"),
 }
 
 

@@ -11,7 +11,8 @@ import torch
 
 from advbench import ThreatModel, UsageError, load_registry, run_matrix
 from advbench.evaluate import attack_cell, predict
-from advbench.runner import choose_targets, targeted_success
+from advbench.plan import choose_targets
+from advbench.worker import targeted_success
 from advbench_plugins.fgsm import FGSM
 
 SMALL = dict(preset="smoke", n_train=3000, n_eval=150)

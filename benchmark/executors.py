@@ -1,0 +1,268 @@
+"""Where the tasks of a run execute: in the driver's process, in a pool of processes, on Ray.
+
+A run has two kinds of task: preparing a defended model (train or load it, predict, certify)
+and attacking it in one cell, which depends on the first. An :class:`Executor` takes them and
+hands back each cell's result as it finishes; the driver (``advbench.runner``) alone records
+results and writes the run folder, so resume and the results files work the same everywhere.
+
+Another backend (Dask, Slurm, ...) is a subclass implementing the five methods below, given to
+``run_matrix(executor=...)``; ``docs/scaling.md`` says how.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from .defense import Defense
+from .errors import UsageError
+from .plan import Cell
+from .worker import CellResult, Defended, Worker
+
+Outcome = CellResult | BaseException  # an exception: the cell's task, or its defense's, failed
+
+
+class Executor:
+    """Runs a plan's tasks. ``prepare`` and ``attack`` return opaque handles; ``completed``
+    yields ``(handle, result)`` for every cell submitted, as each finishes."""
+
+    name: ClassVar[str]
+
+    def start(self, worker: Worker) -> None:
+        """Get ready to run ``worker``'s tasks (the driver keeps its own copy)."""
+        self.worker = worker
+
+    def prepare(self, defense: Defense) -> Any:
+        """Submit the preparation of a defended model; returns its handle."""
+        raise NotImplementedError
+
+    def attack(self, prepared: Any, cell: Cell, defense: Defense) -> Any:
+        """Submit a cell, to run once ``prepared`` is done; returns its handle."""
+        raise NotImplementedError
+
+    def completed(self) -> Iterator[tuple[Any, Outcome]]:
+        """Every submitted cell's result (or the exception that stopped it), as each finishes."""
+        raise NotImplementedError
+
+    def state(self, prepared: Any, defense: Defense) -> Defended:
+        """A prepared defended model, in the driver, with its model (call after one of its
+        cells completed)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers."""
+
+
+@dataclass
+class _Lazy:
+    """A defended state computed on first use (or the exception computing it raised)."""
+
+    defense: Defense
+    value: Defended | None = None
+    error: BaseException | None = None
+
+
+class LocalExecutor(Executor):
+    """Everything in the driver's process, in plan order: training, then its cells."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[int, _Lazy, Cell, Defense]] = []
+
+    def prepare(self, defense: Defense) -> _Lazy:
+        return _Lazy(defense)
+
+    def attack(self, prepared: _Lazy, cell: Cell, defense: Defense) -> int:
+        self.queue.append((len(self.queue), prepared, cell, defense))
+        return len(self.queue) - 1
+
+    def completed(self) -> Iterator[tuple[int, Outcome]]:
+        for handle, prepared, cell, defense in self.queue:
+            try:
+                yield handle, self.worker.run_cell(cell, defense, self._get(prepared))
+            except Exception as exc:
+                yield handle, exc
+        self.queue = []
+
+    def _get(self, prepared: _Lazy) -> Defended:
+        if prepared.value is None and prepared.error is None:
+            try:
+                prepared.value = self.worker.defended_state(prepared.defense)
+            except Exception as exc:
+                prepared.error = exc
+        if prepared.error is not None:
+            raise prepared.error
+        return prepared.value
+
+    def state(self, prepared: _Lazy, defense: Defense) -> Defended:
+        return self._get(prepared)
+
+
+_WORKER: Worker | None = None  # the worker of a pool process
+
+
+def _start_process(worker: Worker, threads: int, driver: int) -> None:
+    global _WORKER
+    _WORKER = worker
+    torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_driver, args=(driver,), daemon=True).start()
+
+
+def _exit_with_driver(driver: int) -> None:
+    """A pool process outlives a killed driver, training on for nobody: end it too."""
+    while os.getppid() == driver:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _prepare_in_process(defense: Defense) -> Defended:
+    return _WORKER.defended_state(defense)
+
+
+def _attack_in_process(cell: Cell, defense: Defense, state: Defended) -> CellResult:
+    return _WORKER.run_cell(cell, defense, state)
+
+
+@dataclass
+class _Task:
+    """A task of the pool, kept to submit it again if its process dies."""
+
+    kind: str  # "prepare" or "attack"
+    args: tuple
+    handle: int
+    tries: int = 0
+    waiting: list[int] = field(default_factory=list)  # prepare: cells waiting for it
+
+
+class ProcessExecutor(Executor):
+    """A pool of ``workers`` spawned processes on this machine, each with ``threads`` torch
+    threads (default: an equal share of the cores). A process that dies takes its tasks with
+    it: they are submitted again (twice at most) to a fresh pool; a result is recorded once,
+    when it reaches the driver."""
+
+    name = "processes"
+    max_tries = 3
+
+    def __init__(self, workers: int, threads: int | None = None) -> None:
+        if workers < 1:
+            raise UsageError(f"--workers {workers}: need at least 1")
+        self.workers = workers
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self.pool: ProcessPoolExecutor | None = None
+        self.tasks: dict[int, _Task] = {}
+        self.running: dict[Future, int] = {}
+        self.prepared: dict[int, Defended | BaseException] = {}
+        self.queued = 0
+
+    def start(self, worker: Worker) -> None:
+        super().start(worker)
+        self._new_pool()
+
+    def _new_pool(self) -> None:
+        self.pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_process, initargs=(self.worker, self.threads, os.getpid()))
+
+    def _submit(self, task: _Task) -> None:
+        task.tries += 1
+        function = _prepare_in_process if task.kind == "prepare" else _attack_in_process
+        self.running[self.pool.submit(function, *task.args)] = task.handle
+
+    def _new_task(self, kind: str, args: tuple) -> int:
+        handle = self.queued
+        self.queued += 1
+        self.tasks[handle] = _Task(kind, args, handle)
+        return handle
+
+    def prepare(self, defense: Defense) -> int:
+        handle = self._new_task("prepare", (defense,))
+        self._submit(self.tasks[handle])
+        return handle
+
+    def attack(self, prepared: int, cell: Cell, defense: Defense) -> int:
+        handle = self._new_task("attack", (cell, defense))
+        self.tasks[prepared].waiting.append(handle)
+        return handle
+
+    def completed(self) -> Iterator[tuple[int, Outcome]]:
+        while self.running:
+            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                task = self.tasks[self.running.pop(future)]
+                try:
+                    value = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    yield from self._retry(task)
+                    continue
+                except Exception as exc:
+                    value = exc
+                yield from self._finished(task, value)
+            if broken:
+                self._restart()
+
+    def _finished(self, task: _Task, value: Any) -> Iterator[tuple[int, Outcome]]:
+        if task.kind == "attack":
+            yield task.handle, value
+            return
+        self.prepared[task.handle] = value
+        for handle in task.waiting:
+            cell_task = self.tasks[handle]
+            if isinstance(value, BaseException):
+                yield handle, value
+            else:
+                cell_task.args = (*cell_task.args[:2], value)
+                self._submit(cell_task)
+
+    def _retry(self, task: _Task) -> Iterator[tuple[int, Outcome]]:
+        """Mark a task of a dead process to run again, or fail it after ``max_tries``."""
+        if task.tries < self.max_tries:
+            task.tries = -task.tries  # resubmitted by _restart; the sign marks it
+            return
+        failure = RuntimeError(f"a worker process died {task.tries} times running this task")
+        yield from self._finished(task, failure)
+
+    def _restart(self) -> None:
+        """A dead process breaks the whole pool: resubmit what was running to a new one."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        orphans = [self.tasks[h] for h in self.running.values()]
+        orphans += [t for t in self.tasks.values() if t.tries < 0]
+        self.running = {}
+        self._new_pool()
+        for task in {t.handle: t for t in orphans}.values():
+            task.tries = abs(task.tries)
+            self._submit(task)
+
+    def state(self, prepared: int, defense: Defense) -> Defended:
+        value = self.prepared[prepared]
+        if isinstance(value, BaseException):
+            raise value
+        return self.worker.materialize(value, defense)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def get_executor(name: str, workers: int | None = None, address: str | None = None) -> Executor:
+    """The executor named on the command line."""
+    if name == "local":
+        return LocalExecutor()
+    if name == "processes":
+        return ProcessExecutor(workers if workers is not None else os.cpu_count() or 1)
+    if name == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(address)
+    raise UsageError(f"--executor {name!r}: choose local, processes or ray")

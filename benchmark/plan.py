@@ -1,0 +1,224 @@
+"""The plan of a run: what to train, what to attack, on which samples, all validated.
+
+``build_plan`` resolves a :class:`RunConfig` against the plugin registry and the data before
+anything is trained or written; a bad input is a one-line :class:`UsageError` here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import Dataset, Split
+from .defense import TrainSettings
+from .errors import UsageError
+from .models import ImportedModel, ModelPlugin
+from .presets import Preset, get_preset
+from .registry import Entry, Registry
+from .threat import NORMS, ThreatModel
+
+SPLIT_CHOICES = ("test", "train", "both")
+CERTIFIER = "crown-ibp"  # CROWN back-substitution over IBP intermediate bounds
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. ``None`` means: take it from the preset or the dataset."""
+
+    attacks: str | Sequence[str] = "all"
+    defenses: str | Sequence[str] = "all"
+    dataset: str = "fashion-mnist"
+    model: str = "seed-cnn"
+    eps: Mapping[str, Sequence[float]] | None = None
+    preset: str = "cpu"
+    n_eval: int | None = None
+    n_train: int | None = None
+    epochs: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    split: str = "test"
+    data_root: Path | None = None
+    out: Path | None = None
+    cache_dir: Path | None = None
+    batch_size: int = 250
+    strict_plugins: bool = False
+    targeted: str | None = None  # None, "random", "least-likely" or a class index
+    resume: bool = False  # reuse the finished cells found in ``out``
+    eot_samples: int = 8  # gradient draws per step against a randomized defended model
+
+
+WORST_CASE = "worst-case"
+
+
+@dataclass
+class Cell:
+    """One cell; ``attack`` is None for the per-sample worst case over a group of cells."""
+
+    defense: Entry
+    attack: Entry | None
+    threat: ThreatModel
+    split: str
+
+    @property
+    def attack_name(self) -> str:
+        return self.attack.name if self.attack else WORST_CASE
+
+
+@dataclass
+class Plan:
+    """The resolved run: plugins, data, ε and cells, all validated."""
+
+    config: RunConfig
+    dataset: Dataset
+    model_plugin: ModelPlugin
+    defenses: list[Entry]
+    attacks: list[Entry]
+    eps: dict[str, list[float]]
+    device: torch.device
+    train: Split
+    evaluation: dict[str, Split]
+    sample_hashes: dict[str, str]
+    settings: dict[str, TrainSettings]  # per defense: the preset may train some less
+    preset: Preset
+    cells: list[Cell] = field(default_factory=list)
+
+    def build(self, entry: Entry) -> Any:
+        """An attack or defense instance, with the preset's arguments for it."""
+        return entry.cls(**self.preset.options_for(entry.name))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name!r}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def resolve_eps(
+    requested: Mapping[str, Sequence[float]] | None, attacks: list[Entry], dataset: Dataset
+) -> dict[str, list[float]]:
+    """ε values per norm: the dataset's defaults for every norm an attack supports, overridden
+    by the request. A requested norm no selected attack supports is a usage error."""
+    supported = {norm for entry in attacks for norm in entry.cls.norms}
+    eps = {norm: [float(dataset.default_eps[norm])] for norm in sorted(supported)
+           if norm in dataset.default_eps}
+    for norm, values in (requested or {}).items():
+        if norm not in NORMS:
+            raise UsageError(f"--eps: unknown norm {norm!r}; choose among {', '.join(NORMS)}")
+        if norm not in supported:
+            raise UsageError(f"--eps {norm}: none of the selected attacks supports {norm} "
+                             f"(they support {', '.join(sorted(supported)) or 'nothing'})")
+        values = [float(v) for v in values]
+        if not values or any(not math.isfinite(v) or v < 0 for v in values):
+            raise UsageError(f"--eps {norm}: ε must be finite numbers >= 0, got {values}")
+        eps[norm] = sorted(set(values))
+    return eps
+
+
+def sample_index(n_total: int, n: int, seed: int) -> torch.Tensor:
+    """A seeded, sorted subset of ``n`` indices out of ``n_total``."""
+    order = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
+    return order[:n].sort().values
+
+
+def index_hash(index: torch.Tensor) -> str:
+    return hashlib.sha256(index.numpy().astype("int64").tobytes()).hexdigest()[:16]
+
+
+def targeted_attacks(attacks: list[Entry], config: RunConfig, dataset: Dataset) -> list[Entry]:
+    """With --targeted, keep the attacks that support it (naming one that does not is an error)."""
+    mode = config.targeted
+    if mode is None:
+        return attacks
+    if mode not in ("random", "least-likely") and not (
+            mode.isdigit() and int(mode) < dataset.num_classes):
+        raise UsageError(f"--targeted {mode!r}: choose random, least-likely or a class index "
+                         f"0..{dataset.num_classes - 1}")
+    capable = [entry for entry in attacks if entry.cls.targeted]
+    if config.attacks != "all" and len(capable) < len(attacks):
+        names = ", ".join(e.name for e in attacks if not e.cls.targeted)
+        raise UsageError(f"--targeted: {names} cannot run targeted; drop it from --attacks")
+    if not capable:
+        raise UsageError("--targeted: none of the selected attacks supports targets")
+    return capable
+
+
+@torch.no_grad()
+def choose_targets(mode: str, model: nn.Module, data: Split, num_classes: int,
+                   batch_size: int, device: torch.device, seed: int) -> torch.Tensor:
+    """One target label per sample: a seeded random other class, the least-likely class under
+    the defended model, or a fixed class."""
+    if mode == "random":
+        shift = torch.randint(1, num_classes, (len(data),),
+                              generator=torch.Generator().manual_seed(seed + 2))
+        return (data.y + shift) % num_classes
+    if mode == "least-likely":
+        return torch.cat([model(data.x[i : i + batch_size].to(device)).argmin(dim=1).cpu()
+                          for i in range(0, len(data), batch_size)])
+    return torch.full_like(data.y, int(mode))
+
+
+def resolve_model(registry: Registry, name: str) -> ModelPlugin:
+    if ":" in name:
+        return ImportedModel(name)
+    return registry.get("model", name).cls()
+
+
+def build_plan(config: RunConfig, registry: Registry) -> Plan:
+    """Resolve and check every input; raises UsageError/BenchError before anything is written."""
+    preset = get_preset(config.preset)
+    if config.split not in SPLIT_CHOICES:
+        raise UsageError(f"--split {config.split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
+    for option in ("n_eval", "n_train", "epochs"):
+        value = getattr(config, option)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{option.replace('_', '-')} must be a positive integer, "
+                             f"got {value}")
+    for option in ("batch_size", "eot_samples"):
+        if getattr(config, option) <= 0:
+            raise UsageError(f"--{option.replace('_', '-')} must be a positive integer, "
+                             f"got {getattr(config, option)}")
+    device = resolve_device(config.device)
+    dataset = registry.get("dataset", config.dataset).cls()
+    model_plugin = resolve_model(registry, config.model)
+    defenses = registry.resolve("defense", config.defenses)
+    attacks = targeted_attacks(registry.resolve("attack", config.attacks), config, dataset)
+    eps = resolve_eps(config.eps, attacks, dataset)
+
+    full_train = dataset.load("train", config.data_root)
+    n_train = config.n_train or preset.n_train or len(full_train)
+    if n_train > len(full_train):
+        raise UsageError(f"--n-train {n_train} exceeds the {len(full_train)} training samples")
+    train = full_train.subset(sample_index(len(full_train), n_train, config.seed))
+    n_eval = config.n_eval or preset.n_eval
+    splits = ["test", "train"] if config.split == "both" else [config.split]
+    evaluation, hashes = {}, {}
+    for split in splits:
+        source = full_train if split == "train" else dataset.load("test", config.data_root)
+        if n_eval > len(source):
+            raise UsageError(f"--n-eval {n_eval} exceeds the {len(source)} samples of the "
+                             f"{split} split")
+        index = sample_index(len(source), n_eval, config.seed + 1)
+        evaluation[split], hashes[split] = source.subset(index), index_hash(index)
+    settings = {entry.name: TrainSettings(epochs=config.epochs or preset.epochs_for(entry.name),
+                                          n_train=n_train) for entry in defenses}
+    plan = Plan(config, dataset, model_plugin, defenses, attacks, eps, device, train,
+                evaluation, hashes, settings, preset)
+    plan.cells = [
+        Cell(defense, attack, ThreatModel(norm, value), split)
+        for defense in defenses for split in splits for attack in attacks
+        for norm in attack.cls.norms if norm in eps for value in eps[norm]
+    ]
+    if not plan.cells:
+        raise UsageError("the selected attacks and ε give no cell to run")
+    return plan

@@ -1,0 +1,90 @@
+"""Run a plan's tasks on Ray (``pip install 'advbench[ray]'``): a local Ray, or a cluster.
+
+Preparing a defended model is a task; each cell is a task that takes the first's result as an
+argument, so Ray starts it once the model is ready, on any node. Each task asks for one CPU, and
+one GPU when the run is on CUDA. Ray runs a task again if its worker dies (``max_retries``); a
+result is recorded once, by the driver, when it arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .defense import Defense
+from .errors import UsageError
+from .executors import Executor, Outcome
+from .plan import Cell
+from .worker import CellResult, Defended, Worker
+
+try:
+    import ray
+except ImportError:  # pragma: no cover - depends on the environment
+    ray = None
+
+RETRIES = 2  # runs of a task again after its worker died
+
+
+def _prepare(worker: Worker, defense: Defense) -> Defended:
+    return worker.defended_state(defense)
+
+
+def _attack(worker: Worker, cell: Cell, defense: Defense, state: Defended) -> CellResult:
+    return worker.run_cell(cell, defense, state)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The exception a task raised, out of Ray's wrapper."""
+    return getattr(exc, "cause", None) or exc
+
+
+class RayExecutor(Executor):
+    """Ray tasks; joins the Ray already initialised in this process, else ``ray.init(address)``
+    (``None``: a Ray started here, on this machine, for this run)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        if ray is None:
+            raise UsageError("--executor ray needs Ray: pip install 'advbench[ray]'")
+        self.address, self.started_here = address, False
+        self.pending: dict[Any, Any] = {}  # object ref -> handle
+
+    def start(self, worker: Worker) -> None:
+        super().start(worker)
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            self.started_here = True
+        gpus = 1 if worker.plan.device.type == "cuda" else 0
+        options = dict(num_cpus=1, num_gpus=gpus, max_retries=RETRIES)
+        self.prepare_task = ray.remote(**options)(_prepare)
+        self.attack_task = ray.remote(**options)(_attack)
+        self.worker_ref = ray.put(worker)
+
+    def prepare(self, defense: Defense) -> Any:
+        return self.prepare_task.remote(self.worker_ref, defense)
+
+    def attack(self, prepared: Any, cell: Cell, defense: Defense) -> Any:
+        ref = self.attack_task.remote(self.worker_ref, cell, defense, prepared)
+        self.pending[ref] = ref
+        return ref
+
+    def completed(self) -> Iterator[tuple[Any, Outcome]]:
+        while self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=1)
+            handle = self.pending.pop(ready[0])
+            try:
+                yield handle, ray.get(ready[0])
+            except Exception as exc:
+                yield handle, root_cause(exc)
+
+    def state(self, prepared: Any, defense: Defense) -> Defended:
+        try:
+            state = ray.get(prepared)
+        except Exception as exc:
+            raise root_cause(exc) from None
+        return self.worker.materialize(state, defense)
+
+    def close(self) -> None:
+        if self.started_here:
+            ray.shutdown()

@@ -1,0 +1,334 @@
+"""The computing side of a run: train (or load) defended models and run attack cells.
+
+A :class:`Worker` writes nothing into the run folder and keeps no results: it returns them, so
+it runs the same in the driver's process, in a pool of processes or on a Ray cluster
+(``advbench.executors``), and the driver alone records what comes back.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from platformdirs import user_cache_dir
+from torch import nn
+
+from .attack import Attack
+from .bounds import applicable_method, certify, unsupported_reason
+from .defense import Defense, TrainContext
+from .evaluate import CellOutcome, attack_cell, is_randomized, predict
+from .plan import Cell, Plan, choose_targets, index_hash
+from .plugins import one_line
+from .progress import RunProgress
+from .results import SCHEMA_VERSION, wilson_interval
+from .smoothing import certified_accuracy
+from .training import ModelCache, content_key, training_steps
+
+CERTIFIER = "crown-ibp"  # CROWN back-substitution over IBP intermediate bounds
+RADIUS_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def reseed(model: nn.Module, seed: int) -> None:
+    """Restart a randomized model's noise (if it offers ``reseed``), so that each cell draws the
+    same noise whether it runs in one go or after a resume."""
+    restart = getattr(model, "reseed", None)
+    if callable(restart):
+        restart(seed)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a plain RuntimeError)."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+def targeted_success(outcome: CellOutcome, targets: torch.Tensor) -> float:
+    """Among attacked samples (correct, target not their label): fraction sent to the target."""
+    attacked = outcome.clean_correct & (targets != outcome.labels)
+    hits = (outcome.adv_pred == targets) & attacked
+    return float(hits.sum()) / max(1, int(attacked.sum()))
+
+
+def cell_seed(cell: Cell) -> int:
+    """A seed of the cell alone, so its numbers do not depend on which cells ran before it."""
+    return int(content_key([cell.defense.name, cell.attack_name, cell.threat.norm,
+                            cell.threat.eps, cell.split])[:8], 16)
+
+
+class DefenseFailed(Exception):
+    """Training or preparing a defended model raised; every cell of that defense fails with it."""
+
+
+@dataclass
+class Defended:
+    """A defended model ready to attack, with what every cell of it shares. Sent between
+    processes without ``model`` (a wrapped module may hold generators): ``weights`` rebuild it."""
+
+    model: nn.Module | None
+    weights: dict[str, torch.Tensor]
+    clean_pred: dict[str, torch.Tensor]
+    targets: dict[str, torch.Tensor]
+    eot_samples: int
+    certified: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
+    certifier: str = ""
+    history: dict[str, Any] | None = None  # training curves, when the defense kept them
+    curves: dict[str, list[float]] = field(default_factory=dict)  # certified acc. vs radius
+    log: list[str] = field(default_factory=list)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "model": None}
+
+
+@dataclass
+class CellResult:
+    """What a cell sends back: its row, its per-sample outcome, and the traceback if it raised."""
+
+    row: dict[str, Any]
+    outcome: CellOutcome | None
+    trace: str | None = None
+
+
+class Worker:
+    """Trains each defended model and runs cells of one plan."""
+
+    def __init__(self, plan: Plan, user_model: nn.Module | None,
+                 progress: RunProgress | None = None) -> None:
+        self.plan, self.user_model = plan, user_model
+        self.progress = progress or RunProgress(False)
+        cache_root = plan.config.cache_dir or Path(user_cache_dir("advbench")) / "models"
+        self.cache = ModelCache(Path(cache_root))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "progress": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.progress = RunProgress(False)
+
+    def model_parts(self, defense: Defense) -> dict[str, Any]:
+        plan = self.plan
+        return {"dataset": plan.dataset.name, "model": plan.model_plugin.name,
+                "defense": type(defense).name, "defense_config": defense.config(),
+                "training": dataclasses.asdict(plan.settings[type(defense).name]),
+                "seed": plan.config.seed,
+                "train_sample": index_hash(torch.arange(len(plan.train))), "format": 1}
+
+    def base_model(self) -> nn.Module:
+        """A fresh, untrained copy of the run's model (the user's module, or the plugin's)."""
+        plan = self.plan
+        torch.manual_seed(plan.config.seed)
+        if self.user_model is not None:
+            return copy.deepcopy(self.user_model).to(plan.device)
+        model = plan.model_plugin.build(plan.dataset.shape, plan.dataset.num_classes)
+        return model.to(plan.device)
+
+    def trained_model(self, defense: Defense) -> tuple[nn.Module, dict[str, Any] | None, str]:
+        """Train (or load from the cache) the model behind ``defense``: the model in eval mode,
+        its training history if the defense kept one, and a line saying which it was."""
+        plan = self.plan
+        model = self.base_model()
+        parts = self.model_parts(defense)
+        key = content_key(parts)
+        use_cache = self.user_model is None
+        history_path = self.cache.path(key).with_suffix(".history.json")
+        if use_cache and self.cache.load(key, parts, model):
+            history = json.loads(history_path.read_text()) if history_path.is_file() else None
+            return model.eval(), history, f"{type(defense).name}: loaded cached model {key}"
+        settings = plan.settings[type(defense).name]
+        steps = training_steps(len(plan.train), settings.batch_size, settings.epochs)
+        self.progress.step(f"train {type(defense).name}", steps)
+        ctx = TrainContext(settings, plan.device, plan.config.seed,
+                           pretrained=self.user_model is not None, on_batch=self.progress.advance)
+        started = time.perf_counter()
+        model = defense.fit(model, plan.train, ctx)
+        kept = getattr(defense, "history", None)
+        history = kept.to_dict() if kept is not None else None
+        if use_cache:
+            self.cache.save(key, parts, model)
+            if history is not None:
+                history_path.write_text(json.dumps(history))
+        return model.eval(), history, (f"{type(defense).name}: trained in "
+                                       f"{time.perf_counter() - started:.0f} s")
+
+    def defended_state(self, defense: Defense) -> Defended:
+        """Train or load the defended model; its clean predictions, targets and randomness, and
+        its certificates. Any failure is a :class:`DefenseFailed`."""
+        try:
+            return self._defended_state(defense)
+        except Exception as exc:
+            raise DefenseFailed(f"defense failed: {one_line(exc)}") from exc
+
+    def _defended_state(self, defense: Defense) -> Defended:
+        plan, config = self.plan, self.plan.config
+        base, history, line = self.trained_model(defense)
+        weights = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
+        model = defense.wrap(base).eval()
+        reseed(model, config.seed)
+        clean_pred = {split: predict(model, data.x, config.batch_size, plan.device)
+                      for split, data in plan.evaluation.items()}
+        targets = {split: choose_targets(config.targeted, model, data, plan.dataset.num_classes,
+                                         config.batch_size, plan.device, config.seed)
+                   for split, data in plan.evaluation.items()} if config.targeted else {}
+        probe = next(iter(plan.evaluation.values())).x[:16].to(plan.device)
+        randomized = is_randomized(model, probe)
+        state = Defended(model, weights, clean_pred, targets,
+                         config.eot_samples if randomized else 1, history=history, log=[line])
+        if randomized:
+            state.log.append(f"{type(defense).name}: randomized model detected, gradient "
+                             f"attacks use EOT over {config.eot_samples} draws")
+        if callable(getattr(model, "certify", None)):
+            self.certify_smoothed(type(defense).name, state)
+        if unsupported_reason(model) is None and not randomized:
+            state.certifier = applicable_method(model, CERTIFIER)
+            for split, data in plan.evaluation.items():
+                for eps in plan.eps.get("linf", []):
+                    certified = certify(model, data.x.to(plan.device), data.y.to(plan.device),
+                                        eps, CERTIFIER)
+                    state.certified[(split, eps)] = certified.cpu()
+        return state
+
+    def materialize(self, state: Defended, defense: Defense) -> Defended:
+        """Give a state that crossed a process boundary its model back."""
+        if state.model is None:
+            base = self.base_model()
+            base.load_state_dict(state.weights)
+            state.model = defense.wrap(base.eval()).eval()
+        return state
+
+    def certify_smoothed(self, defense: str, state: Defended) -> None:
+        """CERTIFY of a randomized-smoothing model, once per split: certified samples at each
+        L2 ε of the run, and the curve of certified accuracy against the radius."""
+        plan = self.plan
+        for split, data in plan.evaluation.items():
+            reseed(state.model, plan.config.seed + 3)
+            labels, radii = state.model.certify(data.x.to(plan.device))
+            labels, radii = labels.cpu(), radii.cpu()
+            for eps in plan.eps.get("l2", []):
+                state.certified[(split, eps)] = (labels == data.y) & (radii >= eps)
+            accuracies = certified_accuracy(labels, radii, data.y, RADIUS_GRID)
+            state.curves[f"{defense}_{split}"] = [float(a) for a in accuracies]
+        state.certifier = "randomized-smoothing"
+
+    def cell_key(self, cell: Cell, attack_config: str, defense_config: str) -> str:
+        """Hash of everything that determines a cell's numbers (the model follows from them)."""
+        plan = self.plan
+        return content_key({
+            "dataset": plan.dataset.name, "model": plan.model_plugin.name,
+            "defense": cell.defense.name, "attack": cell.attack_name,
+            "norm": cell.threat.norm, "eps": cell.threat.eps, "split": cell.split,
+            "seed": plan.config.seed, "attack_config": attack_config,
+            "defense_config": defense_config, "targeted": plan.config.targeted or "",
+            "sample": plan.sample_hashes[cell.split],
+            "training": plan.settings[cell.defense.name],
+            "batch_size": plan.config.batch_size})
+
+    def row(self, cell: Cell, attack: Attack | None, defense: Defense | None,
+            outcome: CellOutcome | None, seconds: float, error: str | None) -> dict[str, Any]:
+        plan = self.plan
+        data = plan.evaluation[cell.split]
+        row: dict[str, Any] = {
+            "dataset": plan.dataset.name, "model": plan.model_plugin.name,
+            "defense": cell.defense.name, "attack": cell.attack_name,
+            "norm": cell.threat.norm, "eps": cell.threat.eps, "split": cell.split,
+            "n_samples": len(data), "seed": plan.config.seed,
+            "attack_config": json.dumps(attack.config() if attack else {}, sort_keys=True),
+            "defense_config": json.dumps(defense.config() if defense else {}, sort_keys=True),
+            "seconds": round(seconds, 3), "schema_version": SCHEMA_VERSION,
+            "targeted": plan.config.targeted or "",
+        }
+        row["cell_key"] = self.cell_key(cell, row["attack_config"], row["defense_config"])
+        nan = float("nan")
+        row.update(clean_accuracy=nan, clean_accuracy_ci_low=nan, clean_accuracy_ci_high=nan,
+                   robust_accuracy=nan, robust_accuracy_ci_low=nan, robust_accuracy_ci_high=nan,
+                   attack_success_rate=nan, targeted_success_rate=nan, queries_mean=nan,
+                   queries_success_mean=nan, queries_success_median=nan,
+                   query_budget=getattr(attack, "max_queries", None) or nan,
+                   broken_by="", eot_samples=1, batch_size=plan.config.batch_size,
+                   certified_accuracy=nan,
+                   certified_accuracy_ci_low=nan, certified_accuracy_ci_high=nan, certifier="",
+                   certified_broken=nan, abstain_rate=nan)
+        if outcome is not None:
+            n = len(data)
+            clean, robust = int(outcome.clean_correct.sum()), int(outcome.robust.sum())
+            row["clean_accuracy"] = clean / n
+            low, high = wilson_interval(clean, n)
+            row.update(clean_accuracy_ci_low=low, clean_accuracy_ci_high=high)
+        if outcome is not None and outcome.invalid_reason is None:
+            attacked = outcome.clean_correct
+            row["robust_accuracy"] = robust / n
+            low, high = wilson_interval(robust, n)
+            row.update(robust_accuracy_ci_low=low, robust_accuracy_ci_high=high)
+            row["attack_success_rate"] = (clean - robust) / clean if clean else nan
+            row["queries_mean"] = float(outcome.queries[attacked].float().mean()) if clean else nan
+            fooled = outcome.queries[attacked & ~outcome.adv_correct].float()
+            if len(fooled):
+                row.update(queries_success_mean=float(fooled.mean()),
+                           queries_success_median=float(fooled.median()))
+        reason = error or (outcome.invalid_reason if outcome else None)
+        row["valid"] = reason is None
+        row["status"] = "ok" if reason is None else ("error" if error else "invalid")
+        row["invalid_reason"] = reason or ""
+        return row
+
+    def add_certification(self, row: dict[str, Any], cell: Cell, outcome: CellOutcome | None,
+                          state: Defended) -> None:
+        """Certified accuracy at the cell's ε (L∞ by bounds, L2 by smoothing), and for the
+        deterministic certificate the cross-check that must always hold: no certified sample
+        is broken by an attack. (Smoothing's certificate holds with probability 1 − α for the
+        smoothed classifier, whose noisy PREDICT may still abstain: not cross-checked.)"""
+        certified = state.certified.get((cell.split, cell.threat.eps))
+        expected = "l2" if state.certifier == "randomized-smoothing" else "linf"
+        if cell.threat.norm != expected or certified is None:
+            return
+        n, count = len(certified), int(certified.sum())
+        low, high = wilson_interval(count, n)
+        row.update(certified_accuracy=count / n, certified_accuracy_ci_low=low,
+                   certified_accuracy_ci_high=high, certifier=state.certifier)
+        if outcome is not None and row["valid"] and expected == "linf":
+            row["certified_broken"] = int((certified & ~outcome.robust).sum())
+
+    def run_cell(self, cell: Cell, defense: Defense, state: Defended) -> CellResult:
+        """Attack the defended model on the cell's samples (halving the batch on running out
+        of memory); an attack that raises gives an error row, with its traceback."""
+        plan = self.plan
+        self.materialize(state, defense)
+        data = plan.evaluation[cell.split]
+        clean_pred = state.clean_pred[cell.split]
+        self.progress.step(f"{cell.defense.name} × {cell.attack_name} {cell.threat.norm} "
+                           f"ε={cell.threat.eps:g} ({cell.split})",
+                           int((clean_pred == data.y).sum()))
+        reseed(state.model, cell_seed(cell))
+        torch.manual_seed(cell_seed(cell))
+        started = time.perf_counter()
+        attack, outcome, error, trace = None, None, None, None
+        batch_size = plan.config.batch_size
+        while outcome is None and error is None:
+            try:
+                attack = self.plan.build(cell.attack)
+                outcome = attack_cell(
+                    state.model, attack, data, clean_pred, cell.threat, batch_size=batch_size,
+                    device=plan.device, seed=plan.config.seed,
+                    targets=state.targets.get(cell.split), eot_samples=state.eot_samples,
+                    on_batch=self.progress.advance)
+            except Exception as exc:
+                if is_out_of_memory(exc) and batch_size > 1:
+                    batch_size //= 2
+                    self.progress.log(f"out of memory: retrying the cell with batches of "
+                                      f"{batch_size}")
+                    continue
+                trace = "".join(traceback.format_exception(exc))
+                error = f"attack raised {one_line(exc)}"
+        row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
+        row["eot_samples"], row["batch_size"] = state.eot_samples, batch_size
+        row["abstain_rate"] = float((clean_pred == -1).float().mean())
+        self.add_certification(row, cell, outcome, state)
+        if cell.split in state.targets and outcome is not None and row["valid"]:
+            row["targeted_success_rate"] = targeted_success(outcome, state.targets[cell.split])
+        return CellResult(row, outcome if error is None else None, trace)
