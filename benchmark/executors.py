@@ -197,20 +197,19 @@ class ProcessExecutor(Executor):
     def completed(self) -> Iterator[tuple[int, Outcome]]:
         while self.running:
             done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
-            broken = False
+            lost = []
             for future in done:
                 task = self.tasks[self.running.pop(future)]
                 try:
                     value = future.result()
                 except BrokenProcessPool:
-                    broken = True
-                    yield from self._retry(task)
+                    lost.append(task)
                     continue
                 except Exception as exc:
                     value = exc
                 yield from self._finished(task, value)
-            if broken:
-                self._restart()
+            if lost:
+                yield from self._restart(lost)
 
     def _finished(self, task: _Task, value: Any) -> Iterator[tuple[int, Outcome]]:
         if task.kind == "attack":
@@ -225,24 +224,20 @@ class ProcessExecutor(Executor):
                 cell_task.args = (*cell_task.args[:2], value)
                 self._submit(cell_task)
 
-    def _retry(self, task: _Task) -> Iterator[tuple[int, Outcome]]:
-        """Mark a task of a dead process to run again, or fail it after ``max_tries``."""
-        if task.tries < self.max_tries:
-            task.tries = -task.tries  # resubmitted by _restart; the sign marks it
-            return
-        failure = RuntimeError(f"a worker process died {task.tries} times running this task")
-        yield from self._finished(task, failure)
-
-    def _restart(self) -> None:
-        """A dead process breaks the whole pool: resubmit what was running to a new one."""
+    def _restart(self, lost: list[_Task]) -> Iterator[tuple[int, Outcome]]:
+        """A dead process breaks the whole pool: what it was running goes to a new pool,
+        except a task that has already been tried ``max_tries`` times, which fails."""
         self.pool.shutdown(wait=False, cancel_futures=True)
-        orphans = [self.tasks[h] for h in self.running.values()]
-        orphans += [t for t in self.tasks.values() if t.tries < 0]
+        lost += [self.tasks[handle] for handle in self.running.values()]
         self.running = {}
         self._new_pool()
-        for task in {t.handle: t for t in orphans}.values():
-            task.tries = abs(task.tries)
-            self._submit(task)
+        for task in lost:
+            if task.tries < self.max_tries:
+                self._submit(task)
+            else:
+                failure = RuntimeError(f"a worker process died {task.tries} times running "
+                                       "this task")
+                yield from self._finished(task, failure)
 
     def state(self, prepared: int, defense: Defense) -> Defended:
         value = self.prepared[prepared]

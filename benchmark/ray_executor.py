@@ -48,7 +48,7 @@ class RayExecutor(Executor):
         if ray is None:
             raise UsageError("--executor ray needs Ray: pip install 'advbench[ray]'")
         self.address, self.started_here = address, False
-        self.pending: dict[Any, Any] = {}  # object ref -> handle
+        self.pending: list[Any] = []  # object refs of the cells not yet back
 
     def start(self, worker: Worker) -> None:
         super().start(worker)
@@ -66,17 +66,16 @@ class RayExecutor(Executor):
 
     def attack(self, prepared: Any, cell: Cell, defense: Defense) -> Any:
         ref = self.attack_task.remote(self.worker_ref, cell, defense, prepared)
-        self.pending[ref] = ref
+        self.pending.append(ref)
         return ref
 
     def completed(self) -> Iterator[tuple[Any, Outcome]]:
         while self.pending:
-            ready, _ = ray.wait(list(self.pending), num_returns=1)
-            handle = self.pending.pop(ready[0])
+            (ref,), self.pending = ray.wait(self.pending, num_returns=1)
             try:
-                yield handle, ray.get(ready[0])
+                yield ref, ray.get(ref)
             except Exception as exc:
-                yield handle, root_cause(exc)
+                yield ref, root_cause(exc)
 
     def state(self, prepared: Any, defense: Defense) -> Defended:
         try:
