@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .errors import BenchError, UsageError
+from .options import parse_set
 
 SPLITS = ("test", "train", "both")
 
@@ -55,6 +56,10 @@ def build_parser() -> Parser:
     run.add_argument("--eps", action="append", default=[], metavar="NORM=V[,V...]",
                      help="ε per norm, repeatable (default: the dataset's)")
     run.add_argument("--preset", default="cpu", help="smoke, cpu (default) or paper")
+    run.add_argument("--set", action="append", default=[], dest="options",
+                     metavar="PLUGIN.KEY=V[,V...]",
+                     help="a plugin argument, repeatable; several values run one variant each "
+                     "(e.g. gaussian-smoothing.sigma=0.25,0.5)")
     run.add_argument("--n-eval", type=int, help="evaluation samples per split")
     run.add_argument("--n-train", type=int, help="training samples")
     run.add_argument("--epochs", type=int, help="training epochs")
@@ -104,7 +109,7 @@ def config_from_args(args: argparse.Namespace):
         epochs=args.epochs, seed=args.seed, device=args.device, split=args.split,
         data_root=args.data_root, out=args.out or default_out(), cache_dir=args.cache_dir,
         batch_size=args.batch_size, strict_plugins=args.strict_plugins, targeted=args.targeted,
-        eot_samples=args.eot_samples)
+        eot_samples=args.eot_samples, options=parse_set(args.options) or None)
 
 
 def resumed_config(folder: Path):

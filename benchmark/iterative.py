@@ -264,8 +264,12 @@ class PGDAttack(Attack):
     early_exit: bool = True
 
     def __post_init__(self) -> None:
+        if self.steps < 0 or self.restarts < 1:
+            raise ValueError("steps must be >= 0 and restarts >= 1")
         if self.rel_step_size is None:
             self.rel_step_size = 2.5 / max(self.steps, 1)
+        if self.rel_step_size <= 0:
+            raise ValueError("rel_step_size must be > 0")
 
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
             ctx: AttackContext) -> torch.Tensor:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 from rich.table import Table
@@ -98,10 +99,10 @@ def figures_section(paths: list[str]) -> list[str]:
     """Summary figures shown inline; the many per-cell pictures as one line of links each."""
     shown = [p for p in paths if not Path(p).stem.endswith(CELL_PICTURES)]
     linked = [p for p in paths if Path(p).stem.endswith(CELL_PICTURES)]
-    parts = ["## Figures", ""] + [f"![{Path(p).stem}]({p})" for p in shown] + [""]
+    parts = ["## Figures", ""] + [f"![{Path(p).stem}]({quote(str(p))})" for p in shown] + [""]
     if linked:
         parts += ["Clean against adversarial examples, and one image across ε, per cell:", ""]
-        parts += [f"- [{Path(p).stem}]({p})" for p in linked] + [""]
+        parts += [f"- [{Path(p).stem}]({quote(str(p))})" for p in linked] + [""]
     return parts
 
 

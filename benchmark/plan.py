@@ -20,6 +20,7 @@ from .data import Dataset, Split
 from .defense import TrainSettings
 from .errors import UsageError
 from .models import ImportedModel, ModelPlugin
+from .options import Options, check_targets, expand
 from .presets import Preset, get_preset
 from .registry import Entry, Registry
 from .threat import NORMS, ThreatModel
@@ -52,6 +53,8 @@ class RunConfig:
     targeted: str | None = None  # None, "random", "least-likely" or a class index
     resume: bool = False  # reuse the finished cells found in ``out``
     eot_samples: int = 8  # gradient draws per step against a randomized defended model
+    # Plugin arguments, plugin → argument → values; several values run one variant each.
+    options: Options | None = None
 
 
 WORST_CASE = "worst-case"
@@ -90,8 +93,8 @@ class Plan:
     cells: list[Cell] = field(default_factory=list)
 
     def build(self, entry: Entry) -> Any:
-        """An attack or defense instance, with the preset's arguments for it."""
-        return entry.cls(**self.preset.options_for(entry.name))
+        """An attack or defense instance: the preset's arguments for it, then the user's."""
+        return entry.cls(**self.preset.options_for(entry.cls.name), **dict(entry.arguments))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -174,6 +177,16 @@ def resolve_model(registry: Registry, name: str) -> ModelPlugin:
     return registry.get("model", name).cls()
 
 
+def check_arguments(plan: Plan, entry: Entry) -> None:
+    """A plugin given arguments must accept them: build it once now, not fail in every cell."""
+    if not entry.arguments:
+        return
+    try:
+        plan.build(entry)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--set for {entry.name}: {exc}") from exc
+
+
 def build_plan(config: RunConfig, registry: Registry) -> Plan:
     """Resolve and check every input; raises UsageError/BenchError before anything is written."""
     preset = get_preset(config.preset)
@@ -193,6 +206,8 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
     model_plugin = resolve_model(registry, config.model)
     defenses = registry.resolve("defense", config.defenses)
     attacks = targeted_attacks(registry.resolve("attack", config.attacks), config, dataset)
+    check_targets(config.options, attacks + defenses)
+    defenses, attacks = expand(defenses, config.options), expand(attacks, config.options)
     eps = resolve_eps(config.eps, attacks, dataset)
 
     full_train = dataset.load("train", config.data_root)
@@ -210,10 +225,13 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
                              f"{split} split")
         index = sample_index(len(source), n_eval, config.seed + 1)
         evaluation[split], hashes[split] = source.subset(index), index_hash(index)
-    settings = {entry.name: TrainSettings(epochs=config.epochs or preset.epochs_for(entry.name),
-                                          n_train=n_train) for entry in defenses}
+    settings = {entry.cls.name: TrainSettings(epochs=config.epochs
+                                              or preset.epochs_for(entry.cls.name),
+                                              n_train=n_train) for entry in defenses}
     plan = Plan(config, dataset, model_plugin, defenses, attacks, eps, device, train,
                 evaluation, hashes, settings, preset)
+    for entry in attacks + defenses:
+        check_arguments(plan, entry)
     plan.cells = [
         Cell(defense, attack, ThreatModel(norm, value), split)
         for defense in defenses for split in splits for attack in attacks

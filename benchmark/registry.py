@@ -30,6 +30,8 @@ class Entry:
     kind: str
     cls: type
     source: Source
+    # Arguments the user set (``--set``); a variant's name carries them (advbench.options).
+    arguments: tuple[tuple[str, Any], ...] = ()
 
     def capabilities(self) -> dict[str, Any]:
         """The class attributes that say what the plugin can do (for ``bench list``)."""

@@ -280,7 +280,8 @@ class Runner:
                 self.progress.log(line)
             if group.state.history is not None:
                 self.histories[group.entry.name] = group.state.history
-            self.smoothing_curves.update(group.state.curves)
+            self.smoothing_curves.update({f"{group.entry.name}_{split}": curve
+                                          for split, curve in group.state.curves.items()})
         return group.state
 
     def draw(self, group: Group, cell: Cell) -> None:
@@ -336,7 +337,7 @@ class Runner:
         else:  # every cell was resumed: the battery's inputs were recorded with them
             zero = float(rows[0].get("zero_grad_fraction", 0.0)) if rows else 0.0
             eot = int(rows[0].get("eot_samples", 1)) if rows else 1
-        attacks = self.registry.entries["attack"]
+        attacks = {entry.name: entry for entry in self.plan.attacks}
         checked = [row for row in rows if row["valid"] and row["attack"] in attacks]
         cells = pd.DataFrame([{**row, "access": attacks[row["attack"]].cls.access,
                                "single_step": bool(attacks[row["attack"]].cls.single_step)}

@@ -79,7 +79,8 @@ class Defended:
     certified: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
     certifier: str = ""
     history: dict[str, Any] | None = None  # training curves, when the defense kept them
-    curves: dict[str, list[float]] = field(default_factory=dict)  # certified acc. vs radius
+    curves: dict[str, list[float]] = field(default_factory=dict)  # per split: certified
+    # accuracy against the radius
     log: list[str] = field(default_factory=list)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -184,7 +185,7 @@ class Worker:
             state.log.append(f"{type(defense).name}: randomized model detected, gradient "
                              f"attacks use EOT over {config.eot_samples} draws")
         if callable(getattr(model, "certify", None)):
-            self.certify_smoothed(type(defense).name, state)
+            self.certify_smoothed(state)
         if unsupported_reason(model) is None and not randomized:
             state.certifier = applicable_method(model, CERTIFIER)
             for split, data in plan.evaluation.items():
@@ -202,7 +203,7 @@ class Worker:
             state.model = defense.wrap(base.eval()).eval()
         return state
 
-    def certify_smoothed(self, defense: str, state: Defended) -> None:
+    def certify_smoothed(self, state: Defended) -> None:
         """CERTIFY of a randomized-smoothing model, once per split: certified samples at each
         L2 ε of the run, and the curve of certified accuracy against the radius."""
         plan = self.plan
@@ -213,7 +214,7 @@ class Worker:
             for eps in plan.eps.get("l2", []):
                 state.certified[(split, eps)] = (labels == data.y) & (radii >= eps)
             accuracies = certified_accuracy(labels, radii, data.y, RADIUS_GRID)
-            state.curves[f"{defense}_{split}"] = [float(a) for a in accuracies]
+            state.curves[split] = [float(a) for a in accuracies]
         state.certifier = "randomized-smoothing"
 
     def cell_key(self, cell: Cell, attack_config: str, defense_config: str) -> str:
@@ -226,7 +227,7 @@ class Worker:
             "seed": plan.config.seed, "attack_config": attack_config,
             "defense_config": defense_config, "targeted": plan.config.targeted or "",
             "sample": plan.sample_hashes[cell.split],
-            "training": plan.settings[cell.defense.name],
+            "training": plan.settings[cell.defense.cls.name],
             "batch_size": plan.config.batch_size})
 
     def row(self, cell: Cell, attack: Attack | None, defense: Defense | None,

@@ -1,0 +1,84 @@
+"""``--set PLUGIN.KEY=V[,V...]``: plugin arguments from the command line, one variant per value."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from test_cli import RUN, assert_one_line_error
+
+from advbench import run_matrix
+from advbench.cli import main
+from advbench.errors import UsageError
+from advbench.options import parse_set, split_top_level
+
+
+def test_values_are_typed_and_split_outside_brackets():
+    parsed = parse_set(["pgd-linf.steps=10,40", "pixel-scan.values=[0.0,1.0],[1.0]",
+                        "pgd-linf.random_start=false", "x.mode=fast"])
+    assert parsed == {"pgd-linf": {"steps": [10, 40], "random_start": [False]},
+                      "pixel-scan": {"values": [[0.0, 1.0], [1.0]]}, "x": {"mode": ["fast"]}}
+    assert split_top_level("a,(1,2),[3,[4,5]]") == ["a", "(1,2)", "[3,[4,5]]"]
+
+
+@pytest.mark.parametrize("spec", ["sigma=0.5", "gaussian-smoothing.sigma", ".sigma=1",
+                                  "gaussian-smoothing.=1", "gaussian-smoothing.sigma="])
+def test_malformed_specs_are_usage_errors(spec):
+    with pytest.raises(UsageError, match="expected PLUGIN.KEY=VALUE"):
+        parse_set([spec])
+
+
+BAD_SETS = {
+    "plugin not in the run": (["--set", "pgd-linf.steps=3"], "pgd-linf is not among"),
+    "unknown argument": (["--attacks", "pgd-linf", "--set", "pgd-linf.step=3"],
+                         "has no argument 'step'; its arguments: steps, rel_step_size"),
+    "wrong type": (["--attacks", "pgd-linf", "--set", "pgd-linf.steps=many"],
+                   "expected an integer, like its default 20"),
+    "rejected value": (["--attacks", "pgd-linf", "--set", "pgd-linf.steps=-1"],
+                       "steps must be >= 0"),
+    "no values": (["--set", "none.x"], "expected PLUGIN.KEY=VALUE"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SETS), ids=list(BAD_SETS))
+def test_bad_arguments_exit_2_before_anything_runs(case, tmp_path, capsys):
+    extra, expected = BAD_SETS[case]
+    out = tmp_path / "out"
+    code = main([*RUN, *extra, "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert_one_line_error(capsys, code, expected)
+    assert not out.exists()
+
+
+def test_each_value_runs_as_a_named_variant(tmp_path):
+    """Two σ of smoothing train two models and give two defenses; two PGD step counts give
+    two attacks; each row records the arguments it ran with."""
+    cache = tmp_path / "cache"
+    frame = run_matrix(preset="smoke", n_train=1000, epochs=1, n_eval=40, attacks="pgd-l2",
+                       defenses="gaussian-smoothing", cache_dir=cache, eot_samples=1,
+                       options={"gaussian-smoothing": {"sigma": [0.25, 0.5], "n": 20},
+                                "pgd-l2": {"steps": [1, 5]}})
+    cells = frame[frame["attack"] != "worst-case"]
+    assert sorted(set(cells["defense"])) == ["gaussian-smoothing(sigma=0.25,n=20)",
+                                             "gaussian-smoothing(sigma=0.5,n=20)"]
+    assert sorted(set(cells["attack"])) == ["pgd-l2(steps=1)", "pgd-l2(steps=5)"]
+    for _, row in cells.iterrows():
+        defense, attack = json.loads(row["defense_config"]), json.loads(row["attack_config"])
+        assert row["defense"] == f"gaussian-smoothing(sigma={defense['sigma']},n=20)"
+        assert defense["n"] == 20
+        assert row["attack"] == f"pgd-l2(steps={attack['steps']})"
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    assert cells["valid"].all() and len(cells) == 4
+
+
+def test_a_run_with_arguments_resumes_with_them(tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = [*RUN, "--attacks", "pgd-linf", "--n-eval", "30", "--n-train", "1000",
+            "--set", "pgd-linf.steps=1,3", "--out", str(out), "--cache-dir", str(cache)]
+    assert main(args) == 0
+    first = pd.read_csv(out / "results.csv")
+    assert main(["run", "--resume", str(out)]) == 0
+    again = pd.read_csv(out / "results.csv")
+    assert list(again["attack"]) == list(first["attack"])
+    assert set(first["attack"]) == {"pgd-linf(steps=1)", "pgd-linf(steps=3)", "worst-case"}
+    assert list(again["cell_key"]) == list(first["cell_key"])
