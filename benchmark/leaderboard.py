@@ -116,8 +116,9 @@ def to_rich(frame: pd.DataFrame) -> list[Table]:
     tables = []
     for section in sections(frame):
         table = Table(title=section.title, title_justify="left")
-        for header in section.headers:
-            table.add_column(header, justify="left" if header == "defense" else "right")
+        for header in section.headers:  # folded, never cut: variants differ only at the end
+            table.add_column(header, justify="left" if header == "defense" else "right",
+                             overflow="fold")
         for row in section.rows:
             table.add_row(*row)
         if section.notes:

@@ -6,11 +6,13 @@ import json
 
 import pandas as pd
 import pytest
+from rich.console import Console
 from test_cli import RUN, assert_one_line_error
 
 from advbench import run_matrix
 from advbench.cli import main
 from advbench.errors import UsageError
+from advbench.leaderboard import to_rich
 from advbench.options import parse_set, split_top_level
 
 
@@ -69,6 +71,10 @@ def test_each_value_runs_as_a_named_variant(tmp_path):
         assert row["attack"] == f"pgd-l2(steps={attack['steps']})"
     assert len(list(cache.glob("*.safetensors"))) == 2
     assert cells["valid"].all() and len(cells) == 4
+    narrow = Console(width=60, record=True)
+    for table in to_rich(frame):
+        narrow.print(table)
+    assert "…" not in narrow.export_text()  # variant names folded on narrow terminals, never cut
 
 
 def test_a_run_with_arguments_resumes_with_them(tmp_path):
