@@ -107,7 +107,8 @@ def figures_section(paths: list[str]) -> list[str]:
 
 
 def manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    keys = ("command", "started", "wall_seconds", "seed", "device", "versions", "samples")
+    keys = ("command", "started", "wall_seconds", "resumed_cells", "seed", "device", "versions",
+            "samples")
     return {key: manifest[key] for key in keys if key in manifest}
 
 

@@ -121,6 +121,12 @@ def load_previous(out: Path) -> Previous:
     return previous
 
 
+def earlier_figures(out: Path) -> list[str]:
+    """The figures already in the folder of a resumed run (an interrupted run lists none in its
+    manifest): its reused cells draw none again."""
+    return [f"figures/{path.name}" for path in sorted((out / "figures").glob("*.png"))]
+
+
 def default_out() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -137,7 +143,8 @@ def versions(registry: Registry) -> dict[str, str]:
 def manifest(plan: Plan, registry: Registry, started: str) -> dict[str, Any]:
     config = config_record(plan.config)
     return {
-        "schema_version": SCHEMA_VERSION, "started": started, "command": sys.argv,
+        "schema_version": SCHEMA_VERSION, "started": started,
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],  # no install path
         "config": config, "seed": plan.config.seed, "device": str(plan.device),
         "dataset": plan.dataset.name, "model": plan.model_plugin.name,
         "training": {name: dataclasses.asdict(settings)
@@ -173,6 +180,7 @@ class Runner:
                  executor: Executor | None = None) -> None:
         self.plan, self.registry = plan, registry
         self.progress, self.out, self.previous = progress, out, previous or {}
+        self.resumed_cells = 0
         self.worker = Worker(plan, user_model, progress)
         self.executor = executor or LocalExecutor()
         self.rows: list[dict[str, Any]] = []
@@ -232,6 +240,7 @@ class Runner:
         for cell in (c for c in self.plan.cells if c.defense is entry):
             done = self.reused(cell, defense) if defense is not None else None
             if done is not None:
+                self.resumed_cells += 1
                 self.record(group, cell, *done)
             elif failure is not None:
                 self.record(group, cell, self.worker.row(cell, None, None, None, 0.0, failure),
@@ -451,10 +460,13 @@ def run_matrix(
     if isinstance(executor, str):
         executor = get_executor(executor)
     out = Path(config.out) if config.out is not None else None
-    previous = load_previous(out) if out is not None and prepare_out(out, config) else {}
+    resuming = out is not None and prepare_out(out, config)
+    previous = load_previous(out) if resuming else {}
+    earlier = earlier_figures(out) if resuming else []
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run_manifest = manifest(plan, registry, started)
     run_manifest["executor"] = executor.name
+    run_manifest["figures"] = earlier
     if out is not None:
         write_json(out / "manifest.json", run_manifest)
     wall = time.perf_counter()
@@ -462,11 +474,13 @@ def run_matrix(
         runner = Runner(plan, registry, model, bars, out, previous, executor)
         frame = runner.run()
     run_manifest["wall_seconds"] = round(time.perf_counter() - wall, 1)
+    run_manifest["resumed_cells"] = runner.resumed_cells
     if out is not None:
         figures = out / "figures"
         figures.mkdir(exist_ok=True)
         written = eps_sweep_figures(frame, figures) + runner.figures(figures)
-        run_manifest["figures"] = [str(p.relative_to(out)) for p in written]
+        run_manifest["figures"] = list(dict.fromkeys(
+            earlier + [str(p.relative_to(out)) for p in written]))
         write_json(out / "manifest.json", run_manifest)
         text = to_markdown(frame, run_manifest)
         write_atomic(out / "leaderboard.md", lambda p: p.write_text(text))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
+
 from advbench.cli import main
+from advbench.presets import PRESETS
 
 FOLDER = Path(__file__).resolve().parent.parent / "leaderboard"
 
@@ -14,3 +18,17 @@ def test_published_leaderboard_regenerates_identically(tmp_path):
     assert main(["leaderboard", str(FOLDER / "results.csv"), "--manifest",
                  str(FOLDER / "manifest.json"), "--out", str(regenerated)]) == 0
     assert regenerated.read_text() == (FOLDER / "README.md").read_text()
+
+
+def test_published_leaderboard_is_the_paper_preset_as_it_stands():
+    """A change to the paper preset must come with a new published run."""
+    paper = PRESETS["paper"]
+    manifest = json.loads((FOLDER / "manifest.json").read_text())
+    assert manifest["config"]["preset"] == "paper"
+    for defense, settings in manifest["training"].items():
+        assert settings["epochs"] == paper.epochs_for(defense), defense
+    rows = pd.read_csv(FOLDER / "results.csv")
+    for _, row in rows[rows["attack"] != "worst-case"].iterrows():
+        for kind in ("defense", "attack"):
+            plugin, config = row[kind], json.loads(row[f"{kind}_config"])
+            assert paper.options_for(plugin).items() <= config.items(), (plugin, config)

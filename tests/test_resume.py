@@ -3,6 +3,7 @@ one, recomputing only the cells that had not finished."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -42,6 +43,10 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch):
     run_matrix(out=tmp_path / "cut", **common)  # the same call again resumes
     assert calls == []  # the finished fgsm cell was reused, not recomputed
     pd.testing.assert_frame_equal(results(tmp_path / "cut"), results(tmp_path / "full"))
+    cut, full = (json.loads((tmp_path / run / "manifest.json").read_text())
+                 for run in ("cut", "full"))
+    assert (cut["resumed_cells"], full["resumed_cells"]) == (2, 0)
+    assert cut["figures"] and sorted(cut["figures"]) == sorted(full["figures"])
 
 
 def test_a_different_config_is_not_resumed_silently(tmp_path):
