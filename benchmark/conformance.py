@@ -383,6 +383,10 @@ def check_attack(
 
 def check_defense_attributes(cls: type) -> None:
     check_common_attributes(cls, Defense)
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    unknown = sorted(set(getattr(cls, "wrapper_fields", ())) - fields)
+    if unknown:
+        fail(cls, "attributes", f"'wrapper_fields' names no field: {', '.join(unknown)}")
 
 
 def tiny_split() -> Split:

@@ -42,16 +42,23 @@ class Defense:
     """Base class of every defense.
 
     Class attributes: ``name``; ``randomized`` (the defended classifier's output is random, so
-    attacks must average over it). Write defenses as ``@dataclass(kw_only=True)`` with defaults.
+    attacks must average over it); ``wrapper_fields`` (fields used only by ``wrap``, not in
+    training). Write defenses as ``@dataclass(kw_only=True)`` with defaults.
     """
 
     name: ClassVar[str]
     randomized: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    wrapper_fields: ClassVar[frozenset[str]] = frozenset()
 
     def config(self) -> dict[str, Any]:
         """The settings that shape the defended model (its dataclass fields)."""
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+
+    def training_config(self) -> dict[str, Any]:
+        """The settings that shape the trained model: what keys its cache entry, so changing
+        only a wrapper field reuses the trained model instead of training it again."""
+        return {k: v for k, v in self.config().items() if k not in self.wrapper_fields}
 
     def training_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, progress: float

@@ -116,7 +116,7 @@ class Worker:
     def model_parts(self, defense: Defense) -> dict[str, Any]:
         plan = self.plan
         return {"dataset": plan.dataset.name, "model": plan.model_plugin.name,
-                "defense": type(defense).name, "defense_config": defense.config(),
+                "defense": type(defense).name, "defense_config": defense.training_config(),
                 "training": dataclasses.asdict(plan.settings[type(defense).name]),
                 "seed": plan.config.seed,
                 "train_sample": index_hash(torch.arange(len(plan.train))), "format": 1}

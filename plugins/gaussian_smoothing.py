@@ -40,6 +40,8 @@ class GaussianSmoothing(Defense):
     name = "gaussian-smoothing"
     randomized = True
     description = "randomized smoothing (Cohen et al. 2019): noise training, L2 certificate"
+    # Only sigma shapes the base model; the rest sizes PREDICT/CERTIFY around it.
+    wrapper_fields = frozenset({"n0", "n", "alpha", "m", "batch", "seed"})
 
     sigma: float = 0.25
     n0: int = 50

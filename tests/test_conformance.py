@@ -227,6 +227,12 @@ class NaNLogits(Plain):
         return nn.Sequential(model, nn.Threshold(1e9, float("nan")))
 
 
+@dataclass(kw_only=True)
+class MisspelledWrapperField(Plain):
+    votes: int = 10
+    wrapper_fields = frozenset({"vote"})
+
+
 class AbstainsBadly(Plain):
     class Wrapped(nn.Sequential):
         def predict(self, x):
@@ -266,6 +272,7 @@ def test_the_kit_catches_a_broken_attack(cls, rule, detail):
 
 
 @pytest.mark.parametrize("cls, rule, detail", [
+    (MisspelledWrapperField, "attributes", "names no field: vote"),
     (TrainModeAfterFit, "fit", "train mode"),
     (ExtraClass, "wrap", "(8, 4)"),
     (NaNLogits, "wrap", "non-finite"),

@@ -88,3 +88,14 @@ def test_a_run_with_arguments_resumes_with_them(tmp_path):
     assert list(again["attack"]) == list(first["attack"])
     assert set(first["attack"]) == {"pgd-linf(steps=1)", "pgd-linf(steps=3)", "worst-case"}
     assert list(again["cell_key"]) == list(first["cell_key"])
+
+
+def test_variants_of_wrapper_fields_share_one_trained_model(tmp_path):
+    """Smoothing's n sizes PREDICT, not training: two n give two rows but one model."""
+    cache = tmp_path / "cache"
+    frame = run_matrix(preset="smoke", n_train=1000, epochs=1, n_eval=20, attacks="fgm",
+                       defenses="gaussian-smoothing", cache_dir=cache, eot_samples=1,
+                       options={"gaussian-smoothing": {"n": [10, 30]}})
+    cells = frame[frame["attack"] != "worst-case"]
+    assert sorted(cells["defense"]) == ["gaussian-smoothing(n=10)", "gaussian-smoothing(n=30)"]
+    assert len(list(cache.glob("*.safetensors"))) == 1
