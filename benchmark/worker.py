@@ -79,8 +79,7 @@ class Defended:
     certified: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
     certifier: str = ""
     history: dict[str, Any] | None = None  # training curves, when the defense kept them
-    curves: dict[str, list[float]] = field(default_factory=dict)  # per split: certified
-    # accuracy against the radius
+    curves: dict[str, list[float]] = field(default_factory=dict)  # split → certified acc.
     log: list[str] = field(default_factory=list)
 
     def __getstate__(self) -> dict[str, Any]:
