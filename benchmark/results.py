@@ -17,6 +17,16 @@ from .errors import BenchError
 
 SCHEMA_VERSION = 1
 
+# L2 radii at which randomized-smoothing cells report certified accuracy (and its figure).
+RADIUS_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def radius_columns(radius: float) -> tuple[str, str, str]:
+    """Certified accuracy at an L2 radius, and its 95 % interval."""
+    name = f"certified_l2_r{radius}"
+    return name, f"{name}_ci_low", f"{name}_ci_high"
+
+
 COLUMNS = [
     "dataset", "model", "defense", "attack", "norm", "eps", "split", "n_samples",
     "clean_accuracy", "clean_accuracy_ci_low", "clean_accuracy_ci_high",
@@ -24,7 +34,9 @@ COLUMNS = [
     "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean",
     "queries_success_mean", "queries_success_median", "query_budget", "eot_samples", "batch_size",
     "certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
-    "certifier", "certified_broken", "abstain_rate", "broken_by", "flags", "zero_grad_fraction",
+    "certifier", "certified_broken", "abstain_rate",
+    *(column for radius in RADIUS_GRID for column in radius_columns(radius)),
+    "broken_by", "flags", "zero_grad_fraction",
     "valid", "status", "invalid_reason", "seconds", "seed", "attack_config", "defense_config",
     "cell_key", "schema_version",
 ]

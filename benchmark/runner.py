@@ -43,11 +43,10 @@ from .plan import WORST_CASE, Cell, Plan, RunConfig, build_plan
 from .plugins import load_registry, one_line
 from .progress import RunProgress
 from .registry import Entry, Registry, Source
-from .results import SCHEMA_VERSION, to_frame, write_atomic, write_json, write_results
+from .results import RADIUS_GRID, SCHEMA_VERSION, to_frame, write_atomic, write_json, write_results
 from .sanity import cell_flags, defense_flags, zero_gradient_fraction
 from .smoothing import plot_certified_accuracy
 from .worker import (
-    RADIUS_GRID,
     CellResult,
     Defended,
     DefenseFailed,

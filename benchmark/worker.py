@@ -27,12 +27,11 @@ from .evaluate import CellOutcome, attack_cell, is_randomized, predict
 from .plan import Cell, Plan, choose_targets, index_hash
 from .plugins import one_line
 from .progress import RunProgress
-from .results import SCHEMA_VERSION, wilson_interval
+from .results import RADIUS_GRID, SCHEMA_VERSION, radius_columns, wilson_interval
 from .smoothing import certified_accuracy
 from .training import ModelCache, content_key, training_steps
 
 CERTIFIER = "crown-ibp"  # CROWN back-substitution over IBP intermediate bounds
-RADIUS_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def reseed(model: nn.Module, seed: int) -> None:
@@ -254,6 +253,7 @@ class Worker:
                    certified_accuracy=nan,
                    certified_accuracy_ci_low=nan, certified_accuracy_ci_high=nan, certifier="",
                    certified_broken=nan, abstain_rate=nan)
+        row.update({column: nan for radius in RADIUS_GRID for column in radius_columns(radius)})
         if outcome is not None:
             n = len(data)
             clean, robust = int(outcome.clean_correct.sum()), int(outcome.robust.sum())
@@ -279,10 +279,16 @@ class Worker:
 
     def add_certification(self, row: dict[str, Any], cell: Cell, outcome: CellOutcome | None,
                           state: Defended) -> None:
-        """Certified accuracy at the cell's ε (L∞ by bounds, L2 by smoothing), and for the
+        """Certified accuracy at the cell's ε (L∞ by bounds, L2 by smoothing) and, for
+        smoothing, at every radius of RADIUS_GRID whatever the cell's norm; for the
         deterministic certificate the cross-check that must always hold: no certified sample
         is broken by an attack. (Smoothing's certificate holds with probability 1 − α for the
         smoothed classifier, whose noisy PREDICT may still abstain: not cross-checked.)"""
+        if cell.split in state.curves:
+            n = row["n_samples"]
+            for radius, accuracy in zip(RADIUS_GRID, state.curves[cell.split], strict=True):
+                row.update(zip(radius_columns(radius),
+                               (accuracy, *wilson_interval(round(accuracy * n), n)), strict=True))
         certified = state.certified.get((cell.split, cell.threat.eps))
         expected = "l2" if state.certifier == "randomized-smoothing" else "linf"
         if cell.threat.norm != expected or certified is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from advbench import ThreatModel, hookimpl, load_registry, run_matrix
 from advbench.evaluate import attack_cell, is_randomized, predict
+from advbench.results import RADIUS_GRID, radius_columns
 from advbench.smoothing import SmoothedClassifier
 from advbench_plugins.gaussian_smoothing import GaussianSmoothing
 from advbench_plugins.pgd_l2 import PGDL2
@@ -65,6 +67,13 @@ def test_randomized_defense_gets_eot_and_certified_l2_columns(smoothing_run):
     assert l2["certified_accuracy"].between(0, 1).all()
     assert (l2["abstain_rate"] >= 0).all()
     assert (root / "out" / "figures" / "certified_small-smoothing_test.png").is_file()
+    cells = frame[frame["attack"] != "worst-case"]  # every norm: the grid belongs to the model
+    grid = [cells[radius_columns(r)[0]] for r in RADIUS_GRID]
+    for name, low, high in map(radius_columns, RADIUS_GRID):
+        assert ((cells[low] <= cells[name]) & (cells[name] <= cells[high])).all()
+    for smaller, larger in itertools.pairwise(grid):  # certified accuracy falls with the radius
+        assert (larger <= smaller).all()
+    assert grid[0].notna().all() and (l2["certified_accuracy"] <= l2[grid[-1].name]).all()
 
 
 def test_smoothing_run_is_reproducible_and_resumes_identically(smoothing_run, tmp_path):
