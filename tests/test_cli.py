@@ -69,13 +69,18 @@ BAD_RUNS = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_RUNS), ids=list(BAD_RUNS))
-def test_bad_run_arguments(case, tmp_path, capsys):
-    extra, expected = BAD_RUNS[case]
+def assert_run_refused(extra: list[str], expected: str, tmp_path, capsys) -> None:
+    """``bench run`` with ``extra`` exits 2 with one line containing ``expected``, writing
+    nothing."""
     out = tmp_path / "out"
     code = main([*RUN, *extra, "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
     assert_one_line_error(capsys, code, expected)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS), ids=list(BAD_RUNS))
+def test_bad_run_arguments(case, tmp_path, capsys):
+    assert_run_refused(*BAD_RUNS[case], tmp_path, capsys)
 
 
 def test_cuda_requested_without_cuda(tmp_path, capsys):

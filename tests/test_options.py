@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 from rich.console import Console
-from test_cli import RUN, assert_one_line_error
+from test_cli import RUN, assert_run_refused
 
 from advbench import run_matrix
 from advbench.cli import main
@@ -45,11 +45,7 @@ BAD_SETS = {
 
 @pytest.mark.parametrize("case", list(BAD_SETS), ids=list(BAD_SETS))
 def test_bad_arguments_exit_2_before_anything_runs(case, tmp_path, capsys):
-    extra, expected = BAD_SETS[case]
-    out = tmp_path / "out"
-    code = main([*RUN, *extra, "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
-    assert_one_line_error(capsys, code, expected)
-    assert not out.exists()
+    assert_run_refused(*BAD_SETS[case], tmp_path, capsys)
 
 
 def test_each_value_runs_as_a_named_variant(tmp_path):
