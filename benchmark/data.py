@@ -3,30 +3,52 @@
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
+from platformdirs import user_cache_dir
 
-from .errors import BenchError
+from .errors import BenchError, UsageError
 
 SPLITS = ("train", "test")
 
 
 @dataclass
 class Split:
-    """One split of a dataset, held in memory (the built-in datasets fit easily)."""
+    """One split of a dataset, held in memory (the built-in datasets fit easily).
+
+    ``files`` maps each file it was read from to the sha256 of its bytes on disk, so the
+    manifest records what was loaded (empty when a plugin does not say). ``fingerprint`` is
+    the memo of :func:`advbench.training.data_fingerprint`.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
+    files: dict[str, str] = field(default_factory=dict)
+    fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def subset(self, index: torch.Tensor) -> Split:
-        return Split(self.x[index], self.y[index])
+        """The samples at ``index``; drawn from the same files (the index has its own hash)."""
+        return Split(self.x[index], self.y[index], dict(self.files))
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, as ``sha256sum`` prints it."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def data_files(splits: Mapping[str, Split]) -> dict[str, dict[str, str]]:
+    """Per split, the files it was loaded from and their sha256: what a run's manifest records
+    as its data (``runner.manifest``), so a wrong ``--data-root`` shows."""
+    return {name: dict(split.files) for name, split in splits.items()}
 
 
 class Dataset:
@@ -96,10 +118,33 @@ IDX_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+IDX_FILES = ", ".join(f"{stem}[.gz]" for stems in IDX_STEMS.values() for stem in stems)
 
 
-def load_idx_split(split: str, folders: list[Path]) -> Split | None:
-    """Load an MNIST-format split from the first folder holding both of its files, else None."""
+def default_data_root() -> Path:
+    """Where datasets are downloaded when no --data-root is given."""
+    return Path(user_cache_dir("advbench")) / "data"
+
+
+def check_labels(labels: np.ndarray, path: Path, num_classes: int) -> None:
+    """Labels outside 0..num_classes-1 would fail deep inside training: refuse them here."""
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UsageError(f"{path} holds labels {labels.min()}..{labels.max()}; this dataset "
+                         f"has classes 0..{num_classes - 1}: replace the file")
+
+
+def check_images(images: np.ndarray, path: Path, shape: tuple[int, int, int]) -> None:
+    """Images of another size would be trained on and attacked as if they were this dataset."""
+    found = tuple(images.shape[1:])
+    if not len(images) or found != tuple(shape[1:]):
+        size = "no images" if not len(images) else "×".join(map(str, found)) + " images"
+        raise UsageError(f"{path} holds {size}; this dataset needs "
+                         f"{'×'.join(map(str, shape[1:]))} images: replace the file")
+
+
+def load_idx_split(dataset: Dataset, split: str, folders: list[Path]) -> Split | None:
+    """Load an MNIST-format split from the first folder holding both of its files, else None;
+    images must have the dataset's size and labels its classes."""
     check_split(split)
     images_stem, labels_stem = IDX_STEMS[split]
     for folder in folders:
@@ -109,8 +154,34 @@ def load_idx_split(split: str, folders: list[Path]) -> Split | None:
             x, y = read_idx(images), read_idx(labels)
             if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
                 raise BenchError(f"{images} and {labels} do not match: {x.shape} vs {y.shape}")
-            return Split(images_to_tensor(x), torch.from_numpy(y.astype(np.int64)))
+            check_images(x, images, dataset.shape)
+            check_labels(y, labels, dataset.num_classes)
+            files = {str(path.resolve()): file_sha256(path) for path in (images, labels)}
+            return Split(images_to_tensor(x), torch.from_numpy(y.astype(np.int64)), files)
     return None
+
+
+def given_root(root: Path, title: str, expected: str) -> Path:
+    """A --data-root the user gave must be a folder: it is used as it is or refused, never
+    replaced by another copy of the data (the manifest would record the wrong source)."""
+    if not root.is_dir():
+        reason = "is a file, not a folder" if root.exists() else "does not exist"
+        raise UsageError(f"{title} not found: --data-root {root} {reason}; pass the folder "
+                         f"holding {expected}")
+    return root
+
+
+def load_idx_root(dataset: Dataset, split: str, root: Path, title: str, raw: str) -> Split:
+    """An MNIST-format split from the user's --data-root (or its ``raw``/raw/ subfolder, as
+    torchvision lays it out), or a one-line refusal naming the folder and the files."""
+    expected = f"{IDX_FILES} (or {raw}/raw/ holding them)"
+    given_root(root, title, expected)
+    loaded = load_idx_split(dataset, split, [root, root / raw / "raw"])
+    if loaded is None:
+        images, labels = IDX_STEMS[split]
+        raise UsageError(f"{title} not found under --data-root {root}: expected {images}[.gz] "
+                         f"and {labels}[.gz] there or in {raw}/raw/")
+    return loaded
 
 
 def download_with_torchvision(dataset_class: type, root: Path) -> bool:

@@ -10,38 +10,48 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from platformdirs import user_cache_dir
 from torchvision.datasets.utils import download_and_extract_archive
 
-from advbench import BenchError, Dataset, Split, hookimpl
-from advbench.data import check_split, images_to_tensor
+from advbench import BenchError, Dataset, Split, UsageError, hookimpl
+from advbench.data import (
+    check_labels,
+    check_split,
+    default_data_root,
+    file_sha256,
+    given_root,
+    images_to_tensor,
+)
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 FOLDER = "cifar-10-batches-bin"
 FILES = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
 RECORD = 1 + 3 * 32 * 32
+NUM_CLASSES = 10
+
+
+def read_records(path: Path) -> np.ndarray:
+    """One file's records of one label byte then 3072 pixel bytes, labels checked."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % RECORD:
+        raise BenchError(f"{path} is truncated or corrupt: {raw.size} bytes, not records of "
+                         f"{RECORD}")
+    records = raw.reshape(-1, RECORD)
+    check_labels(records[:, 0], path, NUM_CLASSES)
+    return records
 
 
 def read_batches(paths: list[Path]) -> Split:
-    """Records of one label byte then 3072 pixel bytes (R, G, B planes of 32×32)."""
-    chunks = []
-    for path in paths:
-        raw = np.fromfile(path, dtype=np.uint8)
-        if raw.size == 0 or raw.size % RECORD:
-            raise BenchError(f"{path} is truncated or corrupt: {raw.size} bytes, not records of "
-                             f"{RECORD}")
-        chunks.append(raw.reshape(-1, RECORD))
-    records = np.concatenate(chunks)
+    """The records of ``paths`` as images (R, G, B planes of 32×32) and labels."""
+    records = np.concatenate([read_records(path) for path in paths])
     images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     labels = torch.from_numpy(records[:, 0].astype(np.int64))
-    if int(labels.max()) > 9:
-        raise BenchError(f"{paths[0]} holds labels above 9: not CIFAR-10's binary format")
-    return Split(images_to_tensor(images), labels)
+    files = {str(path.resolve()): file_sha256(path) for path in paths}
+    return Split(images_to_tensor(images), labels, files)
 
 
 class CIFAR10(Dataset):
     name = "cifar10"
-    num_classes = 10
+    num_classes = NUM_CLASSES
     shape = (3, 32, 32)
     classes = ("airplane", "automobile", "bird", "cat", "deer",
                "dog", "frog", "horse", "ship", "truck")
@@ -49,16 +59,25 @@ class CIFAR10(Dataset):
     description = "CIFAR-10 binary batches under --data-root, or downloaded"
 
     def load(self, split: str, root: Path | None) -> Split:
+        """From ``root`` alone when given (refused if a batch is missing); otherwise the
+        download folder, downloading once where a network is reachable."""
         check_split(split)
-        root = root or Path(user_cache_dir("advbench")) / "data"
-        paths = [root / FOLDER / name for name in FILES[split]]
-        if not all(path.is_file() for path in paths):
+        expected = f"{FOLDER}/ with {', '.join(FILES['train'] + FILES['test'])}"
+        if root is not None:
+            given_root(root, "CIFAR-10", expected)
+        folder = (root or default_data_root()) / FOLDER
+        paths = [folder / name for name in FILES[split]]
+        missing = [path.name for path in paths if not path.is_file()]
+        if missing and root is not None:
+            raise UsageError(f"CIFAR-10 not found under --data-root {root}: expected "
+                             f"{expected} ({', '.join(missing)} missing)")
+        if missing:
             try:
-                download_and_extract_archive(URL, str(root))
+                download_and_extract_archive(URL, str(folder.parent))
             except Exception as exc:
                 raise BenchError(
-                    f"CIFAR-10 not found under {root / FOLDER} and download failed ({exc}); "
-                    "pass --data-root DIR holding cifar-10-batches-bin/"
+                    f"CIFAR-10 not found under {folder} and download failed ({exc}); "
+                    f"pass --data-root DIR holding {FOLDER}/"
                 ) from exc
         return read_batches(paths)
 

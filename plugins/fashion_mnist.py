@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torchvision
-from platformdirs import user_cache_dir
 
 from advbench import BenchError, Dataset, Split, hookimpl
-from advbench.data import download_with_torchvision, load_idx_split
+from advbench.data import (
+    default_data_root,
+    download_with_torchvision,
+    load_idx_root,
+    load_idx_split,
+)
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -23,11 +27,15 @@ class FashionMNIST(Dataset):
     description = "Fashion-MNIST from Debian's dataset-fashion-mnist, --data-root or download"
 
     def load(self, split: str, root: Path | None) -> Split:
-        root = root or Path(user_cache_dir("advbench")) / "data"
-        folders = [root, root / "FashionMNIST" / "raw", DEBIAN_DIR]
-        loaded = load_idx_split(split, folders)
-        if loaded is None and download_with_torchvision(torchvision.datasets.FashionMNIST, root):
-            loaded = load_idx_split(split, folders)
+        """From ``root`` alone when given (refused if the files are not there); otherwise the
+        download folder, then Debian's package, then a download."""
+        if root is not None:
+            return load_idx_root(self, split, root, "Fashion-MNIST", "FashionMNIST")
+        cache = default_data_root()
+        folders = [cache, cache / "FashionMNIST" / "raw", DEBIAN_DIR]
+        loaded = load_idx_split(self, split, folders)
+        if loaded is None and download_with_torchvision(torchvision.datasets.FashionMNIST, cache):
+            loaded = load_idx_split(self, split, folders)
         if loaded is None:
             raise BenchError(
                 "Fashion-MNIST not found: run 'apt-get install dataset-fashion-mnist' or pass "

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torchvision
-from platformdirs import user_cache_dir
 
 from advbench import BenchError, Dataset, Split, hookimpl
-from advbench.data import download_with_torchvision, load_idx_split
+from advbench.data import (
+    default_data_root,
+    download_with_torchvision,
+    load_idx_root,
+    load_idx_split,
+)
 
 
 class MNIST(Dataset):
@@ -20,15 +24,20 @@ class MNIST(Dataset):
     description = "MNIST in torchvision's on-disk layout under --data-root, or downloaded"
 
     def load(self, split: str, root: Path | None) -> Split:
-        root = root or Path(user_cache_dir("advbench")) / "data"
-        folders = [root, root / "MNIST" / "raw"]
-        loaded = load_idx_split(split, folders)
-        if loaded is None and download_with_torchvision(torchvision.datasets.MNIST, root):
-            loaded = load_idx_split(split, folders)
+        """From ``root`` alone when given (refused if the files are not there); otherwise the
+        download folder, downloading once where a network is reachable."""
+        if root is not None:
+            return load_idx_root(self, split, root, "MNIST", "MNIST")
+        cache = default_data_root()
+        folders = [cache, cache / "MNIST" / "raw"]
+        loaded = load_idx_split(self, split, folders)
+        if loaded is None and download_with_torchvision(torchvision.datasets.MNIST, cache):
+            loaded = load_idx_split(self, split, folders)
         if loaded is None:
             raise BenchError(
-                f"MNIST not found under {root}: pass --data-root DIR holding MNIST/raw/ "
-                "(torchvision's layout), or run once where a network is reachable"
+                f"MNIST not found under {cache} and the download failed: pass --data-root DIR "
+                "holding MNIST/raw/ (torchvision's layout), or run once where a network is "
+                "reachable"
             )
         return loaded
 
