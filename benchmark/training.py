@@ -81,6 +81,25 @@ def content_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def tensor_hash(*tensors: torch.Tensor) -> str:
+    """sha256 of the tensors' dtypes, shapes and bytes (~0.15 s for Fashion-MNIST's training
+    split): two data sets with the same number of samples must not share a key."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()[:20]
+
+
+def data_fingerprint(split: Split) -> str:
+    """The model cache's key for the training data: a hash of the images and labels actually
+    trained on, computed once per split and kept on it."""
+    if split.fingerprint is None:
+        split.fingerprint = tensor_hash(split.x, split.y)
+    return split.fingerprint
+
+
 class ModelCache:
     """Trained weights as ``<key>.safetensors``; the key's inputs are stored in the metadata and
     compared on load, so a corrupt or mismatched file is retrained, never trusted."""

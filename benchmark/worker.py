@@ -24,12 +24,12 @@ from .attack import Attack
 from .bounds import applicable_method, certify, unsupported_reason
 from .defense import Defense, TrainContext
 from .evaluate import CellOutcome, attack_cell, is_randomized, predict
-from .plan import Cell, Plan, choose_targets, index_hash
+from .plan import Cell, Plan, choose_targets
 from .plugins import one_line
 from .progress import RunProgress
 from .results import RADIUS_GRID, SCHEMA_VERSION, radius_columns, wilson_interval
 from .smoothing import certified_accuracy
-from .training import ModelCache, content_key, training_steps
+from .training import ModelCache, content_key, data_fingerprint, training_steps
 
 CERTIFIER = "crown-ibp"  # CROWN back-substitution over IBP intermediate bounds
 
@@ -112,12 +112,17 @@ class Worker:
         self.progress = RunProgress(False)
 
     def model_parts(self, defense: Defense) -> dict[str, Any]:
+        """Everything that shapes the trained model, hashed into its cache key: the training
+        data itself (not its indices: another --data-root must retrain) and the defense's
+        distribution and version (a fixed training bug must not load the old model)."""
         plan = self.plan
+        source = next(entry.source for entry in plan.defenses if entry.cls is type(defense))
         return {"dataset": plan.dataset.name, "model": plan.model_plugin.name,
                 "defense": type(defense).name, "defense_config": defense.training_config(),
+                "defense_source": [source.distribution, source.version],
                 "training": dataclasses.asdict(plan.settings[type(defense).name]),
-                "seed": plan.config.seed,
-                "train_sample": index_hash(torch.arange(len(plan.train))), "format": 1}
+                "seed": plan.config.seed, "train_data": data_fingerprint(plan.train),
+                "format": 2}
 
     def base_model(self) -> nn.Module:
         """A fresh, untrained copy of the run's model (the user's module, or the plugin's)."""
