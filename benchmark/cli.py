@@ -94,6 +94,8 @@ def build_parser() -> Parser:
     board.add_argument("--manifest", type=Path,
                        help="a run's manifest.json, rendered under the tables")
     board.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    board.add_argument("--html", type=Path, metavar="DIR",
+                       help="also write the leaderboard web page (index.html) into DIR")
     return parser
 
 
@@ -218,6 +220,11 @@ def command_leaderboard(args: argparse.Namespace) -> int:
             raise BenchError(f"--manifest {args.manifest}: not a readable manifest "
                              f"({type(exc).__name__})") from exc
     text = to_markdown(frame, manifest)
+    if args.html:  # figures: those of the runs the files (and the manifest) come from
+        from .site import write_site
+
+        write_site(frame, args.html, manifest,
+                   [path.parent for path in [args.manifest, *args.files] if path is not None])
     if args.out:
         args.out.write_text(text)
     else:

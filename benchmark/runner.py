@@ -45,6 +45,7 @@ from .progress import RunProgress
 from .registry import Entry, Registry, Source
 from .results import RADIUS_GRID, SCHEMA_VERSION, to_frame, write_atomic, write_json, write_results
 from .sanity import cell_flags, defense_flags, zero_gradient_fraction
+from .site import write_site
 from .smoothing import plot_certified_accuracy
 from .worker import (
     CellResult,
@@ -483,6 +484,7 @@ def run_matrix(
         write_json(out / "manifest.json", run_manifest)
         text = to_markdown(frame, run_manifest)
         write_atomic(out / "leaderboard.md", lambda p: p.write_text(text))
+        write_site(frame, out, run_manifest)  # index.html, the same tables as a web page
     frame.attrs["manifest"] = run_manifest
     return frame
 
