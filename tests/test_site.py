@@ -1,0 +1,400 @@
+"""The leaderboard web page: escaped, linked only to figures that exist, deterministic, the same
+tables as leaderboard.md, and working in a real browser (headless Chromium through Playwright)
+from file:// with no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import pyplot as plt
+
+from advbench import run_matrix
+from advbench.cli import main
+from advbench.leaderboard import sections
+from advbench.results import read_results, to_frame
+from advbench.site import render_site, write_site
+
+PUBLISHED = Path(__file__).resolve().parent.parent / "leaderboard"
+EVIL = "<script>alert(1)</script>"
+EVIL_ATTACK = '"><img src=x onerror=alert(2)>'
+
+
+def row(defense: str, attack: str, robust: float | None, *, norm: str = "linf", eps: float = 0.1,
+        clean: float = 0.9, dataset: str = "fashion-mnist", model: str = "seed-cnn",
+        flags: str | None = None, valid: bool = True, reason: str | None = None) -> dict:
+    return {"dataset": dataset, "model": model, "defense": defense, "attack": attack,
+            "norm": norm, "eps": eps, "split": "test", "n_samples": 100,
+            "clean_accuracy": clean, "clean_accuracy_ci_low": clean - 0.05,
+            "clean_accuracy_ci_high": min(1.0, clean + 0.05),
+            "robust_accuracy": robust if valid else float("nan"),
+            "robust_accuracy_ci_low": robust - 0.04 if valid else float("nan"),
+            "robust_accuracy_ci_high": robust + 0.04 if valid else float("nan"),
+            "attack_success_rate": 0.5, "flags": flags, "valid": valid,
+            "status": "ok" if valid else "invalid", "invalid_reason": reason,
+            "schema_version": 1}
+
+
+def small_frame() -> pd.DataFrame:
+    return to_frame([
+        row("none", "fgsm", 0.30, clean=0.95), row("none", "pgd-linf", 0.10, clean=0.95),
+        row("adv-train", "fgsm", 0.70, clean=0.85),
+        row("adv-train", "pgd-linf", 0.60, clean=0.85, flags="a black-box attack beats"),
+        row("smooth", "fgsm", 0.0, clean=0.80, valid=False, reason="norm 0.2 > ε"),
+        row("smooth", "pgd-linf", 0.50, clean=0.80),
+        row("none", "fgm", 0.20, clean=0.95, norm="l2", eps=1.5),
+        row("adv-train", "fgm", 0.65, clean=0.85, norm="l2", eps=1.5),
+    ])
+
+
+def png(path: Path) -> Path:
+    """A real (tiny) PNG picture."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, np.linspace(0, 1, 64).reshape(8, 8), cmap="gray")
+    return path
+
+
+class Page(HTMLParser):
+    """Every element, its attributes, and the text of each <script>."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.scripts: list[str] = []
+        self.text: list[str] = []
+        self._in_script = False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+        if self._in_script:
+            self.scripts.append("")
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts[-1] += data
+        else:
+            self.text.append(data)
+
+    def links(self) -> list[str]:
+        return [attrs[key] for _, attrs in self.elements for key in ("href", "src")
+                if attrs.get(key)]
+
+
+# ---------------------------------------------------------------- without a browser
+
+
+def test_strings_from_results_cannot_inject_markup(tmp_path):
+    frame = to_frame([
+        row(EVIL, EVIL_ATTACK, 0.4, flags="<b onmouseover=alert(3)>flag</b>"),
+        row(EVIL, "fgsm", 0.0, valid=False, reason="<iframe src=javascript:alert(4)>"),
+        row("none", "fgsm", 0.2, dataset="<svg onload=alert(5)>", model="m'\"<"),
+    ])
+    files = render_site(frame, tmp_path, {"command": ["bench", EVIL], "figures": []})
+    assert set(files) == {"index.html", "svg-onload-alert-5-_m.html", "fashion-mnist_seed-cnn.html"}
+    for name, text in files.items():
+        page = Page(text)
+        assert len(page.scripts) == 1 and "alert" not in page.scripts[0], name
+        tags = {tag for tag, _ in page.elements}
+        assert not tags & {"iframe", "svg", "b"}, name
+        assert [tag for tag, _ in page.elements].count("img") == 0, name
+        assert not [key for _, attrs in page.elements for key in attrs if key.startswith("on")]
+        assert "<script>alert" not in text and "<img src=x" not in text and "<iframe" not in text
+    page = Page(files["fashion-mnist_seed-cnn.html"])
+    shown = "".join(page.text)
+    assert EVIL in shown and "<iframe src=javascript:alert(4)>" in shown  # shown, as text
+    assert EVIL_ATTACK in shown
+    titles = [attrs.get("title") or "" for _, attrs in page.elements]
+    assert any("<b onmouseover=alert(3)>flag</b>" in title for title in titles)  # hover text
+    assert {attrs.get("data-defense") for _, attrs in page.elements} >= {EVIL}
+
+
+def test_page_has_the_tables_of_the_markdown_leaderboard():
+    frame = read_results(PUBLISHED / "results.csv")
+    page = Page(render_site(frame, PUBLISHED)["index.html"])
+    rows = [attrs["data-defense"] for tag, attrs in page.elements
+            if tag == "tr" and "data-defense" in attrs]
+    expected = [cells[0] for section in sections(frame) for cells in section.rows]
+    assert rows == expected
+    values = [attrs["data-sort"] for tag, attrs in page.elements
+              if tag == "td" and attrs.get("class") == "clean"]
+    assert [float(v) for v in values] == [float(cells[1]) for section in sections(frame)
+                                          for cells in section.rows]
+    shown = "".join(page.text)
+    for section in sections(frame):
+        for note in section.notes:
+            assert note in shown
+    valid = frame[frame["valid"]]
+    for _, cell in valid.iterrows():  # every interval is on the page
+        assert f"{cell['robust_accuracy_ci_low']:.3f}–{cell['robust_accuracy_ci_high']:.3f}" \
+            in shown
+
+
+def test_links_only_to_figures_that_exist(tmp_path):
+    run = tmp_path / "run"
+    png(run / "figures" / "fgsm_none_test_linf_0.1_examples.png")
+    png(run / "figures" / "fgsm_none_test_linf_0.1_eps.png")
+    png(run / "figures" / "pgd-linf_adv-train_test_linf_0.1_examples.png")
+    png(run / "figures" / "training_adv-train.png")
+    png(run / "figures" / "unlisted.png")
+    manifest = {"figures": ["figures/training_adv-train.png", "figures/gone.png",
+                            "figures/fgsm_none_test_linf_0.1_examples.png"]}
+    text = render_site(small_frame(), run, manifest)["index.html"]
+    links = Page(text).links()
+    for link in links:
+        assert (run / unquote(link)).is_file(), link
+    assert sorted(links) == sorted([
+        "figures/fgsm_none_test_linf_0.1_examples.png", "figures/fgsm_none_test_linf_0.1_eps.png",
+        "figures/pgd-linf_adv-train_test_linf_0.1_examples.png",
+        "figures/training_adv-train.png", "figures/training_adv-train.png"])  # <a> and <img>
+    # written elsewhere (bench leaderboard --html DIR), the links climb back to the run
+    (run / "results.csv").write_text(small_frame().to_csv(index=False))
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    site = tmp_path / "site" / "deeper"
+    assert main(["leaderboard", str(run / "results.csv"), "--manifest",
+                 str(run / "manifest.json"), "--html", str(site), "--out",
+                 str(tmp_path / "board.md")]) == 0
+    links = Page((site / "index.html").read_text()).links()
+    assert len(links) == 5 and all(link.startswith("../../run/figures/") for link in links)
+    assert all((site / unquote(link)).is_file() for link in links)
+
+
+def test_output_is_deterministic_and_offline(tmp_path):
+    frame = small_frame()
+    first = write_site(frame, tmp_path / "a")
+    second = write_site(frame.sample(frac=1, random_state=1), tmp_path / "b")
+    assert [p.name for p in first] == [p.name for p in second] == ["index.html"]
+    assert first[0].read_text() == second[0].read_text()
+    text = first[0].read_text()
+    assert "http://" not in text and "https://" not in text
+    page = Page(text)
+    assert not [attrs for tag, attrs in page.elements if tag == "link"]  # no stylesheet, font
+    assert all(not attrs.get("src") for tag, attrs in page.elements if tag == "script")
+    csp = next(attrs["content"] for tag, attrs in page.elements
+               if attrs.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in csp
+
+
+def test_one_page_per_dataset_and_model_with_an_index(tmp_path):
+    frame = pd.concat([small_frame(), to_frame([
+        row("none", "fgsm", 0.5, dataset="mnist"), row("none", "fgsm", 0.1, model="resnet")])])
+    written = write_site(frame, tmp_path)
+    assert [p.name for p in written] == ["index.html", "fashion-mnist_resnet.html",
+                                         "fashion-mnist_seed-cnn.html", "mnist_seed-cnn.html"]
+    links = Page(written[0].read_text()).links()
+    assert sorted(set(links)) == sorted(p.name for p in written[1:])
+    for path in written[1:]:
+        assert "index.html" in Page(path.read_text()).links()
+
+
+def test_unwritable_folder_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "results.csv").write_text(small_frame().to_csv(index=False))
+    assert main(["leaderboard", str(tmp_path / "results.csv"), "--html",
+                 str(tmp_path / "file" / "site"), "--out", str(tmp_path / "b.md")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("bench: error:") and "leaderboard page" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def regenerate_published(folder: Path) -> Path:
+    """The published leaderboard's page, regenerated from its raw results in ``folder`` (the
+    figures linked in place) by the command the README gives."""
+    for name in ("results.csv", "manifest.json"):
+        shutil.copy(PUBLISHED / name, folder / name)
+    try:
+        os.symlink(PUBLISHED / "figures", folder / "figures", target_is_directory=True)
+    except OSError:
+        shutil.copytree(PUBLISHED / "figures", folder / "figures")
+    assert main(["leaderboard", str(folder / "results.csv"), "--manifest",
+                 str(folder / "manifest.json"), "--html", str(folder), "--out",
+                 str(folder / "README.md")]) == 0
+    return folder / "index.html"
+
+
+def test_published_page_regenerates_identically(tmp_path):
+    assert regenerate_published(tmp_path).read_text() == (PUBLISHED / "index.html").read_text()
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("browser tests need Playwright's Python package: pip install playwright "
+                    "(no browser download: the Debian package chromium is used)")
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("browser tests need Chromium: apt-get install chromium (Debian package "
+                    "chromium; with the pip package playwright)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True,
+                                              args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+class Tab:
+    """A page with every console error, page error, dialog and request recorded."""
+
+    def __init__(self, browser, url: str) -> None:
+        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error"
+                     else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(url)
+        self.page.wait_for_load_state("load")
+
+    def defenses(self, section: str) -> list[str]:
+        """The defenses of a table, top to bottom, as shown."""
+        return self.page.locator(f"{section} tbody tr:visible").evaluate_all(
+            "rows => rows.map(r => r.getAttribute('data-defense'))")
+
+
+@pytest.fixture(scope="module")
+def published_site(tmp_path_factory):
+    return regenerate_published(tmp_path_factory.mktemp("published"))
+
+
+@pytest.fixture
+def tab(browser, published_site):
+    tab = Tab(browser, published_site.as_uri())
+    yield tab
+    tab.page.close()
+
+
+def test_page_loads_from_disk_offline_with_every_figure(tab, tmp_path):
+    page = tab.page
+    assert page.title() == "bench leaderboard · fashion-mnist · seed-cnn"
+    assert page.locator("section.board").count() == 3
+    images = page.locator("img").evaluate_all("images => images.map(i => [i.src, "
+                                              "i.complete, i.naturalWidth])")
+    assert len(images) == 8  # training, certified curves and pixel-scan heat maps
+    assert all(complete and width > 0 for _, complete, width in images), images
+    assert all(url.startswith("file://") for url in tab.requests), tab.requests
+    assert page.locator("#count").inner_text() == "15 of 15 rows shown"
+    page.screenshot(path=tmp_path / "leaderboard.png", full_page=True)
+    page.screenshot(path="/tmp/leaderboard.png", full_page=True)
+    assert tab.errors == [] and tab.dialogs == []
+
+
+def test_clicking_a_header_sorts_the_rows(tab):
+    frame = read_results(PUBLISHED / "results.csv")
+    linf = frame[(frame["norm"] == "linf")]
+    section = "section[data-norm=linf]"
+    clean = linf.groupby("defense")["clean_accuracy"].first()
+    pgd = linf[linf["attack"] == "pgd-linf"].set_index("defense")["robust_accuracy"]
+    header = tab.page.locator(f"{section} thead th button")
+    header.get_by_text("clean", exact=True).click()  # numbers: best first, then reversed
+    assert tab.defenses(section) == list(clean.sort_values(ascending=False).index)
+    assert tab.page.locator(f"{section} thead th").nth(1).get_attribute("aria-sort") \
+        == "descending"
+    header.get_by_text("clean", exact=True).click()
+    assert tab.defenses(section) == list(clean.sort_values().index)
+    header.get_by_text("pgd-linf ε=0.1").click()
+    assert tab.defenses(section) == list(pgd.sort_values(ascending=False).index)
+    header.get_by_text("defense", exact=True).click()  # names: A to Z
+    assert tab.defenses(section) == sorted(clean.index)
+    assert tab.defenses(section) != list(clean.sort_values().index)
+    assert tab.errors == []
+
+
+def test_filters_hide_rows_columns_and_sections(tab):
+    page = tab.page
+    page.select_option("select[name=defense]", "none")
+    for norm in ("l0", "l2", "linf"):
+        assert tab.defenses(f"section[data-norm={norm}]") == ["none"]
+    assert page.locator("#count").inner_text() == "3 of 15 rows shown"
+    assert not page.locator("[data-gallery=adv-train-pgd]").is_visible()
+    page.select_option("select[name=defense]", "")
+    page.select_option("select[name=norm]", "l2")
+    assert page.locator("section.board:visible").evaluate_all(
+        "s => s.map(e => e.getAttribute('data-norm'))") == ["l2"]
+    page.select_option("select[name=norm]", "")
+    page.select_option("select[name=attack]", "fgsm")  # an L∞ attack: only that table
+    assert page.locator("section.board:visible").count() == 1
+    assert page.locator("section[data-norm=linf] thead th:visible").all_inner_texts() == [
+        "defense", "clean", "fgsm ε=0.1", "worst attack"]
+    page.select_option("select[name=attack]", "")
+    page.fill("input[name=text]", "adv-train")
+    assert tab.defenses("section[data-norm=l2]") == ["adv-train-fgsm", "adv-train-pgd"]
+    assert page.locator("#count").inner_text() == "6 of 15 rows shown"
+    page.fill("input[name=text]", "no such defense")
+    assert page.locator("section.board:visible").count() == 0
+    assert tab.errors == []
+
+
+def test_a_cell_opens_its_figures(tab):
+    page = tab.page
+    cell = page.locator("section[data-norm=linf] tr[data-defense=none] td[data-attack=pgd-linf]")
+    assert "0.000" in cell.inner_text()
+    hover = cell.get_attribute("title")
+    assert "robust accuracy 0.000" in hover and "500 samples" in hover
+    eps_href = cell.locator("a.eps").get_attribute("href")
+    assert eps_href == "figures/pgd-linf_none_test_linf_0.1_eps.png"
+    cell.locator("a.value").click()
+    page.wait_for_load_state("load")
+    assert page.url.endswith("/figures/pgd-linf_none_test_linf_0.1_examples.png")
+    assert page.evaluate("document.images[0].naturalWidth") > 0
+    page.go_back()
+    page.locator("section[data-norm=linf] tr[data-defense=none] td[data-attack=pgd-linf] "
+                 "a.eps").click()
+    page.wait_for_load_state("load")
+    assert page.url.endswith("/" + eps_href)
+    assert page.evaluate("document.images[0].naturalWidth") > 0
+    page.go_back()
+    flag = page.locator("section[data-norm=l2] tr[data-defense=certified-training] "
+                        "td[data-attack=random-search] .mark")
+    assert flag.inner_text() == "⚠2"
+    assert flag.get_attribute("title") == ("certified-training: a black-box attack beats every "
+                                           "white-box one (gradient masking?)")
+    assert tab.errors == []
+
+
+def test_injected_names_stay_text_in_the_browser(browser, tmp_path):
+    frame = to_frame([row(EVIL, EVIL_ATTACK, 0.4, flags="<img src=y onerror=alert(3)>"),
+                      row("none", EVIL_ATTACK, 0.2)])
+    path = write_site(frame, tmp_path)[0]
+    tab = Tab(browser, path.as_uri())
+    assert tab.page.locator("tbody th").all_inner_texts() == [EVIL, "none"]  # best first
+    assert EVIL_ATTACK in tab.page.locator("thead").inner_text()
+    tab.page.select_option("select[name=defense]", EVIL)
+    assert tab.defenses("section.board") == [EVIL]
+    assert tab.page.locator("img").count() == 0
+    assert tab.dialogs == [] and tab.errors == []
+    tab.page.close()
+
+
+@pytest.mark.slow
+def test_a_run_writes_its_page_next_to_leaderboard_md(browser, tmp_path):
+    out = tmp_path / "run"
+    run_matrix(attacks="fgsm", defenses="none", preset="smoke", n_train=2000, n_eval=60,
+               out=out, cache_dir=tmp_path / "cache")
+    assert (out / "index.html").is_file() and (out / "leaderboard.md").is_file()
+    tab = Tab(browser, (out / "index.html").as_uri())
+    link = tab.page.locator("td[data-attack=fgsm] a.value")
+    assert link.get_attribute("href") == "figures/fgsm_none_test_linf_0.1_examples.png"
+    link.click()
+    tab.page.wait_for_load_state("load")
+    assert tab.page.evaluate("document.images[0].naturalWidth") > 0
+    assert tab.errors == []
+    tab.page.close()
