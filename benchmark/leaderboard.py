@@ -3,6 +3,7 @@ attacks as columns, robust accuracy in the cells. Markdown for files, rich for t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ from urllib.parse import quote
 import pandas as pd
 from rich.table import Table
 from tabulate import tabulate
+
+from .errors import UsageError
 
 SECTION_KEYS = ["dataset", "model", "split", "norm"]
 
@@ -126,3 +129,50 @@ def to_rich(frame: pd.DataFrame) -> list[Table]:
             table.caption = "  ".join(f"[{i}] {n}" for i, n in enumerate(section.notes, 1))
         tables.append(table)
     return tables
+
+
+RUN_FILES = ("results.csv", "results.parquet")
+
+
+def run_inputs(paths: list[Path]) -> tuple[list[Path], Path | None]:
+    """Results files to merge, a run folder standing for its results.csv and results.parquet
+    (both, so a hand edit of one shows as a conflict); and the manifest of a lone run folder."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = [path / name for name in RUN_FILES if (path / name).is_file()]
+        if not found:
+            raise UsageError(f"{path} is a folder without {' or '.join(RUN_FILES)}: pass a run "
+                             "folder or a results file")
+        files += found
+    manifest = paths[0] / "manifest.json" if len(paths) == 1 and paths[0].is_dir() else None
+    return files, manifest if manifest is not None and manifest.is_file() else None
+
+
+def read_manifest(path: Path, label: str = "--manifest") -> dict[str, Any]:
+    """A run's manifest.json: a JSON object whose ``figures``, if any, is a list of paths."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{label} {path}: not a readable manifest ({type(exc).__name__})") \
+            from exc
+    if not isinstance(manifest, dict):
+        raise UsageError(f"{label} {path}: not a bench manifest (a JSON object expected, found "
+                         f"{type(manifest).__name__}); pass the run's manifest.json")
+    figures = manifest.get("figures", [])
+    if not isinstance(figures, list) or not all(isinstance(f, str) for f in figures):
+        raise UsageError(f"{label} {path}: 'figures' must be a list of paths")
+    return manifest
+
+
+def write_output(path: Path, text: str) -> None:
+    """The leaderboard to a file, or a one-line refusal (a folder, a missing parent...)."""
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder; name a file, e.g. {path / 'leaderboard.md'}")
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot write there ({exc.strerror}); choose a writable "
+                         "file") from exc

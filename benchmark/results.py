@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from .errors import BenchError
+from .errors import BenchError, UsageError
 
 SCHEMA_VERSION = 1
 
@@ -83,30 +83,193 @@ def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_results(path: Path) -> pd.DataFrame:
-    """Read and validate one results file (CSV or parquet) written by bench."""
+    """Read one results file (CSV or parquet) written by bench, validated: every loader (the
+    leaderboard, --resume) gets a frame whose numbers can be published, or a UsageError."""
     if not path.is_file():
-        raise BenchError(f"{path}: no such results file")
+        raise UsageError(f"{path}: no such results file")
     try:
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
         elif path.suffix == ".csv":
             frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
         else:
-            raise BenchError(f"{path}: expected a .csv or .parquet results file")
+            raise UsageError(f"{path}: expected a .csv or .parquet results file")
     except BenchError:
         raise
     except Exception as exc:
-        raise BenchError(f"{path}: not a readable results file ({type(exc).__name__})") from exc
+        raise UsageError(f"{path}: not a readable results file ({type(exc).__name__})") from exc
+    return validate_results(frame, path)
+
+
+TEXT = ["dataset", "model", "defense", "attack", "norm", "split"]  # a cell's identity
+NOTES = ["status", "invalid_reason", "flags"]  # text the leaderboard prints: "" when empty
+INTERVALS = ["clean_accuracy", "robust_accuracy", "certified_accuracy",
+             *(radius_columns(radius)[0] for radius in RADIUS_GRID)]
+FRACTIONS = [*(column for name in INTERVALS for column in (name, f"{name}_ci_low",
+                                                           f"{name}_ci_high")),
+             "attack_success_rate", "targeted_success_rate", "abstain_rate",
+             "zero_grad_fraction"]
+COUNTS = ["n_samples", "query_budget", "certified_broken", "eot_samples", "batch_size", "seed",
+          "schema_version"]
+NON_NEGATIVE = ["eps", "queries_mean", "queries_success_mean", "queries_success_median",
+                "seconds"]
+NEEDED = ["eps", "n_samples", "schema_version"]  # numbers every row must have
+STATUSES = ("ok", "invalid", "error")
+SLACK = 1e-6  # rounding of intervals written as text
+
+
+class Rows:
+    """Names a row as a user finds it: a CSV's line (the header is line 1), a parquet's row."""
+
+    def __init__(self, frame: pd.DataFrame, path: Path) -> None:
+        self.frame, self.path, self.csv = frame, path, path.suffix == ".csv"
+
+    def error(self, bad: pd.Series, column: str, problem: str) -> None:
+        """Raise naming the first row where ``bad`` holds, if any, and its value there."""
+        if not bool(bad.any()):
+            return
+        position = int(np.flatnonzero(bad.to_numpy(dtype=bool))[0])
+        place = f"line {position + 2}" if self.csv else f"row {position + 1}"
+        value = self.frame[column].iloc[position]
+        shown = repr(value if isinstance(value, str) else value.item()
+                     if isinstance(value, np.generic) else value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise UsageError(f"{self.path} {place}, column {column} = {shown}: {problem}; fix or "
+                         "regenerate the file")
+
+
+def as_numbers(frame: pd.DataFrame, rows: Rows) -> None:
+    """Numeric columns as float64; text where a number belongs is refused, never coerced."""
+    for column in [c for c in FRACTIONS + COUNTS + NON_NEGATIVE if c in frame.columns]:
+        numbers = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        rows.error(frame[column].notna() & numbers.isna(), column, "not a number")
+        frame[column] = numbers
+
+
+def check_numbers(frame: pd.DataFrame, rows: Rows) -> None:
+    """Ranges: fractions in [0, 1], counts whole and >= 0, ε and query counts finite >= 0."""
+    for column in NEEDED:
+        rows.error(frame[column].isna(), column, "empty; every row needs it")
+    for column in [c for c in FRACTIONS if c in frame.columns]:
+        rows.error(~frame[column].between(0, 1) & frame[column].notna(), column,
+                   "outside [0, 1]")
+    for column in [c for c in COUNTS + NON_NEGATIVE if c in frame.columns]:
+        values = frame[column]
+        rows.error(values.notna() & ~(np.isfinite(values) & (values >= 0)), column,
+                   "must be a finite number >= 0")
+        if column in COUNTS:
+            rows.error(values.notna() & ((values != values.round()) | (values > 2**53)),
+                       column, "must be a whole number (at most 2**53)")
+    version = frame["schema_version"]
+    rows.error(version > SCHEMA_VERSION, "schema_version",
+               f"results schema version is newer than this bench's {SCHEMA_VERSION}; "
+               "upgrade bench")
+    rows.error(version < 1, "schema_version", "results schema version must be >= 1")
+
+
+def as_flags(frame: pd.DataFrame, rows: Rows) -> None:
+    """``valid`` as booleans (True/False, any case, or 1/0) and the printed text columns."""
+    words = frame["valid"].astype(str).str.strip().str.lower()
+    mapped = words.map({"true": True, "false": False, "1": True, "0": False,
+                        "1.0": True, "0.0": False})
+    rows.error(mapped.isna(), "valid", "must be True or False")
+    frame["valid"] = mapped.astype(bool)
+    for column in TEXT:
+        rows.error(frame[column].isna() | (frame[column].astype(str).str.strip() == ""),
+                   column, "empty; every row needs it")
+        frame[column] = frame[column].astype(str)
+    for column in [c for c in NOTES if c in frame.columns]:
+        frame[column] = frame[column].where(frame[column].notna(), "").astype(str)
+
+
+def check_consistency(frame: pd.DataFrame, rows: Rows) -> None:
+    """Status agrees with ``valid``; a valid row has robust <= clean and each value inside its
+    interval (a hand edit that breaks these would publish an impossible number)."""
+    valid = frame["valid"]
+    if "status" in frame.columns:
+        status = frame["status"]
+        rows.error(~status.isin(STATUSES), "status", f"must be one of {', '.join(STATUSES)}")
+        rows.error(valid != (status == "ok"), "status",
+                   "disagrees with valid (valid rows are ok, the others invalid or error)")
+    for column in ("clean_accuracy", "robust_accuracy"):
+        rows.error(valid & frame[column].isna(), column, "empty in a valid row")
+    rows.error(valid & (frame["robust_accuracy"] > frame["clean_accuracy"] + SLACK),
+               "robust_accuracy", "above clean_accuracy in a valid row (robust samples are "
+               "among the correct ones)")
+    for name in [c for c in INTERVALS if c in frame.columns]:
+        for bound, sign, side in ((f"{name}_ci_low", 1, "below"),
+                                  (f"{name}_ci_high", -1, "above")):
+            if bound in frame.columns:
+                rows.error(sign * (frame[bound] - frame[name]) > SLACK, name,
+                           f"{side} {bound}: outside its own interval")
+
+
+def validate_results(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The one check of a loaded results frame: required columns, types and invariants. Returns
+    a normalized copy (numbers as floats, ``valid`` as booleans, text as str) or raises a
+    UsageError naming the file, the row and the column of the first problem."""
     missing = [column for column in REQUIRED if column not in frame.columns]
     if missing:
-        raise BenchError(f"{path}: not a bench results file (missing columns: "
+        raise UsageError(f"{path}: not a bench results file (missing columns: "
                          f"{', '.join(missing)})")
-    versions = set(frame["schema_version"].dropna().astype(int))
-    if versions - {SCHEMA_VERSION}:
-        raise BenchError(f"{path}: results schema version {sorted(versions)} is not "
-                         f"{SCHEMA_VERSION}; regenerate it with this bench")
-    accuracy = frame[["clean_accuracy", "robust_accuracy"]].apply(pd.to_numeric, errors="coerce")
-    bad = ~(accuracy.isna() | ((accuracy >= 0) & (accuracy <= 1)))
-    if bool(np.asarray(bad).any()):
-        raise BenchError(f"{path}: accuracies outside [0, 1]")
+    frame = frame.reset_index(drop=True).copy()
+    rows = Rows(frame, path)
+    as_numbers(frame, rows)
+    check_numbers(frame, rows)
+    for column in [c for c in COUNTS if c in frame.columns and frame[c].notna().all()]:
+        frame[column] = frame[column].astype("int64")
+    as_flags(frame, rows)
+    check_consistency(frame, rows)
     return frame
+
+
+CELL = ["dataset", "model", "defense", "attack", "norm", "eps", "split"]  # one leaderboard cell
+UNCOMPARED = {"seconds"}  # differs between two runs of the same cell; says nothing about it
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal, both missing, or numbers equal to 12 digits (a CSV's text and a parquet's float)."""
+    if pd.isna(a) or pd.isna(b):
+        return bool(pd.isna(a) and pd.isna(b))
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+        return bool(np.isclose(float(a), float(b), rtol=1e-12, atol=0.0))
+    return bool(a == b)
+
+
+def cell_name(row: pd.Series) -> str:
+    return (f"{row['dataset']} · {row['model']} · {row['split']} · {row['defense']} × "
+            f"{row['attack']} {row['norm']} ε={row['eps']:g}")
+
+
+def check_duplicates(frame: pd.DataFrame, paths: list[Path], columns: list[str]) -> None:
+    """Refuse a cell given twice with different values, naming it, both files and a column."""
+    duplicated = frame[frame.duplicated(CELL, keep=False)]
+    for _, group in duplicated.groupby(CELL, sort=False):
+        first = group.iloc[0]
+        for _, other in group.iloc[1:].iterrows():
+            differing = [c for c in columns if not same_value(first[c], other[c])]
+            if not differing:
+                continue
+            column = differing[0]
+            a, b = paths[first["_source"]], paths[other["_source"]]
+            where = f"twice in {a}" if a == b else f"in {a} and {b}"
+            raise UsageError(f"cell {cell_name(first)} is {where} with different {column} "
+                             f"({first[column]} vs {other[column]}): drop one, or pass "
+                             "--prefer first|last")
+
+
+def combine_results(loaded: list[tuple[Path, pd.DataFrame]],
+                    prefer: str | None = None) -> pd.DataFrame:
+    """One frame from several validated results frames. A cell found more than once must say
+    the same thing each time (then it is kept once), or ``prefer`` (``first`` or ``last``)
+    names whose row wins whole: never one column from one file and another from the other."""
+    if prefer not in (None, "first", "last"):
+        raise UsageError(f"prefer {prefer!r}: choose first or last")
+    paths = [path for path, _ in loaded]
+    frame = pd.concat([part.assign(_source=i) for i, (_, part) in enumerate(loaded)],
+                      ignore_index=True)
+    if prefer is None:
+        shared = set.intersection(*(set(part.columns) for _, part in loaded)) - UNCOMPARED
+        check_duplicates(frame, paths, [c for c in frame.columns if c in shared])
+    frame = frame.drop_duplicates(CELL, keep=prefer or "first")
+    return frame.drop(columns="_source").reset_index(drop=True)
