@@ -90,10 +90,14 @@ def build_parser() -> Parser:
     listing.add_argument("--strict-plugins", action="store_true")
 
     board = sub.add_parser("leaderboard", help="render the Markdown leaderboard of results files")
-    board.add_argument("files", nargs="+", type=Path, help="results.csv or results.parquet")
-    board.add_argument("--manifest", type=Path,
-                       help="a run's manifest.json, rendered under the tables")
+    board.add_argument("files", nargs="+", type=Path,
+                       help="results.csv, results.parquet or a run folder")
+    board.add_argument("--manifest", type=Path, help="a run's manifest.json, rendered under "
+                       "the tables (default: that of a lone run folder)")
     board.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    board.add_argument("--prefer", choices=("first", "last"),
+                       help="a cell in several files with different numbers: take the first or "
+                       "last file's row (default: refuse)")
     board.add_argument("--html", type=Path, metavar="DIR",
                        help="also write the leaderboard web page (index.html) into DIR")
     return parser
@@ -206,27 +210,21 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from .leaderboard import read_manifest, run_inputs, to_markdown, write_output
+    from .results import combine_results, read_results
 
-    from .leaderboard import to_markdown
-    from .results import read_results
-
-    frame = pd.concat([read_results(path) for path in args.files], ignore_index=True)
-    manifest = None
-    if args.manifest is not None:
-        try:
-            manifest = json.loads(args.manifest.read_text())
-        except (OSError, ValueError) as exc:
-            raise BenchError(f"--manifest {args.manifest}: not a readable manifest "
-                             f"({type(exc).__name__})") from exc
+    files, run_manifest = run_inputs(args.files)
+    frame = combine_results([(path, read_results(path)) for path in files], args.prefer)
+    manifest_path = args.manifest or run_manifest
+    manifest = read_manifest(manifest_path) if manifest_path is not None else None
     text = to_markdown(frame, manifest)
     if args.html:  # figures: those of the runs the files (and the manifest) come from
         from .site import write_site
 
         write_site(frame, args.html, manifest,
-                   [path.parent for path in [args.manifest, *args.files] if path is not None])
+                   [path.parent for path in [manifest_path, *files] if path is not None])
     if args.out:
-        args.out.write_text(text)
+        write_output(args.out, text)
     else:
         sys.stdout.write(text)
     return 0
