@@ -395,8 +395,10 @@ def number(value: Any) -> float | None:
 
 
 def interval(row: pd.Series | None, column: str) -> str:
-    low, high = (number(row.get(f"{column}_ci_{end}")) if row is not None else None
-                 for end in ("low", "high"))
+    """The 95 % interval of ``column`` as shown under its number ("" without a number)."""
+    if row is None or number(row.get(column)) is None:
+        return ""
+    low, high = (number(row.get(f"{column}_ci_{end}")) for end in ("low", "high"))
     return "" if low is None or high is None else f"{low:.3f}–{high:.3f}"
 
 

@@ -148,6 +148,7 @@ def test_links_only_to_figures_that_exist(tmp_path):
     png(run / "figures" / "pgd-linf_adv-train_test_linf_0.1_examples.png")
     png(run / "figures" / "training_adv-train.png")
     png(run / "figures" / "unlisted.png")
+    png(run / "figures" / "fgsm_smooth_test_linf_0.1_examples.png")  # an invalid cell's: unused
     manifest = {"figures": ["figures/training_adv-train.png", "figures/gone.png",
                             "figures/fgsm_none_test_linf_0.1_examples.png"]}
     text = render_site(small_frame(), run, manifest)["index.html"]
@@ -168,6 +169,19 @@ def test_links_only_to_figures_that_exist(tmp_path):
     links = Page((site / "index.html").read_text()).links()
     assert len(links) == 5 and all(link.startswith("../../run/figures/") for link in links)
     assert all((site / unquote(link)).is_file() for link in links)
+
+
+def test_a_cell_without_a_number_has_no_interval(tmp_path):
+    broken = row("broken", "fgsm", 0.0, valid=False, reason="raised ValueError")
+    broken.update(status="error", clean_accuracy=float("nan"))
+    page = Page(render_site(to_frame([broken, row("none", "fgsm", 0.3)]), tmp_path)["index.html"])
+    cells = [attrs for tag, attrs in page.elements if tag == "td"]
+    assert [(c["class"], c["data-sort"]) for c in cells] == [  # in leaderboard.md's order
+        ("clean", ""), ("error", ""), ("worst", ""),
+        ("clean", "0.9"), ("ok", "0.3"), ("worst", "0.3")]
+    shown = "".join(page.text)
+    assert "0.850–0.950" in shown and shown.count("–") == 3  # none's three intervals only
+    assert "broken × fgsm: raised ValueError" in shown
 
 
 def test_output_is_deterministic_and_offline(tmp_path):
