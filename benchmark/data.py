@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -22,8 +21,9 @@ SPLITS = ("train", "test")
 class Split:
     """One split of a dataset, held in memory (the built-in datasets fit easily).
 
-    ``files`` maps each file it was read from to the sha256 of its bytes on disk, so the
-    manifest records what was loaded (empty when a plugin does not say). ``fingerprint`` is
+    ``files`` maps each file it was read from to the sha256 of its bytes on disk: the run's
+    manifest records them (``data``), so a wrong ``--data-root`` shows (empty when a plugin
+    does not say). ``fingerprint`` is
     the memo of :func:`advbench.training.data_fingerprint`.
     """
 
@@ -44,11 +44,6 @@ def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, as ``sha256sum`` prints it."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
-
-def data_files(splits: Mapping[str, Split]) -> dict[str, dict[str, str]]:
-    """Per split, the files it was loaded from and their sha256: what a run's manifest records
-    as its data (``runner.manifest``), so a wrong ``--data-root`` shows."""
-    return {name: dict(split.files) for name, split in splits.items()}
 
 
 class Dataset:
