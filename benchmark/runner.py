@@ -151,6 +151,7 @@ def manifest(plan: Plan, registry: Registry, started: str) -> dict[str, Any]:
                      for name, settings in plan.settings.items()}, "eps": plan.eps,
         "samples": {split: {"n": len(data), "sha256": plan.sample_hashes[split]}
                     for split, data in plan.evaluation.items()},
+        "data": {k: v.files for k, v in {"train": plan.train, **plan.evaluation}.items()},
         "versions": versions(registry),
         "plugin_failures": [f"{f.source}: {f.error}" for f in registry.failures],
         "cells": len(plan.cells),
