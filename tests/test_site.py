@@ -398,17 +398,34 @@ def test_injected_names_stay_text_in_the_browser(browser, tmp_path):
     tab.page.close()
 
 
-@pytest.mark.slow
-def test_a_run_writes_its_page_next_to_leaderboard_md(browser, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    """A real run (the seed CNN on 2000 Fashion-MNIST images, FGSM) into a run folder."""
+    root = tmp_path_factory.mktemp("small-run")
     run_matrix(attacks="fgsm", defenses="none", preset="smoke", n_train=2000, n_eval=60,
-               out=out, cache_dir=tmp_path / "cache")
-    assert (out / "index.html").is_file() and (out / "leaderboard.md").is_file()
-    tab = Tab(browser, (out / "index.html").as_uri())
+               out=root / "run", cache_dir=root / "cache")
+    return root / "run"
+
+
+@pytest.mark.slow
+def test_a_run_writes_its_page_next_to_leaderboard_md(small_run):
+    assert (small_run / "leaderboard.md").is_file()
+    page = Page((small_run / "index.html").read_text())
+    links = page.links()
+    assert "figures/fgsm_none_test_linf_0.1_examples.png" in links
+    assert all((small_run / unquote(link)).is_file() for link in links)
+    frame = read_results(small_run / "results.csv")
+    assert [attrs["data-defense"] for tag, attrs in page.elements if tag == "tr"
+            and "data-defense" in attrs] == [r[0] for s in sections(frame) for r in s.rows]
+
+
+@pytest.mark.slow
+def test_a_run_page_opens_its_pictures_in_the_browser(browser, small_run):
+    tab = Tab(browser, (small_run / "index.html").as_uri())
     link = tab.page.locator("td[data-attack=fgsm] a.value")
-    assert link.get_attribute("href") == "figures/fgsm_none_test_linf_0.1_examples.png"
     link.click()
     tab.page.wait_for_load_state("load")
+    assert tab.page.url.endswith("/figures/fgsm_none_test_linf_0.1_examples.png")
     assert tab.page.evaluate("document.images[0].naturalWidth") > 0
     assert tab.errors == []
     tab.page.close()
