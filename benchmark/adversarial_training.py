@@ -192,15 +192,15 @@ class AdversarialTraining(Defense):
     model came from the cache: the runner stores it with :func:`save_history`).
     """
 
-    eps: float = 0.1
+    eps: float = field(default=0.1, metadata={"ge": 0})
     norm: str = "linf"
-    clean_fraction: float = 0.0
-    holdout: int = 256
-    monitor: int = 256
-    guard_steps: int = 10
-    collapse_ratio: float = 0.5
-    collapse_min_best: float = 0.1
-    checks_per_epoch: int = 1
+    clean_fraction: float = field(default=0.0, metadata={"ge": 0, "le": 1})
+    holdout: int = field(default=256, metadata={"ge": 0})
+    monitor: int = field(default=256, metadata={"ge": 1})
+    guard_steps: int = field(default=10, metadata={"ge": 1})
+    collapse_ratio: float = field(default=0.5, metadata={"ge": 0, "le": 1})
+    collapse_min_best: float = field(default=0.1, metadata={"ge": 0, "le": 1})
+    checks_per_epoch: int = field(default=1, metadata={"ge": 1})
 
     # Set by fit, not configuration (ClassVar keeps them out of config() and the cache key).
     history: ClassVar[TrainingHistory | None] = None

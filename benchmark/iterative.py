@@ -18,7 +18,7 @@ Training wants the strongest final iterate instead: pass ``return_final=True``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -257,9 +257,9 @@ class PGDAttack(Attack):
     targeted = True
     randomized = True
 
-    steps: int = 20
-    rel_step_size: float | None = None
-    restarts: int = 1
+    steps: int = field(default=20, metadata={"ge": 0})
+    rel_step_size: float | None = field(default=None, metadata={"gt": 0})
+    restarts: int = field(default=1, metadata={"ge": 1})
     random_start: bool = True
     early_exit: bool = True
 

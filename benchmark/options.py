@@ -14,15 +14,37 @@ import ast
 import dataclasses
 import itertools
 import json
+import math
+import types
+import typing
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
 
 from .errors import UsageError
 from .registry import Entry
 
-TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-              tuple: "a list"}
-Options = Mapping[str, Mapping[str, Sequence[Any]]]  # plugin → argument → values
+Options = Mapping[str, Mapping[str, Any]]  # plugin → argument → a value or a list of values
+INT64 = (-(2**63), 2**63 - 1)  # what torch, numpy and parquet hold
+BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+          "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+MAX_SHOWN = 60  # characters of a user's value echoed in a message
+
+
+def argument(default: Any, *, ge: float | None = None, gt: float | None = None,
+             le: float | None = None, lt: float | None = None) -> Any:
+    """A plugin's dataclass field with bounds the harness checks on every value a user gives
+    it (``--set``, ``run_matrix(options=...)``) before anything runs: ``steps: int =
+    argument(20, ge=0)``. Plain ``field(default=..., metadata={"ge": 0})`` works the same."""
+    bounds = {key: value for key, value in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt))
+              if value is not None}
+    return dataclasses.field(default=default, metadata=bounds)
+
+
+def shown(text: Any) -> str:
+    """A user's value for a one-line message: its repr, cut to ``MAX_SHOWN`` characters."""
+    text = repr(text) if not isinstance(text, str) else text
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…"
 
 
 def split_top_level(text: str) -> list[str]:
@@ -38,28 +60,56 @@ def split_top_level(text: str) -> list[str]:
     return [*parts, current]
 
 
+def plain(value: Any) -> bool:
+    """Whether a parsed value is one a manifest can store: JSON scalars and lists of them."""
+    if isinstance(value, (list, tuple)):
+        return all(plain(item) for item in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 def parse_value(text: str) -> Any:
-    """A JSON or Python literal (0.5, 10, true, [0, 1], "x"); anything else is a string."""
+    """A JSON or Python literal (0.5, 10, true, [0, 1], "x"); anything else is a string.
+    Brackets nested past what a parser can hold are a usage error, not a RecursionError."""
     for parse in (json.loads, ast.literal_eval):
         try:
-            return parse(text)
-        except (ValueError, SyntaxError):
+            value = parse(text)
+        except (RecursionError, MemoryError):
+            raise UsageError(f"value {shown(text)} is nested too deeply; give a flat value "
+                             "or a list") from None
+        except Exception:  # noqa: BLE001 - not this kind of literal: try the next parser
             continue
+        if plain(value):
+            return value
     return text
 
 
 def parse_set(specs: Sequence[str]) -> dict[str, dict[str, list[Any]]]:
-    """``["pgd-linf.steps=10,40", ...]`` → ``{"pgd-linf": {"steps": [10, 40]}}``."""
+    """``["pgd-linf.steps=10,40", ...]`` → ``{"pgd-linf": {"steps": [10, 40]}}``. A key given
+    twice is refused: the last one would silently win."""
     options: dict[str, dict[str, list[Any]]] = {}
     for spec in specs:
         target, sep, values = spec.partition("=")
-        plugin, dot, key = target.strip().rpartition(".")
-        if not sep or not dot or not plugin or not key or not values.strip():
-            raise UsageError(f"--set {spec!r}: expected PLUGIN.KEY=VALUE[,VALUE...], e.g. "
+        names = target.strip().split(".")
+        if not sep or len(names) != 2 or not all(names) or not values.strip():
+            raise UsageError(f"--set {shown(spec)}: expected PLUGIN.KEY=VALUE[,VALUE...], e.g. "
                              "--set gaussian-smoothing.sigma=0.25,0.5")
-        parsed = [parse_value(v.strip()) for v in split_top_level(values)]
+        plugin, key = names
+        if key in options.get(plugin, {}):
+            raise UsageError(f"--set {plugin}.{key} is given twice; give every value once: "
+                             f"--set {plugin}.{key}=V1,V2")
+        try:
+            parsed = [parse_value(v.strip()) for v in split_top_level(values)]
+        except UsageError as exc:
+            raise UsageError(f"--set {plugin}.{key}: {exc}") from None
         options.setdefault(plugin, {})[key] = parsed
     return options
+
+
+def format_set(options: Options) -> list[str]:
+    """The ``--set`` arguments that give ``options`` back (what ``parse_set`` reads)."""
+    return [f"{plugin}.{key}=" + ",".join(json.dumps(v) for v in
+                                          (values if isinstance(values, list) else [values]))
+            for plugin, keys in options.items() for key, values in keys.items()]
 
 
 def arguments_of(cls: type) -> list[str]:
@@ -69,20 +119,113 @@ def arguments_of(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
-def checked_value(cls: type, key: str, value: Any) -> Any:
-    """``value`` if it has the type of the argument's default (an int for a float is fine,
-    a list for a tuple becomes one); a usage error naming the expected type otherwise."""
-    default = next(f.default for f in dataclasses.fields(cls) if f.name == key)
-    expected = next((t for t in (bool, int, float, str, tuple) if isinstance(default, t)), None)
-    if expected is tuple and isinstance(value, list):
-        return tuple(value)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is None or (isinstance(value, expected)
-                            and not (expected is int and isinstance(value, bool))):
+def describe(hint: Any) -> str:
+    """A type annotation in words, for messages."""
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(describe(arg) for arg in get_args(hint))
+    if get_origin(hint) in (tuple, list, Sequence):
+        return f"a list of {describe(get_args(hint)[0]).split(' ', 1)[-1]}s" \
+            if get_args(hint) else "a list"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             type(None): "null", Path: "a path"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def coerce(value: Any, hint: Any) -> Any:
+    """``value`` as the annotation ``hint`` asks (an int where a float goes becomes a float, a
+    list where a tuple goes a tuple); TypeError if it is not of that type."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
         return value
-    raise UsageError(f"--set {cls.name}.{key}={value!r}: expected {TYPE_NAMES[expected]}, like "
-                     f"its default {default!r}")
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            try:
+                return coerce(value, arg)
+            except TypeError:
+                continue
+        raise TypeError(hint)
+    if origin is Literal and value in args:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value) + 0.0  # -0.0 becomes 0.0: a name never reads "=-0"
+        except OverflowError:
+            raise TypeError(hint) from None
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is Path and isinstance(value, (str, Path)):
+        return value
+    if origin in (tuple, list, Sequence) and isinstance(value, (list, tuple)):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise TypeError(hint)
+            return tuple(coerce(v, a) for v, a in zip(value, args, strict=True))
+        item = args[0] if args else Any
+        items = [coerce(v, item) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping) and isinstance(value, Mapping):
+        key, item = args or (Any, Any)
+        return {coerce(k, key): coerce(v, item) for k, v in value.items()}
+    if origin is None and isinstance(hint, type) and hint not in (float, int, Path) \
+            and isinstance(value, hint):
+        return value
+    raise TypeError(hint)
+
+
+def numbers_in(value: Any) -> list[int | float]:
+    """Every number in a value (a list's items too), bools aside."""
+    if isinstance(value, (list, tuple)):
+        return [n for item in value for n in numbers_in(item)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def bound_problem(key: str, value: Any, metadata: Mapping[str, Any]) -> str | None:
+    """Why ``value`` breaks the field's bounds (or is not finite, or overflows int64); None if
+    it does not."""
+    for number in numbers_in(value):
+        if isinstance(number, float) and not math.isfinite(number):
+            return f"{key} must be a finite number"
+        if isinstance(number, int) and not INT64[0] <= number <= INT64[1]:
+            return f"{key} must fit in 64 bits"
+        for name, (sign, holds) in BOUNDS.items():
+            if name in metadata and not holds(number, metadata[name]):
+                return f"{key} must be {sign} {metadata[name]}"
+    return None
+
+
+def field_hint(cls: type, spec: dataclasses.Field) -> Any:
+    """A field's annotation, resolved; the type of its default when it cannot be resolved."""
+    try:
+        return typing.get_type_hints(cls)[spec.name]
+    except Exception:  # noqa: BLE001 - an annotation naming what its module cannot see
+        default = spec.default
+        return Any if default is None or default is dataclasses.MISSING else type(default)
+
+
+def checked_value(cls: type, key: str, value: Any) -> Any:
+    """``value`` checked against the argument's annotation and bounds, converted as the
+    annotation asks; a usage error naming the expected type or the broken bound otherwise."""
+    spec = next(f for f in dataclasses.fields(cls) if f.name == key)
+    hint = field_hint(cls, spec)
+    label = f"--set {cls.name}.{key}={shown(value)}"
+    try:
+        value = coerce(value, hint)
+    except TypeError:
+        like = "" if spec.default is dataclasses.MISSING else f", like its default {spec.default!r}"
+        raise UsageError(f"{label}: expected {describe(hint)}{like}") from None
+    problem = bound_problem(key, value, spec.metadata)
+    if problem:
+        raise UsageError(f"{label}: {problem}")
+    return value
+
+
+def default_problems(cls: type) -> list[str]:
+    """Fields whose own default breaks their bounds (for the plugin kit and tests)."""
+    if not dataclasses.is_dataclass(cls):
+        return []
+    return [f"{f.name}: {problem}" for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+            and (problem := bound_problem(f.name, f.default, f.metadata))]
 
 
 def variant_label(name: str, arguments: Mapping[str, Any]) -> str:

@@ -19,7 +19,7 @@ Arguments:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ class AdvTrainFGSM(AdversarialTraining):
     name = "adv-train-fgsm"
     description = "fast FGSM adversarial training, random start, α = 1.25ε (Wong et al. 2020)"
 
-    alpha_ratio: float = 1.25
+    alpha_ratio: float = field(default=1.25, metadata={"gt": 0})
 
     def attack_label(self) -> str:
         return f"FGSM-RS α={self.alpha_ratio:g}ε, ε={self.eps:g} {self.norm}"

@@ -20,7 +20,7 @@ Arguments:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -35,8 +35,8 @@ class AdvTrainPGD(AdversarialTraining):
     name = "adv-train-pgd"
     description = "PGD adversarial training (Madry et al. 2018), random start, few steps on CPU"
 
-    steps: int = 5
-    rel_step_size: float | None = None
+    steps: int = field(default=5, metadata={"ge": 1})
+    rel_step_size: float | None = field(default=None, metadata={"gt": 0})
 
     def __post_init__(self) -> None:
         super().__post_init__()

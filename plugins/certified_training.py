@@ -21,7 +21,7 @@ epoch of the seed CNN gives 0.65 and 0.43 at several times the cost per epoch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +45,11 @@ class CertifiedTraining(Defense):
     name = "certified-training"
     description = "IBP certified training (Gowal et al. 2018): ε ramp, natural + worst-case loss"
 
-    eps: float = 0.1
-    ramp_start: float = 0.1
-    ramp_end: float = 0.6
-    kappa_start: float = 1.0
-    kappa_end: float = 0.5
+    eps: float = field(default=0.1, metadata={"ge": 0})
+    ramp_start: float = field(default=0.1, metadata={"ge": 0, "le": 1})
+    ramp_end: float = field(default=0.6, metadata={"ge": 0, "le": 1})
+    kappa_start: float = field(default=1.0, metadata={"ge": 0, "le": 1})
+    kappa_end: float = field(default=0.5, metadata={"ge": 0, "le": 1})
     bound: str = "ibp"
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ Arguments:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -43,13 +43,13 @@ class GaussianSmoothing(Defense):
     # Only sigma shapes the base model; the rest sizes PREDICT/CERTIFY around it.
     wrapper_fields = frozenset({"n0", "n", "alpha", "m", "batch", "seed"})
 
-    sigma: float = 0.25
-    n0: int = 50
-    n: int = 200
-    alpha: float = 0.001
-    m: int = 4
-    batch: int = 4096
-    seed: int = 0
+    sigma: float = field(default=0.25, metadata={"gt": 0})
+    n0: int = field(default=50, metadata={"ge": 1})
+    n: int = field(default=200, metadata={"ge": 1})
+    alpha: float = field(default=0.001, metadata={"gt": 0, "lt": 1})
+    m: int = field(default=4, metadata={"ge": 1})
+    batch: int = field(default=4096, metadata={"ge": 1})
+    seed: int = field(default=0, metadata={"ge": 0})
 
     # Set by fit (not configuration): the training noise's generator.
     _generator: ClassVar[torch.Generator | None] = None

@@ -33,7 +33,7 @@ Arguments: ``population``, ``iterations`` (generations after the initial one), `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -51,10 +51,10 @@ class OnePixel(Attack):
     randomized = True
     description = "one-pixel attack (Su et al. 2019): differential evolution over k pixels"
 
-    population: int = 50
-    iterations: int = 20
-    mutation: float = 0.5
-    max_rows: int | None = None
+    population: int = field(default=50, metadata={"ge": 4})
+    iterations: int = field(default=20, metadata={"ge": 0})
+    mutation: float = field(default=0.5, metadata={"gt": 0, "le": 2})
+    max_rows: int | None = field(default=None, metadata={"ge": 1})
 
     def __post_init__(self) -> None:
         if self.population < 4:

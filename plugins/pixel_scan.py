@@ -12,7 +12,7 @@ Arguments: ``values`` (the pixel values tried, in order), ``block`` (positions p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,8 +29,8 @@ class PixelScan(Attack):
     targeted = True
     description = "seed report's exhaustive one-pixel scan: each position white, then black"
 
-    values: tuple[float, ...] = (1.0, 0.0)
-    block: int = 196
+    values: tuple[float, ...] = field(default=(1.0, 0.0), metadata={"ge": 0, "le": 1})
+    block: int = field(default=196, metadata={"ge": 1})
 
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
             ctx: AttackContext) -> torch.Tensor:

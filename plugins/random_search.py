@@ -25,7 +25,7 @@ AutoAttack, 0.1 for L2).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -46,8 +46,8 @@ class RandomSearch(Attack):
     randomized = True
     description = "greedy score-based random search with Square-Attack windows (L∞, L2)"
 
-    max_queries: int = 1000
-    p_init: float | None = None
+    max_queries: int = field(default=1000, metadata={"ge": 1})
+    p_init: float | None = field(default=None, metadata={"gt": 0, "le": 1})
 
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
             ctx: AttackContext) -> torch.Tensor:
