@@ -25,7 +25,7 @@ import torch
 
 from .defense import Defense
 from .errors import UsageError
-from .plan import Cell
+from .plan import Cell, check_limit
 from .worker import CellResult, Defended, Worker
 
 Outcome = CellResult | BaseException  # an exception: the cell's task, or its defense's, failed
@@ -154,8 +154,7 @@ class ProcessExecutor(Executor):
     max_tries = 3
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
-        if workers < 1:
-            raise UsageError(f"--workers {workers}: need at least 1")
+        check_limit("workers", workers)
         self.workers = workers
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self.pool: ProcessPoolExecutor | None = None

@@ -6,8 +6,11 @@ anything is trained or written; a bad input is a one-line :class:`UsageError` he
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+import os
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,8 @@ from .data import Dataset, Split
 from .defense import TrainSettings
 from .errors import UsageError
 from .models import ImportedModel, ModelPlugin
-from .options import Options, check_targets, expand
+from .options import Options, check_targets, coerce, describe, expand, shown
+from .plugins import one_line
 from .presets import Preset, get_preset
 from .registry import Entry, Registry
 from .threat import NORMS, ThreatModel
@@ -58,6 +62,43 @@ class RunConfig:
 
 
 WORST_CASE = "worst-case"
+# The integer settings and their sane range: past it a value is a typo that would overflow
+# int64 in the results files, or ask for more memory or processes than any machine has.
+LIMITS: dict[str, tuple[int, int]] = {
+    "n_eval": (1, 10**7), "n_train": (1, 10**8), "epochs": (1, 10_000),
+    "batch_size": (1, 2**20), "eot_samples": (1, 10_000), "seed": (0, 2**63 - 1),
+    "workers": (1, 1024),
+}
+
+
+def flag(key: str) -> str:
+    """The command-line flag of a config key."""
+    return "--set" if key == "options" else f"--{key.replace('_', '-')}"
+
+
+def check_limit(key: str, value: int | None, label: str | None = None) -> None:
+    """An integer setting must lie in its ``LIMITS`` range (None: the preset decides)."""
+    low, high = LIMITS[key]
+    if value is None or low <= value <= high:
+        return
+    kind = "a positive integer" if low == 1 else f"an integer from {low}"
+    raise UsageError(f"{label or flag(key)} must be {kind} up to {high:,}, got {shown(value)}")
+
+
+def check_config(config: RunConfig, where: str | None = None) -> None:
+    """Every setting has its annotated type and lies in its range; ``where`` names the file
+    the config came from (a resumed run's manifest), else the flags are named."""
+    hints = typing.get_type_hints(RunConfig)
+    for spec in dataclasses.fields(RunConfig):
+        value = getattr(config, spec.name)
+        label = f"{where}: key {spec.name!r}" if where else flag(spec.name)
+        try:
+            coerce(value, hints[spec.name])
+        except TypeError:
+            raise UsageError(f"{label}: expected {describe(hints[spec.name])}, got "
+                             f"{shown(repr(value))}") from None
+        if spec.name in LIMITS:
+            check_limit(spec.name, value, label)
 
 
 @dataclass
@@ -121,7 +162,7 @@ def resolve_eps(
         if norm not in supported:
             raise UsageError(f"--eps {norm}: none of the selected attacks supports {norm} "
                              f"(they support {', '.join(sorted(supported)) or 'nothing'})")
-        values = [float(v) for v in values]
+        values = [float(v) + 0.0 for v in values]  # -0.0 becomes 0.0: never "ε=-0"
         if not values or any(not math.isfinite(v) or v < 0 for v in values):
             raise UsageError(f"--eps {norm}: ε must be finite numbers >= 0, got {values}")
         eps[norm] = sorted(set(values))
@@ -143,10 +184,7 @@ def targeted_attacks(attacks: list[Entry], config: RunConfig, dataset: Dataset) 
     mode = config.targeted
     if mode is None:
         return attacks
-    if mode not in ("random", "least-likely") and not (
-            mode.isdigit() and int(mode) < dataset.num_classes):
-        raise UsageError(f"--targeted {mode!r}: choose random, least-likely or a class index "
-                         f"0..{dataset.num_classes - 1}")
+    parse_targeted(mode, dataset.num_classes)
     capable = [entry for entry in attacks if entry.cls.targeted]
     if config.attacks != "all" and len(capable) < len(attacks):
         names = ", ".join(e.name for e in attacks if not e.cls.targeted)
@@ -154,6 +192,62 @@ def targeted_attacks(attacks: list[Entry], config: RunConfig, dataset: Dataset) 
     if not capable:
         raise UsageError("--targeted: none of the selected attacks supports targets")
     return capable
+
+
+def parse_targeted(mode: str, num_classes: int) -> str:
+    """``--targeted``: random, least-likely or a class index (ASCII digits) below
+    ``num_classes``; anything else is a usage error."""
+    if mode in ("random", "least-likely") or (
+            mode.isascii() and mode.isdigit() and len(mode) < 7 and int(mode) < num_classes):
+        return mode
+    raise UsageError(f"--targeted {shown(mode)}: choose random, least-likely or a class index "
+                     f"0..{num_classes - 1}")
+
+
+def check_selection(kind: str, spec: str | Sequence[str]) -> None:
+    """``all`` means every plugin of the kind: it cannot be listed with names."""
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec)]
+    if "all" in names and len([n for n in names if n]) > 1:
+        raise UsageError(f"--{kind}s {shown(spec if isinstance(spec, str) else ','.join(spec))}"
+                         f": 'all' stands alone (it is every {kind}); give --{kind}s all, or "
+                         "only names")
+
+
+def check_model(plugin: ModelPlugin, dataset: Dataset) -> None:
+    """A ``package.module:factory`` model is built and run once now, on the CPU, with the
+    dataset's shape: a factory that is not one fails before anything is trained or written."""
+    if not isinstance(plugin, ImportedModel):
+        return
+    shape, classes = tuple(dataset.shape), dataset.num_classes
+    try:
+        model = plugin.build(shape, classes)
+        with torch.no_grad():
+            logits = model.eval()(torch.zeros(2, *shape))
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"--model {plugin.name!r}: building it for {classes} classes of "
+                         f"{shape} images and running it failed ({one_line(exc)}); give a "
+                         "factory returning a torch.nn.Module") from None
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, classes):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise UsageError(f"--model {plugin.name!r}: returns {got} for 2 images, not logits of "
+                         f"shape (2, {classes})")
+
+
+def check_cache_dir(path: Path | None) -> None:
+    """The model cache must be (or go in) a writable folder: found out now, not after
+    training."""
+    if path is None:
+        return
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--cache-dir {path}: {existing} is a file, not a folder; choose a "
+                         "folder")
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"--cache-dir {path}: cannot write in {existing}; choose a writable "
+                         "folder")
 
 
 @torch.no_grad()
@@ -189,21 +283,17 @@ def check_arguments(plan: Plan, entry: Entry) -> None:
 
 def build_plan(config: RunConfig, registry: Registry) -> Plan:
     """Resolve and check every input; raises UsageError/BenchError before anything is written."""
+    check_config(config)
     preset = get_preset(config.preset)
     if config.split not in SPLIT_CHOICES:
         raise UsageError(f"--split {config.split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
-    for option in ("n_eval", "n_train", "epochs"):
-        value = getattr(config, option)
-        if value is not None and value <= 0:
-            raise UsageError(f"--{option.replace('_', '-')} must be a positive integer, "
-                             f"got {value}")
-    for option in ("batch_size", "eot_samples"):
-        if getattr(config, option) <= 0:
-            raise UsageError(f"--{option.replace('_', '-')} must be a positive integer, "
-                             f"got {getattr(config, option)}")
+    check_selection("attack", config.attacks)
+    check_selection("defense", config.defenses)
+    check_cache_dir(config.cache_dir)
     device = resolve_device(config.device)
     dataset = registry.get("dataset", config.dataset).cls()
     model_plugin = resolve_model(registry, config.model)
+    check_model(model_plugin, dataset)
     defenses = registry.resolve("defense", config.defenses)
     attacks = targeted_attacks(registry.resolve("attack", config.attacks), config, dataset)
     check_targets(config.options, attacks + defenses)
