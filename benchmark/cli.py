@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import BenchError, UsageError
-from .options import parse_set
+from .options import parse_set, shown
 
 SPLITS = ("test", "train", "both")
+MIN_WIDTH = 100  # columns: narrower, rich would fold the leaderboard's numbers away
+# What --resume may change: where the cells run, not what they compute.
+RESUME_MAY_CHANGE = {"resume", "executor", "workers", "ray_address", "strict_plugins"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,12 +38,19 @@ def parse_eps(values: list[str]) -> dict[str, list[float]] | None:
             raise UsageError(f"--eps {value!r}: expected NORM=VALUE[,VALUE...], "
                              "e.g. --eps linf=0.1 --eps l2=1.5")
         try:
-            floats = [float(number) for number in numbers.split(",")]
+            floats = [float(number) + 0.0 for number in numbers.split(",")]  # no -0.0
         except ValueError:
-            raise UsageError(f"--eps {value!r}: {numbers!r} is not a comma list of numbers") \
-                from None
+            raise UsageError(f"--eps {shown(value)}: {shown(numbers)} is not a comma list of "
+                             "numbers") from None
+        if any(not math.isfinite(v) or v < 0 for v in floats):
+            raise UsageError(f"--eps {shown(value)}: ε must be finite numbers >= 0")
         parsed.setdefault(norm.strip().lower(), []).extend(floats)
     return parsed
+
+
+def format_eps(eps: dict[str, list[float]]) -> list[str]:
+    """The ``--eps`` arguments that give ``eps`` back (what ``parse_eps`` reads)."""
+    return [f"{norm}={','.join(repr(v) for v in values)}" for norm, values in eps.items()]
 
 
 def build_parser() -> Parser:
@@ -103,12 +115,29 @@ def build_parser() -> Parser:
     return parser
 
 
+def given_options(argv: list[str] | None) -> set[str]:
+    """The ``bench run`` options written on the command line, defaults aside (a flag given
+    its default value counts as given)."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in commands.choices["run"]._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command", "version"}
+
+
 def config_from_args(args: argparse.Namespace):
     """The run's configuration: from the flags, or from the manifest of the run to resume."""
+    if args.resume is not None:
+        config = resumed_config(args.resume)
+        check_resume_flags(args, config)
+        return config
+    return flag_config(args)
+
+
+def flag_config(args: argparse.Namespace):
+    """The configuration the flags give."""
     from .runner import RunConfig, default_out
 
-    if args.resume is not None:
-        return resumed_config(args.resume)
     return RunConfig(
         attacks=args.attacks, defenses=args.defenses, dataset=args.dataset, model=args.model,
         eps=parse_eps(args.eps), preset=args.preset, n_eval=args.n_eval, n_train=args.n_train,
@@ -119,24 +148,106 @@ def config_from_args(args: argparse.Namespace):
 
 
 def resumed_config(folder: Path):
+    """The recorded configuration of the run in ``folder``, every key and type checked."""
+    from .plan import check_config
     from .runner import RunConfig
 
+    path = folder / "manifest.json"
     try:
-        recorded = json.loads((folder / "manifest.json").read_text())["config"]
-        config = RunConfig(**recorded)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        recorded = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise UsageError(f"--resume {folder}: not a bench run folder with a readable "
                          f"manifest.json ({type(exc).__name__})") from exc
+    if not isinstance(recorded, dict):
+        raise UsageError(f"--resume {folder}: {path}: 'config' is not an object")
+    known = {f.name for f in dataclasses.fields(RunConfig)} - {"out", "resume"}
+    unknown = sorted(set(recorded) - known)
+    if unknown:
+        raise UsageError(f"--resume {folder}: {path}: unknown key {shown(repr(unknown[0]))} in "
+                         "'config'; restore the run's own manifest")
+    config = RunConfig(**recorded)
+    check_config(config, where=f"--resume {folder}: {path}")
     paths = {key: Path(value) for key in ("data_root", "cache_dir")
              if (value := recorded.get(key)) is not None}
     return dataclasses.replace(config, out=folder, resume=True, **paths)
 
 
-def command_run(args: argparse.Namespace) -> int:
+def check_resume_flags(args: argparse.Namespace, resumed: Any) -> None:
+    """A flag given with --resume that would change the recorded run is refused, by name:
+    the resumed run keeps its configuration, and silence would hide that."""
+    from .plan import flag
+    from .runner import config_record
+
+    wanted = config_record(flag_config(args))
+    recorded = config_record(resumed)
+    given = args.given - RESUME_MAY_CHANGE
+    conflicts = [key for key in sorted(given & set(wanted)) if wanted[key] != recorded[key]]
+    if "out" in given and Path(args.out).resolve() != Path(args.resume).resolve():
+        conflicts.append("out")
+    if conflicts:
+        names = ", ".join(flag(key) for key in conflicts)
+        held = ", ".join(f"{key}={shown(recorded.get(key, args.resume))}" for key in conflicts)
+        raise UsageError(f"--resume {args.resume}: {names} would change the recorded run "
+                         f"({held}); drop them to finish it, or start a new run with --out")
+
+
+class PipeSafe:
+    """The console's stdout. Once its reader has gone (``bench run | head -1``) output is
+    dropped, so the run still ends and writes every file; nothing is printed about it."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.broken = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self.close_pipe()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self.close_pipe()
+
+    def close_pipe(self) -> None:
+        """Point stdout at /dev/null: the interpreter's last flush must not complain."""
+        self.broken = True
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def terminal(stream: Any) -> Any:
+    """A rich console on ``stream``, never narrower than ``MIN_WIDTH`` (``COLUMNS=10``)."""
     from rich.console import Console
 
+    console = Console(file=stream)
+    if console.width < MIN_WIDTH:
+        console.width = MIN_WIDTH
+    return console
+
+
+def warn_plugin_failures(registry: Any) -> None:
+    """Plugins that failed to load (or have no hook), said on the terminal as ``bench list``
+    does, not only in the manifest."""
+    for failure in registry.failures:
+        print(f"bench: warning: plugin {failure.source.plugin} ({failure.source.distribution} "
+              f"{failure.source.version}) failed to load: {failure.error}; the others run "
+              "(--strict-plugins makes this fatal)", file=sys.stderr)
+
+
+def command_run(args: argparse.Namespace) -> int:
     from .executors import get_executor
     from .leaderboard import to_rich
+    from .plugins import load_registry
     from .runner import run_matrix
 
     config = config_from_args(args)
@@ -145,9 +256,12 @@ def command_run(args: argparse.Namespace) -> int:
     if args.ray_address is not None and args.executor != "ray":
         raise UsageError("--ray-address goes with --executor ray")
     executor = get_executor(args.executor, args.workers, args.ray_address)
-    console = Console()
+    registry = load_registry(strict=config.strict_plugins)
+    warn_plugin_failures(registry)
+    console = terminal(PipeSafe(sys.stdout))
     try:
-        frame = run_matrix(config, progress=True, console=console, executor=executor)
+        frame = run_matrix(config, registry=registry, progress=True, console=console,
+                           executor=executor)
     except KeyboardInterrupt:
         console.print(f"interrupted: every finished cell is saved in {config.out}; finish the "
                       f"run with: bench run --resume {config.out}")
@@ -247,11 +361,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "run":
+        args.given = given_options(argv)
     try:
         return COMMANDS[args.command](args)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader of our output has gone (| head): leave quietly
+        PipeSafe(sys.stdout).close_pipe()
+        return 0
 
 
 if __name__ == "__main__":

@@ -80,6 +80,11 @@ class Loader:
                 self.manager.unregister(plugin)
             self.fail(source, one_line(exc))
             return
+        if not self.manager.get_hookcallers(plugin):  # loads, but adds nothing: say so
+            self.manager.unregister(plugin)
+            self.fail(source, "defines no bench hook; mark a function named bench_attacks, "
+                      "bench_defenses, bench_datasets or bench_models with @advbench.hookimpl")
+            return
         self.sources[source.plugin] = source
 
     def load_entry_points(self, autoload: bool) -> None:

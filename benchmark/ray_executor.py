@@ -8,13 +8,15 @@ result is recorded once, by the driver, when it arrives.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 from .defense import Defense
-from .errors import UsageError
+from .errors import BenchError, UsageError
 from .executors import Executor, Outcome
 from .plan import Cell
+from .plugins import one_line
 from .worker import CellResult, Defended, Worker
 
 try:
@@ -23,6 +25,26 @@ except ImportError:  # pragma: no cover - depends on the environment
     ray = None
 
 RETRIES = 2  # runs of a task again after its worker died
+CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's address; Ray itself retries forever
+
+
+def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
+    """A cluster address (``HOST:PORT`` or ``ray://HOST:PORT``) must accept a connection
+    within ``timeout``: ``ray.init`` would otherwise retry forever. ``None`` and ``auto``
+    are left to Ray."""
+    if address in (None, "auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or "
+                         "auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise UsageError(f"--ray-address {address}: no Ray cluster answers there ({reason}); "
+                         "start one with 'ray start --head', or drop --ray-address to start "
+                         "Ray here") from None
 
 
 def _prepare(worker: Worker, defense: Defense) -> Defended:
@@ -47,13 +69,19 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None) -> None:
         if ray is None:
             raise UsageError("--executor ray needs Ray: pip install 'advbench[ray]'")
+        check_reachable(address)
         self.address, self.started_here = address, False
         self.pending: list[Any] = []  # object refs of the cells not yet back
 
     def start(self, worker: Worker) -> None:
         super().start(worker)
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                raise BenchError(f"--executor ray: cannot start or join Ray at "
+                                 f"{self.address or 'this machine'} ({one_line(exc)}); check "
+                                 "--ray-address") from None
             self.started_here = True
         gpus = 1 if worker.plan.device.type == "cuda" else 0
         options = dict(num_cpus=1, num_gpus=gpus, max_retries=RETRIES)

@@ -69,6 +69,8 @@ def prepare_out(out: Path, config: RunConfig) -> bool:
     """Create the run folder, refusing an unwritable one before any work is done. A non-empty
     folder is resumed when asked to, or when it holds a run of the same config (the same
     command started again); anything else there is refused. Returns whether to resume."""
+    label = f"--resume {out}" if config.resume else f"--out {out}"
+    resuming = False
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         manifest_path = out / "manifest.json"
         if not out.is_dir() or not manifest_path.is_file():
@@ -76,24 +78,36 @@ def prepare_out(out: Path, config: RunConfig) -> bool:
                              "choose a new one")
         try:
             previous = json.loads(manifest_path.read_text()).get("config")
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--out {out}: unreadable manifest.json ({exc})") from exc
-        if config.resume or previous == config_record(config):
-            return True
-        raise UsageError(f"--out {out}: holds a run with another configuration; choose a new "
-                         "folder, or resume it with: bench run --resume " + str(out))
-    try:
+        except (OSError, ValueError, AttributeError) as exc:
+            raise UsageError(f"{label}: unreadable manifest.json ({one_line(exc)})") from exc
+        if not (config.resume or previous == config_record(config)):
+            raise UsageError(f"--out {out}: holds a run with another configuration; choose a "
+                             "new folder, or resume it with: bench run --resume " + str(out))
+        resuming = True
+    try:  # a resumed folder too: its results are rewritten as each cell ends
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise UsageError(f"--out {out}: cannot write there ({exc.strerror}); "
+        raise UsageError(f"{label}: cannot write there ({exc.strerror}); "
                          "choose a writable folder") from exc
-    return False
+    return resuming
 
 
 Previous = dict[str, tuple[dict[str, Any], CellOutcome]]
+RESULT_COLUMNS = ("cell_key", "status", "attack")  # what resuming reads of results.parquet
+SAMPLE_COLUMNS = ("cell_key", "sample", "clean_correct", "adv_pred", "label", "queries")
+
+
+def check_columns(path: Path, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    """A readable file of a resumed run that lacks the columns bench wrote is not this run's
+    (replaced by another parquet file): refused in one line naming it, never a KeyError."""
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise UsageError(f"--resume {path.parent}: {path} is not a bench file of this run "
+                         f"(no column {', '.join(missing)}); put back the run's own file, or "
+                         "delete it to run those cells again")
 
 
 def load_previous(out: Path) -> Previous:
@@ -106,6 +120,8 @@ def load_previous(out: Path) -> Previous:
         rows, per_sample = pd.read_parquet(results), pd.read_parquet(samples)
     except Exception:  # a file cut by a crash is never trusted: those cells run again
         return {}
+    check_columns(results, rows, RESULT_COLUMNS)
+    check_columns(samples, per_sample, SAMPLE_COLUMNS)
     previous: Previous = {}
     for key, part in per_sample.groupby("cell_key", sort=False):
         match = rows[(rows["cell_key"] == key) & (rows["status"] != "error")
