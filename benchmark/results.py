@@ -83,8 +83,8 @@ def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_results(path: Path) -> pd.DataFrame:
-    """Read one results file (CSV or parquet) written by bench, validated: every loader (the
-    leaderboard, --resume) gets a frame whose numbers can be published, or a UsageError."""
+    """Read one results file (CSV or parquet) written by bench, validated: every loader gets a
+    frame whose numbers can be published, or a UsageError."""
     if not path.is_file():
         raise UsageError(f"{path}: no such results file")
     try:
@@ -131,8 +131,7 @@ class Rows:
         position = int(np.flatnonzero(bad.to_numpy(dtype=bool))[0])
         place = f"line {position + 2}" if self.csv else f"row {position + 1}"
         value = self.frame[column].iloc[position]
-        shown = repr(value if isinstance(value, str) else value.item()
-                     if isinstance(value, np.generic) else value)
+        shown = repr(value.item() if isinstance(value, np.generic) else value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
         raise UsageError(f"{self.path} {place}, column {column} = {shown}: {problem}; fix or "
                          "regenerate the file")
@@ -141,7 +140,8 @@ class Rows:
 def as_numbers(frame: pd.DataFrame, rows: Rows) -> None:
     """Numeric columns as float64; text where a number belongs is refused, never coerced."""
     for column in [c for c in FRACTIONS + COUNTS + NON_NEGATIVE if c in frame.columns]:
-        numbers = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        scalars = frame[column].map(lambda v: v if np.isscalar(v) or v is None else "?")
+        numbers = pd.to_numeric(scalars, errors="coerce").astype("float64")
         rows.error(frame[column].notna() & numbers.isna(), column, "not a number")
         frame[column] = numbers
 
