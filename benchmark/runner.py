@@ -43,7 +43,15 @@ from .plan import WORST_CASE, Cell, Plan, RunConfig, build_plan
 from .plugins import load_registry, one_line
 from .progress import RunProgress
 from .registry import Entry, Registry, Source
-from .results import RADIUS_GRID, SCHEMA_VERSION, to_frame, write_atomic, write_json, write_results
+from .results import (
+    RADIUS_GRID,
+    SCHEMA_VERSION,
+    to_frame,
+    validate_results,
+    write_atomic,
+    write_json,
+    write_results,
+)
 from .sanity import cell_flags, defense_flags, zero_gradient_fraction
 from .site import write_site
 from .smoothing import plot_certified_accuracy
@@ -120,6 +128,10 @@ def load_previous(out: Path) -> Previous:
         rows, per_sample = pd.read_parquet(results), pd.read_parquet(samples)
     except Exception:  # a file cut by a crash is never trusted: those cells run again
         return {}
+    try:  # a hand-edited number is refused, not carried into the finished run
+        validate_results(rows, results)
+    except UsageError as exc:
+        raise UsageError(f"--resume {out}: {exc}") from None
     check_columns(results, rows, RESULT_COLUMNS)
     check_columns(samples, per_sample, SAMPLE_COLUMNS)
     previous: Previous = {}
