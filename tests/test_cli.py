@@ -64,7 +64,8 @@ BAD_RUNS = {
     "unknown split": (["--split", "validation"], "invalid choice"),
     "unknown executor": (["--executor", "dask"], "invalid choice"),
     "workers without processes": (["--workers", "2"], "--workers goes with --executor processes"),
-    "zero workers": (["--executor", "processes", "--workers", "0"], "need at least 1"),
+    "zero workers": (["--executor", "processes", "--workers", "0"],
+                     "--workers must be a positive integer"),
     "ray address without ray": (["--ray-address", "auto"], "goes with --executor ray"),
 }
 
