@@ -15,6 +15,8 @@ so a plugin's test suite can give each rule its own pytest test::
 
 Attack rules: ``attributes``, ``constructible``, ``config``, ``threat-model`` (every declared norm
 at ε = 0 and two larger ε, through the harness's gate), ``shapes``, ``inputs-unchanged``,
+``sealed`` (it changes neither the model nor the tensors it is graded with, runs the model only
+through the oracle and leaves the oracle's terms and counts alone: :mod:`advbench.guard`),
 ``deterministic``, ``randomized`` (a class declaring ``randomized=False`` must not depend on the
 seed), ``batch-size-invariant`` (``randomized=False`` only), ``targeted`` (``targeted=True``
 only); ``access`` and ``query-budget`` are reported by whichever run first breaks them.
@@ -38,6 +40,7 @@ from torch import nn
 from .attack import Attack, AttackContext
 from .data import Split
 from .defense import Defense, TrainContext, TrainSettings
+from .guard import Pristine, Seal, Watch
 from .oracle import ACCESS_LEVELS, AccessError, Oracle, QueryBudgetExceeded
 from .threat import NORMS, ThreatModel
 
@@ -235,11 +238,14 @@ class AttackProbe:
         return ThreatModel(norm, EPSILONS[norm][level])
 
     def run(self, rule: str, batch: Batch, threat: ThreatModel, *, seed: int = SEED,
-            targeted: bool = False, global_seed: int = 0, raw: bool = False) -> torch.Tensor:
-        """The attack's gated output (or, ``raw``, what ``run`` returned on the very inputs)."""
+            targeted: bool = False, global_seed: int = 0, raw: bool = False,
+            watch: Watch | None = None) -> torch.Tensor:
+        """The attack's gated output (or, ``raw``, what ``run`` returned on the very inputs);
+        ``watch``: the seal's watch over this batch."""
         attack = self.attack
         oracle = Oracle(batch.model, self.cls.access, len(batch.x),
-                        getattr(attack, "max_queries", None))
+                        getattr(attack, "max_queries", None), guard=watch)
+        self.oracle = oracle
         ctx = AttackContext(torch.Generator().manual_seed(seed),
                             batch.targets if targeted else None)
         where = f"{threat.norm} ε={threat.eps:g}" + (" targeted" if targeted else "")
@@ -297,6 +303,24 @@ class AttackProbe:
                         fail(self.cls, "inputs-unchanged", f"run() modified its input {label} "
                              f"in place ({norm}); work on a copy")
 
+    def sealed(self) -> None:
+        """Run under the harness's seal (targeted too, when declared), each time on a fresh
+        tiny world: the model, x, y and targets unchanged, every forward through the oracle,
+        the oracle's access, budget and counts untouched."""
+        modes = (False, True) if self.cls.targeted else (False,)
+        for norm in self.norms:
+            for targeted in modes:
+                batch = tiny_batch()
+                seal = Seal(batch.model, [Pristine({"x": batch.x, "y": batch.y,
+                                                     "targets": batch.targets})])
+                with seal.cell():
+                    watch = seal.watch(self.cls.access, getattr(self.attack, "max_queries", None),
+                                       1, len(batch.x))
+                    self.run("sealed", batch, self.threat(norm), targeted=targeted, watch=watch)
+                    reason = seal.verdict(watch, self.oracle, self.attack)
+                if reason is not None:
+                    fail(self.cls, "sealed", f"{reason} ({norm}{' targeted' if targeted else ''})")
+
     def deterministic(self) -> None:
         """The same ``ctx.generator`` seed gives the same output, whatever the global RNG."""
         for norm in self.norms:
@@ -351,6 +375,7 @@ class AttackProbe:
         yield "threat-model", self.threat_model
         yield "shapes", self.shapes
         yield "inputs-unchanged", self.inputs_unchanged
+        yield "sealed", self.sealed
         yield "deterministic", self.deterministic
         yield "randomized", self.randomized
         yield "batch-size-invariant", self.batch_size_invariant

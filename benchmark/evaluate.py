@@ -14,6 +14,7 @@ from torch import nn
 
 from .attack import Attack, AttackContext
 from .data import Split
+from .guard import Pristine, Seal, SealBroken, fingerprint, identical
 from .oracle import Oracle, model_labels
 from .threat import ThreatModel
 
@@ -69,29 +70,92 @@ def attack_cell(
     targets: torch.Tensor | None = None,
     eot_samples: int = 1,
     on_batch: Callable[[int], None] = lambda n: None,
+    seal: Seal | None = None,
+    sealed: bool = True,
 ) -> CellOutcome:
     """Run ``attack`` on every correctly classified sample of ``data``, batch by batch.
 
     With ``targets`` (one label per sample), the attack is targeted and samples whose target
     is their own label are not attacked. ``eot_samples`` > 1 averages gradients over that many
-    draws of a randomized model.
+    draws of a randomized model. The cell runs under ``seal`` (:mod:`advbench.guard`; one made
+    here over ``model`` and these tensors when None): an attack that changes the model or what
+    it is graded with, runs the model outside the oracle or tampers with the oracle's terms or
+    counts makes the cell invalid, and the damage is undone. ``sealed=False`` is for measuring
+    the seal's cost only.
     """
-    clean_correct = clean_pred == data.y
+    graded = {"evaluation images": data.x, "evaluation labels": data.y,
+              "clean predictions": clean_pred}
+    if targets is not None:
+        graded["targets"] = targets
+    if sealed and seal is None:
+        seal = Seal(model, [Pristine(graded)])
+    if seal is None:
+        return _attack_batches(model, attack, data, clean_pred, threat, batch_size, device, seed,
+                               targets, eot_samples, on_batch, None)
+    seal.covers(graded.values())
+    with seal.cell():
+        outcome = _attack_batches(model, attack, data, clean_pred, threat, batch_size, device,
+                                  seed, targets, eot_samples, on_batch, seal)
+        try:
+            seal.check_copies()
+        except SealBroken as exc:
+            outcome.invalid_reason = outcome.invalid_reason or str(exc)
+    return outcome
+
+
+def _attack_batches(
+    model: nn.Module, attack: Attack, data: Split, clean_pred: torch.Tensor,
+    threat: ThreatModel, batch_size: int, device: torch.device, seed: int,
+    targets: torch.Tensor | None, eot_samples: int, on_batch: Callable[[int], None],
+    seal: Seal | None,
+) -> CellOutcome:
+    """The batches of :func:`attack_cell`, each checked by the seal (when there is one) before
+    the harness predicts on what the attack returned."""
+    x_all, y_all = data.x, data.y  # the harness's references, whatever plugins rebind
+    access, budget = attack.access, getattr(attack, "max_queries", None)  # the cell's terms
+    clean_correct = clean_pred == y_all
     adv_pred = clean_pred.clone()
-    queries = torch.zeros(len(data), dtype=torch.long)
-    eligible = clean_correct if targets is None else clean_correct & (targets != data.y)
+    queries = torch.zeros(len(y_all), dtype=torch.long)
+    eligible = clean_correct if targets is None else clean_correct & (targets != y_all)
     attacked = torch.nonzero(eligible).flatten()
+    ledger = fingerprint([adv_pred, queries])
     for start in range(0, len(attacked), batch_size):
         index = attacked[start : start + batch_size]
-        x, y = data.x[index].to(device), data.y[index].to(device)
-        oracle = Oracle(model, attack.access, len(index), getattr(attack, "max_queries", None),
-                        eot_samples)
+        x, y = x_all[index].to(device), y_all[index].to(device)
+        watch = seal.watch(access, budget, eot_samples, len(index)) if seal else None
+        oracle = Oracle(model, access, len(index), budget, eot_samples, guard=watch)
         ctx = AttackContext(torch.Generator(device=device).manual_seed(seed + start),
                             None if targets is None else targets[index].to(device))
-        result = attack.perturb(oracle, x, y, threat, ctx)
+        result, raised = None, None
+        try:
+            result = attack.perturb(oracle, x, y, threat, ctx)
+        except Exception as exc:
+            raised = exc
+        reason = None
+        if seal is not None and watch is not None:
+            reason = seal.verdict(watch, oracle, attack) or tampered(
+                x, y, x_all[index].to(device), y_all[index].to(device), adv_pred, queries, ledger)
+        if reason is not None:
+            return CellOutcome(clean_correct, adv_pred, y_all, queries, reason)
+        if raised is not None:
+            raise raised
+        assert result is not None
         if result.x_adv is None:
-            return CellOutcome(clean_correct, adv_pred, data.y, queries, result.reason)
+            return CellOutcome(clean_correct, adv_pred, y_all, queries, result.reason)
         adv_pred[index] = predict(model, result.x_adv, batch_size, device)
-        queries[index] = oracle.queries.cpu()
+        queries[index] = (oracle.queries if watch is None else watch.queries).cpu()
+        ledger = fingerprint([adv_pred, queries])
         on_batch(len(index))
-    return CellOutcome(clean_correct, adv_pred, data.y, queries)
+    return CellOutcome(clean_correct, adv_pred, y_all, queries)
+
+
+def tampered(x: torch.Tensor, y: torch.Tensor, x_expected: torch.Tensor,
+             y_expected: torch.Tensor, adv_pred: torch.Tensor, queries: torch.Tensor,
+             ledger: bytes) -> str | None:
+    """The batch the gate measured against, and the results of earlier batches, are the
+    harness's own tensors too: a plugin can reach them through ``gc``."""
+    if not (identical(x, x_expected) and identical(y, y_expected)):
+        return "the attack modified the batch the gate measured its output against"
+    if fingerprint([adv_pred, queries]) != ledger:
+        return "the attack modified the results of earlier batches"
+    return None

@@ -1,15 +1,22 @@
 """The classifier as an attack may see it: gradients, scores only, or labels only.
 
 The oracle counts one query per sample per forward pass and enforces the query budget, so the
-query numbers in the results are the harness's, never the plugin's.
+query numbers in the results are the harness's, never the plugin's. In a cell, the harness also
+hands it a :class:`~advbench.guard.Watch`: every model call goes through it, so the harness
+knows which passes came through the oracle and tallies their queries where the attack does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .guard import Watch
 
 ACCESS_LEVELS = ("gradient", "scores", "decision")
 
@@ -39,7 +46,7 @@ class Oracle:
 
     def __init__(
         self, model: nn.Module, access: str, n: int, max_queries: int | None = None,
-        eot_samples: int = 1,
+        eot_samples: int = 1, guard: Watch | None = None,
     ) -> None:
         if access not in ACCESS_LEVELS:
             raise ValueError(f"access must be one of {ACCESS_LEVELS}, got {access!r}")
@@ -47,10 +54,11 @@ class Oracle:
         self.access = access
         self.max_queries = max_queries
         self.eot_samples = eot_samples
+        self._guard = guard
         device = next(iter(model.parameters()), torch.empty(0)).device
         self.queries = torch.zeros(n, dtype=torch.long, device=device)
 
-    def _charge(self, x: torch.Tensor, index: torch.Tensor | None) -> None:
+    def _charge(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         if index is None:
             if x.shape[0] != self.queries.shape[0]:
                 raise ValueError("pass index= when querying a subset of the batch")
@@ -59,6 +67,16 @@ class Oracle:
         if self.max_queries is not None and bool((after > self.max_queries).any()):
             raise QueryBudgetExceeded(f"query budget of {self.max_queries} per sample exhausted")
         self.queries = after
+        return index
+
+    def _query(self, level: str, x: torch.Tensor, index: torch.Tensor | None,
+               rows: int | None) -> contextlib.AbstractContextManager[None]:
+        """Charge the samples of ``x``, then (in a cell) tell the guard that the model runs on
+        ``rows`` inputs at ``level`` access (``rows`` None: the model's ``predict`` decides)."""
+        index = self._charge(x, index)
+        if self._guard is None:
+            return contextlib.nullcontext()
+        return self._guard.query(level, index, rows)
 
     def _require(self, level: str) -> None:
         if self.access != "gradient" and level == "gradient":
@@ -69,8 +87,8 @@ class Oracle:
     def logits(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Differentiable logits (gradient access only)."""
         self._require("gradient")
-        self._charge(x, index)
-        return self._model(x)
+        with self._query("gradient", x, index, len(x)):
+            return self._model(x)
 
     def gradient(
         self,
@@ -98,14 +116,15 @@ class Oracle:
     def scores(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Class probabilities, detached (scores or gradient access)."""
         self._require("scores")
-        self._charge(x, index)
-        return self._model(x).softmax(dim=1)
+        with self._query("scores", x, index, len(x)):
+            return self._model(x).softmax(dim=1)
 
     @torch.no_grad()
     def labels(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted labels (any access level); −1 where a defended model abstains."""
-        self._charge(x, index)
-        return model_labels(self._model, x)
+        own = callable(getattr(self._model, "predict", None))
+        with self._query("decision", x, index, None if own else len(x)):
+            return model_labels(self._model, x)
 
 
 def model_labels(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

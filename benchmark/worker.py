@@ -22,8 +22,10 @@ from torch import nn
 
 from .attack import Attack
 from .bounds import applicable_method, certify, unsupported_reason
+from .data import Split
 from .defense import Defense, TrainContext
 from .evaluate import CellOutcome, attack_cell, is_randomized, predict
+from .guard import Pristine, Seal, SealBroken, fingerprint, listed
 from .plan import Cell, Plan, choose_targets
 from .plugins import one_line
 from .progress import RunProgress
@@ -80,9 +82,10 @@ class Defended:
     history: dict[str, Any] | None = None  # training curves, when the defense kept them
     curves: dict[str, list[float]] = field(default_factory=dict)  # split → certified acc.
     log: list[str] = field(default_factory=list)
+    seal: Seal | None = None  # the model and what its cells are graded with, sealed
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "model": None}
+        return {**self.__dict__, "model": None, "seal": None}
 
 
 @dataclass
@@ -103,9 +106,11 @@ class Worker:
         self.progress = progress or RunProgress(False)
         cache_root = plan.config.cache_dir or Path(user_cache_dir("advbench")) / "models"
         self.cache = ModelCache(Path(cache_root))
+        self._evaluation: Pristine | None = None
+        self._train_digest: bytes | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "progress": None}
+        return {**self.__dict__, "progress": None, "_evaluation": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -169,11 +174,64 @@ class Worker:
         except Exception as exc:
             raise DefenseFailed(f"defense failed: {one_line(exc)}") from exc
 
+    def evaluation(self) -> Pristine:
+        """The evaluation images and labels of every split, with pristine copies taken before
+        any defense or attack ran (the harness grades with these references)."""
+        if self._evaluation is None:
+            self._evaluation = Pristine({
+                f"{what} ({split})": tensor for split, data in self.plan.evaluation.items()
+                for what, tensor in (("evaluation images", data.x), ("evaluation labels",
+                                                                     data.y))})
+        return self._evaluation
+
+    def check_train_data(self, when: str) -> None:
+        """Training data is too large to keep a copy of: a digest shows it changed, and the
+        defense fails rather than train (or let later defenses train) on altered data."""
+        plan = self.plan
+        digest = fingerprint([plan.train.x, plan.train.y])
+        if self._train_digest is None:
+            self._train_digest = digest
+        elif digest != self._train_digest:
+            raise RuntimeError(f"the training data was modified {when}")
+
+    def forget(self, defense: Defense) -> None:
+        """Drop a cheating defense's cached model, so that the next run fits (and fails) again
+        instead of loading it."""
+        path = self.cache.path(content_key(self.model_parts(defense)))
+        for stale in (path, path.with_suffix(".history.json")):
+            stale.unlink(missing_ok=True)
+
+    def seal(self, state: Defended) -> Seal:
+        """The state's seal, made once per defended model: its weights and buffers, and every
+        tensor its cells are graded with (evaluation data, clean predictions, targets,
+        certificates), so that no attack can change them for itself or for later cells."""
+        if state.seal is None:
+            assert state.model is not None
+            own = {f"clean predictions ({split})": pred for split, pred in state.clean_pred.items()}
+            own.update({f"targets ({split})": t for split, t in state.targets.items()})
+            own.update({f"certified ({split}, {eps:g})": c
+                        for (split, eps), c in state.certified.items()})
+            state.seal = Seal(state.model, [self.evaluation(), Pristine(own)])
+        return state.seal
+
     def _defended_state(self, defense: Defense) -> Defended:
         plan, config = self.plan, self.plan.config
+        evaluation = self.evaluation()
+        evaluation.restore()  # whatever ran outside a cell (e.g. a picture) changed is undone
+        self.check_train_data("before this defense (by an earlier plugin)")
         base, history, line = self.trained_model(defense)
         weights = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
         model = defense.wrap(base).eval()
+        changed = evaluation.changed()
+        if changed:
+            evaluation.restore()
+            self.forget(defense)
+            raise RuntimeError(f"fit or wrap modified {listed(changed)}")
+        try:
+            self.check_train_data("by fit or wrap")
+        except RuntimeError:
+            self.forget(defense)
+            raise
         reseed(model, config.seed)
         clean_pred = {split: predict(model, data.x, config.batch_size, plan.device)
                       for split, data in plan.evaluation.items()}
@@ -196,14 +254,16 @@ class Worker:
                     certified = certify(model, data.x.to(plan.device), data.y.to(plan.device),
                                         eps, CERTIFIER)
                     state.certified[(split, eps)] = certified.cpu()
+        self.seal(state)
         return state
 
     def materialize(self, state: Defended, defense: Defense) -> Defended:
-        """Give a state that crossed a process boundary its model back."""
+        """Give a state that crossed a process boundary its model (and its seal) back."""
         if state.model is None:
             base = self.base_model()
             base.load_state_dict(state.weights)
             state.model = defense.wrap(base.eval()).eval()
+        self.seal(state)
         return state
 
     def certify_smoothed(self, state: Defended) -> None:
@@ -260,7 +320,7 @@ class Worker:
                    certified_broken=nan, abstain_rate=nan)
         row.update({column: nan for radius in RADIUS_GRID for column in radius_columns(radius)})
         if outcome is not None:
-            n = len(data)
+            n = row["n_samples"] = len(outcome.labels)  # the graded samples, not a rebound split
             clean, robust = int(outcome.clean_correct.sum()), int(outcome.robust.sum())
             row["clean_accuracy"] = clean / n
             low, high = wilson_interval(clean, n)
@@ -309,9 +369,12 @@ class Worker:
         """Attack the defended model on the cell's samples (halving the batch on running out
         of memory); an attack that raises gives an error row, with its traceback."""
         plan = self.plan
-        self.materialize(state, defense)
-        data = plan.evaluation[cell.split]
-        clean_pred = state.clean_pred[cell.split]
+        seal = self.seal(self.materialize(state, defense))
+        split = cell.split  # graded with the seal's references, whatever plugins rebound since
+        data = Split(seal.tensor(f"evaluation images ({split})"),
+                     seal.tensor(f"evaluation labels ({split})"))
+        clean_pred = seal.tensor(f"clean predictions ({split})")
+        targets = seal.tensor(f"targets ({split})") if plan.config.targeted else None
         self.progress.step(f"{cell.defense.name} × {cell.attack_name} {cell.threat.norm} "
                            f"ε={cell.threat.eps:g} ({cell.split})",
                            int((clean_pred == data.y).sum()))
@@ -326,8 +389,10 @@ class Worker:
                 outcome = attack_cell(
                     state.model, attack, data, clean_pred, cell.threat, batch_size=batch_size,
                     device=plan.device, seed=plan.config.seed,
-                    targets=state.targets.get(cell.split), eot_samples=state.eot_samples,
-                    on_batch=self.progress.advance)
+                    targets=targets, eot_samples=state.eot_samples,
+                    on_batch=self.progress.advance, seal=seal)
+            except SealBroken as exc:
+                error = f"the defended model cannot be restored: {exc}"
             except Exception as exc:
                 if is_out_of_memory(exc) and batch_size > 1:
                     batch_size //= 2
@@ -340,6 +405,6 @@ class Worker:
         row["eot_samples"], row["batch_size"] = state.eot_samples, batch_size
         row["abstain_rate"] = float((clean_pred == -1).float().mean())
         self.add_certification(row, cell, outcome, state)
-        if cell.split in state.targets and outcome is not None and row["valid"]:
-            row["targeted_success_rate"] = targeted_success(outcome, state.targets[cell.split])
+        if targets is not None and outcome is not None and row["valid"]:
+            row["targeted_success_rate"] = targeted_success(outcome, targets)
         return CellResult(row, outcome if error is None else None, trace)
