@@ -20,6 +20,8 @@ _EXPORTS = {
     "GateResult": "gate", "check_adversarial": "gate",
     "ModelPlugin": "models",
     "AccessError": "oracle", "Oracle": "oracle", "QueryBudgetExceeded": "oracle",
+    "dlr": "losses", "dlr_loss": "losses", "margin": "losses", "margin_loss": "losses",
+    "targeted_dlr": "losses", "targeted_dlr_loss": "losses",
     "load_registry": "plugins",
     "RunConfig": "runner", "evaluate_model": "runner", "run_matrix": "runner",
     "ThreatModel": "threat",

@@ -1,0 +1,35 @@
+"""APGD-CE, Auto-PGD on the cross-entropy (Croce & Hein 2020), L∞ and L2.
+
+PGD without a step size to tune: η starts at 2ε and is halved at the checkpoints
+0, 22, 41, 57, 70, 80, 87, 93, 99 (of 100 iterations) when the loss stalls, restarting from the
+best point found; steps carry momentum 0.75. The first attack of AutoAttack. Targeted: ascend
+the target's negated cross-entropy. Algorithm and schedule: ``advbench.apgd``.
+
+Arguments:
+    iterations: gradient queries per sample and restart (100, AutoAttack's).
+    restarts: runs from fresh random starts, each on the samples no earlier run fooled (1).
+    rho: a checkpoint halves η when the loss rose in fewer than this share of its steps (0.75).
+    momentum: weight α of the new step against the previous one (0.75).
+    random_start: start uniformly in the ball rather than at x₀ (True).
+    early_exit: stop iterating a sample once it is fooled; its first fooling example is kept,
+        so robust accuracy is the same as without, for fewer queries (True).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from advbench import Attack, hookimpl
+from advbench.apgd import APGDAttack
+
+
+@dataclass(kw_only=True)
+class APGDCE(APGDAttack):
+    name = "apgd-ce"
+    loss = "ce"
+    description = "Auto-PGD on the cross-entropy (Croce & Hein 2020), step-size free, L∞ and L2"
+
+
+@hookimpl
+def bench_attacks() -> list[type[Attack]]:
+    return [APGDCE]

@@ -1,0 +1,36 @@
+"""APGD-T, targeted Auto-PGD on the DLR loss over the top classes (Croce & Hein 2020), L∞, L2.
+
+The second attack of AutoAttack: for each of the ``target_classes`` wrong classes the clean
+input scores highest (best first), one APGD round ascends the targeted DLR
+−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2) towards that class, on the samples no earlier round
+fooled; a sample counts as fooled as soon as it is misclassified. One extra query per sample
+reads the clean logits. With ``--targeted`` it runs one round towards the given targets.
+
+Arguments:
+    target_classes: rounds, one per target class (9, AutoAttack's; at most classes − 1).
+    iterations: gradient queries per sample, round and restart (100, AutoAttack's).
+    restarts: runs per round from fresh random starts (1).
+    rho: a checkpoint halves η when the loss rose in fewer than this share of its steps (0.75).
+    momentum: weight α of the new step against the previous one (0.75).
+    random_start: start uniformly in the ball rather than at x₀ (True).
+    early_exit: stop iterating a sample once it is fooled; its first fooling example is kept
+        (True).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from advbench import Attack, hookimpl
+from advbench.apgd import APGDTargetedAttack
+
+
+@dataclass(kw_only=True)
+class APGDT(APGDTargetedAttack):
+    name = "apgd-t"
+    description = "targeted Auto-PGD on the DLR loss over the top-k classes (Croce & Hein 2020)"
+
+
+@hookimpl
+def bench_attacks() -> list[type[Attack]]:
+    return [APGDT]
