@@ -48,6 +48,8 @@ def unbounded_not_zero(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
 
 
 def single_step_beats_iterative(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
+    """Each iterative gradient attack (PGD, APGD, ...) should do at least as well as the best
+    single-step one (``single_step``: FGSM, FGM) of the same threat model."""
     for _, group in cells.groupby(["norm", "eps", "split"]):
         single = group[group["single_step"] & (group["access"] == "gradient")]
         iterative = group[~group["single_step"] & (group["access"] == "gradient")]
@@ -59,15 +61,36 @@ def single_step_beats_iterative(cells: pd.DataFrame) -> Iterator[tuple[int, str]
                 yield index, "a single-step attack beats this iterative one"
 
 
+def white_box_robust_accuracy(white: pd.DataFrame) -> float:
+    """What the white-box attacks of one threat model leave robust, at their strongest.
+
+    With per-sample outcomes (a ``robust_samples`` column: one boolean per evaluation sample,
+    robust = correct before and after the attack) it is the per-sample worst case, a sample
+    counting as robust only if every white-box attack failed on it; without, the robust
+    accuracy of the strongest single white-box attack (APGD, when the run has it)."""
+    if "robust_samples" in white and white["robust_samples"].notna().all():
+        masks = [list(samples) for samples in white["robust_samples"]]
+        if len({len(mask) for mask in masks}) == 1 and masks[0]:
+            robust = [all(column) for column in zip(*masks, strict=True)]
+            return sum(robust) / len(robust)
+    return float(white["robust_accuracy"].min())
+
+
 def black_box_beats_white_box(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
+    """A black-box attack leaving clearly fewer robust samples than the strongest white-box
+    evidence (:func:`white_box_robust_accuracy`): the gradients mislead, the model is not
+    robust. Comparing with the strongest white-box attack, not with each, keeps the flag about
+    gradient masking rather than about a weak white-box attack (fixed-step PGD against a
+    model where random search does better)."""
     for _, group in cells.groupby(["norm", "eps", "split"]):
         white = group[group["access"] == "gradient"]
         black = group[group["access"] != "gradient"]
         if white.empty or black.empty:
             continue
         n = group["n_samples"].iloc[0]
+        strongest = white_box_robust_accuracy(white)
         for index, row in black.iterrows():
-            if row["robust_accuracy"] < white["robust_accuracy"].min() - slack(n):
+            if row["robust_accuracy"] < strongest - slack(n):
                 yield index, "a black-box attack beats every white-box one (gradient masking?)"
 
 
@@ -86,7 +109,8 @@ CHECKS = (certified_sample_broken, eps_zero_differs, rises_with_eps, unbounded_n
 
 def cell_flags(cells: pd.DataFrame) -> dict[int, list[str]]:
     """Flags per row index of ``cells`` (one defense's valid attack cells, with the attack's
-    ``access`` and ``single_step`` capabilities as columns)."""
+    ``access`` and ``single_step`` capabilities as columns, and optionally each cell's
+    per-sample outcome as ``robust_samples``)."""
     flags: dict[int, list[str]] = {}
     for check in CHECKS:
         for index, message in check(cells):

@@ -68,3 +68,68 @@ def test_randomness_detected_eps_zero_differs_and_eot_used(flagged):
 def test_flags_show_in_the_leaderboard(flagged):
     board = (flagged[1] / "leaderboard.md").read_text()
     assert "⚠" in board and "input gradients are zero" in board
+
+
+# ------------------------------------------------ the battery's comparisons, on made-up cells
+
+def cells_of(*rows):
+    """One defense's cells at L∞ 0.1 (test split, 100 samples): (attack, access, single_step,
+    robust accuracy[, per-sample robust outcome])."""
+    import pandas as pd
+
+    records = []
+    for attack, access, single, accuracy, *samples in rows:
+        record = dict(attack=attack, access=access, single_step=single, norm="linf", eps=0.1,
+                      split="test", n_samples=100, robust_accuracy=accuracy,
+                      clean_accuracy=0.9)
+        if samples:
+            record["robust_samples"] = samples[0]
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def flagged_attacks(cells, text):
+    from advbench.sanity import cell_flags
+
+    return {cells.loc[i, "attack"] for i, found in cell_flags(cells).items()
+            if any(text in flag for flag in found)}
+
+
+def test_black_box_is_compared_with_the_strongest_white_box_attack():
+    honest = cells_of(("fgsm", "gradient", True, 0.60), ("pgd-linf", "gradient", False, 0.50),
+                      ("apgd-ce", "gradient", False, 0.38), ("random-search", "scores", False,
+                                                             0.42))
+    # Random search beats fixed-step PGD, not APGD: no gradient masking to report.
+    assert flagged_attacks(honest, "black-box attack beats") == set()
+    masked = cells_of(("pgd-linf", "gradient", False, 0.50), ("apgd-ce", "gradient", False,
+                                                              0.45),
+                      ("random-search", "scores", False, 0.30))
+    assert flagged_attacks(masked, "black-box attack beats") == {"random-search"}
+
+
+def test_black_box_check_uses_the_per_sample_white_box_worst_case_when_given():
+    # Two white-box attacks each leave 60 of 100 robust but break different samples: together
+    # they leave 20. A black-box attack leaving 40 beats each alone, not the white-box worst case.
+    first = [True] * 60 + [False] * 40
+    second = [False] * 40 + [True] * 60
+    black = [True] * 40 + [False] * 60
+    cells = cells_of(("pgd-linf", "gradient", False, 0.60, first),
+                     ("apgd-ce", "gradient", False, 0.60, second),
+                     ("random-search", "scores", False, 0.40, black))
+    assert flagged_attacks(cells, "black-box attack beats") == set()
+    assert flagged_attacks(cells.drop(columns="robust_samples"),
+                           "black-box attack beats") == {"random-search"}
+    stronger = cells.copy()
+    stronger.at[2, "robust_samples"], stronger.at[2, "robust_accuracy"] = [False] * 100, 0.0
+    assert flagged_attacks(stronger, "black-box attack beats") == {"random-search"}
+
+
+def test_apgd_attacks_are_iterative_for_the_single_step_check():
+    registry = load_registry()
+    for name in ("apgd-ce", "apgd-dlr", "apgd-t"):
+        assert not registry.get("attack", name).cls.single_step
+    assert registry.get("attack", "fgsm").cls.single_step
+    cells = cells_of(("fgsm", "gradient", True, 0.50), ("apgd-ce", "gradient", False, 0.30),
+                     ("apgd-t", "gradient", False, 0.58))
+    # APGD-T weaker than FGSM by more than the slack is flagged; APGD-CE, stronger, is not.
+    assert flagged_attacks(cells, "single-step attack beats") == {"apgd-t"}
