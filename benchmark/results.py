@@ -227,13 +227,20 @@ CELL = ["dataset", "model", "defense", "attack", "norm", "eps", "split"]  # one 
 UNCOMPARED = {"seconds"}  # differs between two runs of the same cell; says nothing about it
 
 
+def is_missing(value: Any) -> bool:
+    """NaN, None or "": a CSV writes all three as an empty field."""
+    return bool(pd.isna(value)) or (isinstance(value, str) and not value)
+
+
 def same_value(a: Any, b: Any) -> bool:
-    """Equal, both missing, or numbers equal to 12 digits (a CSV's text and a parquet's float)."""
-    if pd.isna(a) or pd.isna(b):
-        return bool(pd.isna(a) and pd.isna(b))
-    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+    """Both missing, or the same number to 12 digits, or the same text: a CSV's 3 and a
+    parquet's "3" (the ``targeted`` class), or its text and a parquet's float, agree."""
+    if is_missing(a) or is_missing(b):
+        return is_missing(a) and is_missing(b)
+    try:
         return bool(np.isclose(float(a), float(b), rtol=1e-12, atol=0.0))
-    return bool(a == b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
 
 
 def cell_name(row: pd.Series) -> str:

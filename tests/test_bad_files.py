@@ -164,6 +164,7 @@ def test_another_data_root_does_not_reuse_the_cached_model(tmp_path):
     assert recorded["train"][str(labels.resolve())] == hashlib.sha256(
         labels.read_bytes()).hexdigest()
     assert sorted(Path(path).parent for path in recorded["test"]) == [other.resolve()] * 2
+    assert main(["leaderboard", str(tmp_path / "run2")]) == 0  # its CSV and parquet agree
 
 
 # ------------------------------------------------------------------ results files
@@ -269,8 +270,9 @@ def test_prefer_takes_one_files_row_whole(prefer, robust, tmp_path, capsys):
 
 
 def test_identical_duplicates_are_fine(tmp_path, capsys):
-    csv = written(tmp_path, published())
-    read_results(csv).to_parquet(tmp_path / "results.parquet")
+    frame = published().assign(targeted="3", flags="")  # parquet: "3" and ""; CSV: 3 and empty
+    csv = written(tmp_path, frame)
+    frame.infer_objects().to_parquet(tmp_path / "results.parquet")
     assert main(["leaderboard", str(csv), str(tmp_path / "results.parquet"), str(csv)]) == 0
     single = capsys.readouterr().out
     assert main(["leaderboard", str(csv)]) == 0
