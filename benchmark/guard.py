@@ -240,14 +240,14 @@ class Seal:
         if any(id(t) not in held for t in tensors):
             raise ValueError("the cell's tensors are not the ones this seal holds")
 
-    def repair(self) -> list[str]:
-        """Put back anything changed since the seal was taken; what was changed."""
-        found = self.model.changes() + [n for part in self.graded for n in part.changed()]
-        if found:
+    def repair(self, force: bool = False) -> None:
+        """Put back anything changed since the seal was taken (``force``: the modules' hook
+        tables too, which the cheap comparison leaves out: the harness's own hooks come and
+        go)."""
+        if force or self.model.changes():
             self.model.restore()
-            for part in self.graded:
-                part.restore()
-        return found
+        for part in self.graded:
+            part.restore()
 
     def check_copies(self) -> None:
         """Raise :class:`SealBroken` (once and for good) if a pristine copy was changed."""
@@ -336,7 +336,7 @@ class Seal:
         if data:
             reasons.append(f"the attack modified what it is graded with: {listed(data)}")
         if changed or data or missing:
-            self.repair()  # restoring the layouts drops the harness's hooks: put them back
+            self.repair(force=bool(missing))  # this drops the harness's hooks: put them back
             self.uninstall()
             self.install()
         return "; ".join(reasons) or None

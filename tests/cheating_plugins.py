@@ -159,6 +159,32 @@ class EditsGradedImages(EditsGradedData):
 
 
 @dataclass(kw_only=True)
+class MovesTheReference(Cheat):
+    """Finds, through ``gc``, the harness's copy of the batch (the gate's reference) and moves
+    it by ε, so that a perturbation of 2ε passes the gate."""
+
+    name = "moves-the-reference"
+
+    def run(self, oracle, x, y, threat, ctx):
+        for o in gc.get_objects():
+            if (type(o) is torch.Tensor and o is not x and o.shape == x.shape
+                    and torch.equal(o, x)):
+                o.add_(threat.eps)
+        return x + 2 * threat.eps
+
+
+@dataclass(kw_only=True)
+class CheatsThenRaises(ZeroesWeights):
+    """Zeroes the weights and raises: the cell says it cheated, not merely that it failed."""
+
+    name = "cheats-then-raises"
+
+    def run(self, oracle, x, y, threat, ctx):
+        super().run(oracle, x, y, threat, ctx)
+        raise RuntimeError("nothing to see here")
+
+
+@dataclass(kw_only=True)
 class ClearsHooks(Cheat):
     """(8) Clears the model's forward hooks, then runs the model behind the oracle."""
 
@@ -195,7 +221,8 @@ def bn_cnn(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
 
 
 CHEATS = [ZeroesWeights, ScoresButGradients, RaisesItsAccess, ForwardsOutside, ResetsQueries,
-          RaisesItsBudget, TrainModeForward, EditsGradedData, EditsGradedImages, ClearsHooks]
+          RaisesItsBudget, TrainModeForward, EditsGradedData, EditsGradedImages,
+          MovesTheReference, CheatsThenRaises, ClearsHooks]
 
 
 @hookimpl

@@ -32,6 +32,8 @@ CHEATERS = {
     "train-mode-forward": ("the attack modified the model: buffer 1.running_mean", BN_MODEL),
     "edits-graded-data": ("modified what it is graded with: evaluation labels (test)", None),
     "edits-graded-images": ("modified what it is graded with: evaluation images (test)", None),
+    "moves-the-reference": ("the batch the gate measured its output against", None),
+    "cheats-then-raises": ("the attack modified the model: parameter 0.weight", None),
     "clears-hooks": ("it removed the harness's hooks from the model (Sequential)", None),
 }
 
