@@ -180,7 +180,7 @@ def check_resume_flags(args: argparse.Namespace, resumed: Any) -> None:
 
     wanted = config_record(flag_config(args))
     recorded = config_record(resumed)
-    given = args.given - RESUME_MAY_CHANGE
+    given = getattr(args, "given", set()) - RESUME_MAY_CHANGE
     conflicts = [key for key in sorted(given & set(wanted)) if wanted[key] != recorded[key]]
     if "out" in given and Path(args.out).resolve() != Path(args.resume).resolve():
         conflicts.append("out")
