@@ -19,6 +19,7 @@ _EXPORTS = {
     "BenchError": "errors", "PluginLoadError": "errors", "UsageError": "errors",
     "GateResult": "gate", "check_adversarial": "gate",
     "ModelPlugin": "models",
+    "argument": "options",
     "AccessError": "oracle", "Oracle": "oracle", "QueryBudgetExceeded": "oracle",
     "dlr": "losses", "dlr_loss": "losses", "margin": "losses", "margin_loss": "losses",
     "targeted_dlr": "losses", "targeted_dlr_loss": "losses",
