@@ -1,0 +1,291 @@
+"""torchattacks (Kim 2020, https://github.com/Harry24k/adversarial-attacks-pytorch) as gated
+bench attacks: ``ta-cw``, ``ta-deepfool``, ``ta-square``, ... one per line of ``SPECS``.
+
+Install with ``pip install 'advbench[torchattacks]'``. Without torchattacks this module fails to
+import with a one-line hint (``pip install torchattacks``) that ``bench list`` shows; every other
+plugin still loads.
+
+How an upstream attack is made honest:
+
+- **Every model call is an oracle query.** torchattacks gets :class:`OracleModel`, an
+  ``nn.Module`` holding no model, only the oracle: its forward is ``oracle.logits`` (gradient
+  access) or, for score-based attacks, the log of ``oracle.scores`` (no gradient; a softmax of
+  log-probabilities gives the probabilities back, and their differences are the logit margins,
+  so Square, SPSA, Pixle and OnePixel compute exactly what they would from logits).
+- **Each sample pays for its own queries.** Attacks that work one image at a time upstream
+  (``per_sample``) are called one image at a time, and every query is charged to that image:
+  exact. Batched attacks charge a full-batch call row by row; a call on fewer or more rows (Square
+  and APGD on the images still unbroken, SPSA's sample batches) charges each row to the clean
+  image it is nearest to in the threat model's norm — exact whenever no two clean images of a
+  batch lie within 2ε of each other. Either way the total equals the rows the attack sent.
+- **Randomness** comes from ``ctx.generator``: the global torch and numpy RNGs, which upstream
+  draws from (and Square, FAB and APGD reseed), are seeded from it and restored afterwards.
+- **Minimum-norm attacks** (CW, DeepFool, FAB, SparseFool, JSMA, Pixle) may return points
+  outside the ε-ball: the adapter projects their output onto the ball (L∞ clamp, L2 rescale, L0
+  keeping the ε most-changed pixels) and the box, and says so (``projected: true`` in
+  ``attack_config``). The gate checks the result as it checks any attack's. The size of each
+  unprojected perturbation is kept as ``last_norms`` (``inf`` where the attack gave the image back
+  unchanged), for a ``median_norm`` column once the row code reads it.
+
+Arguments are each upstream constructor's own (``--set ta-cw.c=10``), with upstream's defaults
+unless ``SPECS`` says otherwise; ε, the norm, the seed and verbosity are the harness's.
+Adapted attacks see one gradient per query, no EOT average, against randomized defenses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
+from advbench.threat import clip_to_box, perturbation_size, project
+
+try:
+    import torchattacks
+except ImportError as exc:
+    # Said in one line by `bench list`; no brackets, which its rich markup would swallow.
+    raise ImportError("the ta-* attacks need torchattacks: pip install torchattacks") from exc
+
+UPSTREAM_NORM = {"linf": "Linf", "l2": "L2"}
+HARNESS_ARGS = {"model", "eps", "norm", "seed", "verbose", "pixels", "n_classes"}
+INT_ARGS = {"steps", "n_queries", "n_restarts", "restarts", "max_iterations", "popsize",
+            "inf_batch", "nb_iter", "nb_sample", "max_batch_size", "eot_iter",
+            "binary_search_steps"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One adapted attack. ``per_sample``: called one image at a time (upstream loops over
+    images anyway, or couples the batch, e.g. CW's early stop on the summed loss).
+    ``minimum_norm``: its output may leave the ε-ball, so it is projected. ``defaults``: where
+    ours differ from upstream's. ``budget``: the per-sample query budget from the arguments."""
+
+    name: str
+    upstream: str
+    norms: tuple[str, ...]
+    summary: str
+    access: str = "gradient"
+    targeted: bool = False
+    randomized: bool = False
+    per_sample: bool = False
+    minimum_norm: bool = False
+    always_targeted: bool = False  # upstream's untargeted mode aims at class (y + 1) mod K
+    defaults: dict[str, Any] = field(default_factory=dict)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    budget: Callable[[Any], int] | None = None
+
+
+SPECS = (
+    Spec("ta-cw", "CW", ("l2",), "Carlini-Wagner L2 (2017), Adam in tanh space, fixed c",
+         targeted=True, per_sample=True, minimum_norm=True),
+    Spec("ta-deepfool", "DeepFool", ("l2",), "DeepFool (Moosavi-Dezfooli et al. 2016)",
+         per_sample=True, minimum_norm=True),
+    Spec("ta-fab", "FAB", ("linf", "l2"), "Fast Adaptive Boundary (Croce, Hein 2020)",
+         randomized=True, per_sample=True, minimum_norm=True),
+    Spec("ta-sparsefool", "SparseFool", ("l0",), "SparseFool (Modas et al. 2019)",
+         per_sample=True, minimum_norm=True),
+    Spec("ta-jsma", "JSMA", ("l0",), "Jacobian saliency map (Papernot et al. 2016)",
+         targeted=True, per_sample=True, minimum_norm=True, always_targeted=True),
+    Spec("ta-pixle", "Pixle", ("l0",), "Pixle pixel rearrangement (Pomponi et al. 2022)",
+         access="scores", targeted=True, randomized=True, per_sample=True, minimum_norm=True,
+         choices={"pixel_mapping": ("random", "similarity", "similarity_random", "distance",
+                                    "distance_random")}),
+    Spec("ta-onepixel", "OnePixel", ("l0",), "differential evolution on ε pixels (Su et al.)",
+         access="scores", targeted=True, randomized=True, per_sample=True),
+    Spec("ta-square", "Square", ("linf", "l2"), "Square Attack (Andriushchenko et al. 2020)",
+         access="scores", targeted=True, randomized=True, defaults={"n_queries": 1000},
+         choices={"loss": ("margin", "ce")},
+         budget=lambda a: 1 + a.n_restarts * (a.n_queries + 2)),
+    Spec("ta-spsa", "SPSA", ("linf",), "SPSA gradient estimate (Uesato et al. 2018)",
+         access="scores", targeted=True, randomized=True),
+    Spec("ta-mifgsm", "MIFGSM", ("linf",), "momentum iterative FGSM (Dong et al. 2018)",
+         targeted=True),
+    Spec("ta-pgd", "PGD", ("linf",), "PGD with random start (Madry et al. 2018)",
+         targeted=True, randomized=True),
+    Spec("ta-pgdl2", "PGDL2", ("l2",), "PGD L2 with random start (Madry et al. 2018)",
+         targeted=True, randomized=True),
+    Spec("ta-apgd", "APGD", ("linf", "l2"), "Auto-PGD (Croce, Hein 2020)", randomized=True,
+         choices={"loss": ("ce", "dlr")}),
+)
+
+
+class OracleModel(nn.Module):
+    """The defended model as torchattacks sees it: no weights, every forward an oracle query.
+
+    ``owner`` set: every row is charged to that sample. Otherwise a call on the whole batch is
+    charged row by row and any other call row by row to the nearest clean image of ``clean``.
+    """
+
+    def __init__(self, oracle: Oracle, clean: torch.Tensor, norm: str) -> None:
+        super().__init__()
+        # torchattacks reads the device from the parameters; this one holds nothing.
+        self.anchor = nn.Parameter(torch.empty(0, device=clean.device), requires_grad=False)
+        self.oracle, self.clean, self.norm = oracle, clean.detach().flatten(1), norm
+        self.owner: int | None = None
+        self.rows = 0
+
+    def charge_index(self, x: torch.Tensor) -> torch.Tensor:
+        n, device = x.shape[0], self.oracle.queries.device
+        if self.owner is not None:
+            return torch.full((n,), self.owner, dtype=torch.long, device=device)
+        if n == self.clean.shape[0]:
+            return torch.arange(n, device=device)
+        return nearest(x.detach().flatten(1).to(self.clean.dtype), self.clean, self.norm).to(device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index = self.charge_index(x)
+        self.rows += x.shape[0]
+        if self.oracle.access == "gradient":
+            return self.oracle.logits(x, index)
+        scores = self.oracle.scores(x, index)
+        return scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
+
+
+def nearest(rows: torch.Tensor, clean: torch.Tensor, norm: str) -> torch.Tensor:
+    """Index of the clean image nearest to each row, in chunks that keep memory small."""
+    p = math.inf if norm == "linf" else 2.0
+    chunk = max(1, 2**24 // max(1, clean.numel()))
+    return torch.cat([torch.cdist(rows[i:i + chunk], clean, p=p).argmin(dim=1)
+                      for i in range(0, rows.shape[0], chunk)])
+
+
+def project_l0(delta: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Keep, per sample, the ``pixels`` spatial positions changed most (all channels)."""
+    if pixels <= 0:
+        return torch.zeros_like(delta)
+    size = delta.abs().sum(dim=1).flatten(1)
+    keep = torch.zeros_like(size, dtype=torch.bool)
+    keep.scatter_(1, size.topk(min(pixels, size.shape[1]), dim=1).indices, True)
+    return delta * keep.view(delta.shape[0], 1, *delta.shape[2:])
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """The global torch (CPU and ``device``) and numpy RNGs seeded, then restored."""
+    devices = [device] if device.type == "cuda" else []
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+class TorchattacksAttack(Attack):
+    """Base of the adapted attacks; each subclass is built from one ``Spec``."""
+
+    spec: ClassVar[Spec]
+    upstream_class: ClassVar[type]
+
+    @property
+    def max_queries(self) -> int | None:
+        return None if self.spec.budget is None else self.spec.budget(self)
+
+    def arguments(self, threat: ThreatModel, seed: int) -> dict[str, Any]:
+        """The upstream constructor's arguments: the user's, then the harness's."""
+        accepted = inspect.signature(self.upstream_class).parameters
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        harness = {"eps": threat.eps, "norm": UPSTREAM_NORM.get(threat.norm), "seed": seed,
+                   "verbose": False, "pixels": int(threat.eps)}
+        return {**given, **{k: v for k, v in harness.items() if k in accepted}}
+
+    def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+            ctx: AttackContext) -> torch.Tensor:
+        if threat.eps == 0 or x.shape[0] == 0:
+            return x
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator,
+                                 device=ctx.generator.device))
+        model = OracleModel(oracle, x, threat.norm)
+        with seeded_global_rng(seed, x.device), torch.enable_grad():
+            attack = self.upstream_class(model, **self.arguments(threat, seed))
+            goal = ctx.targets
+            if goal is None and self.spec.always_targeted:
+                model.owner = 0
+                with torch.no_grad():
+                    classes = model(x[:1]).shape[1]
+                model.owner = None
+                goal = (y + 1) % classes
+            if goal is not None:
+                attack.set_mode_targeted_by_label(quiet=True)
+            labels = y if goal is None else goal
+            if self.spec.per_sample:
+                parts = []
+                for i in range(x.shape[0]):
+                    model.owner = i
+                    parts.append(attack(x[i:i + 1], labels[i:i + 1]).detach())
+                raw = torch.cat(parts)
+            else:
+                raw = attack(x, labels).detach()
+        return self.finish(x, raw.to(device=x.device, dtype=x.dtype), threat)
+
+    def finish(self, x: torch.Tensor, raw: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+        """Clip to the box, record each perturbation's size, project onto the ball."""
+        delta = clip_to_box(raw) - x
+        size = perturbation_size(delta, threat.norm)
+        self.last_norms = torch.where(size > 0, size, torch.inf).cpu()
+        if threat.norm == "l0":
+            delta = project_l0(delta, int(threat.eps))
+        else:
+            delta = project(delta, threat)
+        return clip_to_box(x + delta)
+
+
+def field_for(name: str, default: Any, spec: Spec) -> tuple[str, Any, Any]:
+    """A dataclass field for one upstream argument: its type from the default (counts are
+    ints, other numbers floats), numbers bounded below by 0, strings limited to ``choices``."""
+    default = spec.defaults.get(name, default)
+    metadata: dict[str, Any] = {}
+    if name in spec.choices:
+        kind: Any = Literal[spec.choices[name]]
+    elif isinstance(default, bool) or isinstance(default, str):
+        kind = type(default)
+    elif isinstance(default, (int, float)):
+        kind, metadata = (int if name in INT_ARGS else float), {"ge": 0}
+        default = kind(default)
+    elif isinstance(default, tuple):
+        kind = tuple[int | float, ...]
+    else:
+        raise TypeError(f"{spec.upstream}.{name}: no field type for default {default!r}")
+    return name, kind, dataclasses.field(default=default, metadata=metadata)
+
+
+def adapted(spec: Spec) -> type[TorchattacksAttack]:
+    """The bench attack class of one ``Spec``: a dataclass of upstream's arguments."""
+    upstream = getattr(torchattacks, spec.upstream)
+    fields = [field_for(p.name, p.default, spec)
+              for p in inspect.signature(upstream).parameters.values()
+              if p.name not in HARNESS_ARGS]
+    fields += [("projected", bool, dataclasses.field(default=spec.minimum_norm, init=False)),
+               ("upstream", str, dataclasses.field(
+                   default=f"torchattacks.{spec.upstream} {torchattacks.__version__}",
+                   init=False))]
+    note = "; output projected onto the ε-ball" if spec.minimum_norm else ""
+    namespace = {"name": spec.name, "norms": spec.norms, "access": spec.access,
+                 "targeted": spec.targeted, "randomized": spec.randomized, "spec": spec,
+                 "upstream_class": upstream,
+                 "description": f"torchattacks {spec.upstream}: {spec.summary}{note}"}
+    class_name = "TA" + spec.upstream
+    cls = dataclasses.make_dataclass(class_name, fields, bases=(TorchattacksAttack,),
+                                     namespace=namespace, kw_only=True)
+    cls.__module__ = __name__
+    globals()[class_name] = cls  # importable by name: processes and Ray pickle attacks
+    return cls
+
+
+ADAPTED = [adapted(spec) for spec in SPECS]
+
+
+@hookimpl
+def bench_attacks() -> list[type[Attack]]:
+    return list(ADAPTED)
