@@ -72,6 +72,7 @@ def attack_cell(
     on_batch: Callable[[int], None] = lambda n: None,
     seal: Seal | None = None,
     sealed: bool = True,
+    surrogate: nn.Module | None = None,
 ) -> CellOutcome:
     """Run ``attack`` on every correctly classified sample of ``data``, batch by batch.
 
@@ -81,7 +82,7 @@ def attack_cell(
     here over ``model`` and these tensors when None): an attack that changes the model or what
     it is graded with, runs the model outside the oracle or tampers with the oracle's terms or
     counts makes the cell invalid, and the damage is undone. ``sealed=False`` is for measuring
-    the seal's cost only.
+    the seal's cost only. A ``surrogate`` gives the oracle BPDA gradients (:class:`Oracle`).
     """
     graded = {"evaluation images": data.x, "evaluation labels": data.y,
               "clean predictions": clean_pred}
@@ -91,11 +92,11 @@ def attack_cell(
         seal = Seal(model, [Pristine(graded)])
     if seal is None:
         return _attack_batches(model, attack, data, clean_pred, threat, batch_size, device, seed,
-                               targets, eot_samples, on_batch, None)
+                               targets, eot_samples, on_batch, None, surrogate)
     seal.covers(graded.values())
     with seal.cell():
         outcome = _attack_batches(model, attack, data, clean_pred, threat, batch_size, device,
-                                  seed, targets, eot_samples, on_batch, seal)
+                                  seed, targets, eot_samples, on_batch, seal, surrogate)
         try:
             seal.check_copies()
         except SealBroken as exc:
@@ -107,7 +108,7 @@ def _attack_batches(
     model: nn.Module, attack: Attack, data: Split, clean_pred: torch.Tensor,
     threat: ThreatModel, batch_size: int, device: torch.device, seed: int,
     targets: torch.Tensor | None, eot_samples: int, on_batch: Callable[[int], None],
-    seal: Seal | None,
+    seal: Seal | None, surrogate: nn.Module | None = None,
 ) -> CellOutcome:
     """The batches of :func:`attack_cell`, each checked by the seal (when there is one) before
     the harness predicts on what the attack returned."""
@@ -123,7 +124,8 @@ def _attack_batches(
         index = attacked[start : start + batch_size]
         x, y = x_all[index].to(device), y_all[index].to(device)
         watch = seal.watch(access, budget, eot_samples, len(index)) if seal else None
-        oracle = Oracle(model, access, len(index), budget, eot_samples, guard=watch)
+        oracle = Oracle(model, access, len(index), budget, eot_samples, guard=watch,
+                        surrogate=surrogate)
         ctx = AttackContext(torch.Generator(device=device).manual_seed(seed + start),
                             None if targets is None else targets[index].to(device))
         result, raised = None, None
@@ -147,6 +149,15 @@ def _attack_batches(
         ledger = fingerprint([adv_pred, queries])
         on_batch(len(index))
     return CellOutcome(clean_correct, adv_pred, y_all, queries)
+
+
+def either_fooled(first: CellOutcome, second: CellOutcome) -> CellOutcome:
+    """Two runs of one attack on one cell (plain and BPDA gradients): per sample, the second's
+    prediction where only it fooled the model; the queries of both; invalid if either is."""
+    adv_pred = torch.where(first.adv_correct, second.adv_pred, first.adv_pred)
+    return CellOutcome(first.clean_correct, adv_pred, first.labels,
+                       first.queries + second.queries,
+                       first.invalid_reason or second.invalid_reason)
 
 
 def tampered(x: torch.Tensor, y: torch.Tensor, x_expected: torch.Tensor,

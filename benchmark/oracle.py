@@ -42,11 +42,15 @@ class Oracle:
     Every method takes an optional ``index`` (a LongTensor, one entry per row of ``x``) naming
     which sample of the batch each row belongs to, so attacks that query subsets or many
     candidates per sample are charged per sample. Without it, ``x`` must hold the whole batch.
+
+    With a ``surrogate`` (BPDA, Athalye, Carlini & Wagner 2018: the unwrapped trained model
+    behind an inference-time wrapper), gradients are those of the surrogate, as if the wrapper
+    were the identity, while every value returned is the defended model's own.
     """
 
     def __init__(
         self, model: nn.Module, access: str, n: int, max_queries: int | None = None,
-        eot_samples: int = 1, guard: Watch | None = None,
+        eot_samples: int = 1, guard: Watch | None = None, surrogate: nn.Module | None = None,
     ) -> None:
         if access not in ACCESS_LEVELS:
             raise ValueError(f"access must be one of {ACCESS_LEVELS}, got {access!r}")
@@ -55,6 +59,7 @@ class Oracle:
         self.max_queries = max_queries
         self.eot_samples = eot_samples
         self._guard = guard
+        self._surrogate = surrogate
         device = next(iter(model.parameters()), torch.empty(0)).device
         self.queries = torch.zeros(n, dtype=torch.long, device=device)
 
@@ -85,10 +90,23 @@ class Oracle:
             raise AccessError("this attack declared access='decision': labels only, no scores")
 
     def logits(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Differentiable logits (gradient access only)."""
+        """Differentiable logits (gradient access only); with a surrogate, the defended model's
+        values carrying the surrogate's gradient (straight through)."""
+        return self._logit_pair(x, index)[0]
+
+    def _logit_pair(self, x: torch.Tensor, index: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One query: the logits an attack sees, and the logits its loss is differentiated on
+        (the same tensor unless a surrogate stands in for the backward pass)."""
         self._require("gradient")
         with self._query("gradient", x, index, len(x)):
-            return self._model(x)
+            if self._surrogate is None:
+                shown = self._model(x)
+                return shown, shown
+            with torch.no_grad():
+                shown = self._model(x)
+            used = self._surrogate(x)
+        return shown + (used - used.detach()), used
 
     def gradient(
         self,
@@ -101,15 +119,17 @@ class Oracle:
 
         Against a randomized model (``eot_samples`` > 1) this is the Expectation over
         Transformation estimate (Athalye et al. 2018): the mean over that many draws, each
-        charged as a query, so a random defense cannot hide behind one noisy gradient.
+        charged as a query, so a random defense cannot hide behind one noisy gradient. With a
+        surrogate, the loss is the surrogate's (BPDA) and the logits returned the defended
+        model's.
         """
         x = x.detach().requires_grad_(True)
         grads, outputs = [], []
         with torch.enable_grad():
             for _ in range(self.eot_samples):
-                logits = self.logits(x, index)
-                grads.append(torch.autograd.grad(loss(logits, y), x)[0])
-                outputs.append(logits.detach())
+                shown, used = self._logit_pair(x, index)
+                grads.append(torch.autograd.grad(loss(used, y), x)[0])
+                outputs.append(shown.detach())
         return torch.stack(grads).mean(dim=0), torch.stack(outputs).mean(dim=0)
 
     @torch.no_grad()

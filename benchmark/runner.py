@@ -17,6 +17,7 @@ import platform
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version as dist_version
@@ -361,28 +362,36 @@ class Runner:
             return
         self.defended(group)
         self.record_worst_cases(group)
-        self.flag(group.rows, group.state)
+        self.flag(group.rows, group.state, group.finished)
         if self.out is not None:
             write_results(self.out, self.rows)
 
-    def flag(self, rows: list[dict[str, Any]], state: Defended | None) -> None:
-        """Run the sanity battery over one defense's rows and write its flags into them."""
+    def flag(self, rows: list[dict[str, Any]], state: Defended | None,
+             finished: Sequence[tuple[Cell, CellOutcome]] = ()) -> None:
+        """Run the sanity battery over one defense's rows and write its flags into them (with
+        each finished cell's per-sample outcome, so black-box attacks are compared with the
+        per-sample worst case of the white-box ones)."""
         if state is not None:
             data = next(iter(self.plan.evaluation.values()))
             reseed(state.model, self.plan.config.seed)  # the same noise under any executor
             zero = zero_gradient_fraction(state.model, data, self.plan.device)
-            eot = state.eot_samples
+            eot, bpda = state.eot_samples, state.bpda
         else:  # every cell was resumed: the battery's inputs were recorded with them
             zero = float(rows[0].get("zero_grad_fraction", 0.0)) if rows else 0.0
             eot = int(rows[0].get("eot_samples", 1)) if rows else 1
+            bpda = any("bpda" in str(row.get("adaptive") or "") for row in rows)
         attacks = {entry.name: entry for entry in self.plan.attacks}
         checked = [row for row in rows if row["valid"] and row["attack"] in attacks]
+        robust = {(cell.attack_name, cell.threat.norm, cell.threat.eps, cell.split):
+                  outcome.robust.tolist() for cell, outcome in finished}
         cells = pd.DataFrame([{**row, "access": attacks[row["attack"]].cls.access,
-                               "single_step": bool(attacks[row["attack"]].cls.single_step)}
+                               "single_step": bool(attacks[row["attack"]].cls.single_step),
+                               "robust_samples": robust.get((row["attack"], row["norm"],
+                                                             row["eps"], row["split"]))}
                               for row in checked])
         found = cell_flags(cells) if checked else {}
         per_row = {id(row): found.get(i, []) for i, row in enumerate(checked)}
-        common = defense_flags(zero, eot)
+        common = defense_flags(zero, eot, bpda)
         for row in rows:
             row["zero_grad_fraction"], row["eot_samples"] = zero, eot
             row["flags"] = "; ".join(common + per_row.get(id(row), []))
@@ -413,6 +422,7 @@ class Runner:
             if state is not None:
                 self.worker.add_certification(row, cell, combined, state)
                 row["abstain_rate"] = float((state.clean_pred[split] == -1).float().mean())
+                row["adaptive"] = state.adaptive
             group.rows.append(row)
             self.keep(row, combined)
 

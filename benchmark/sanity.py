@@ -129,11 +129,14 @@ def zero_gradient_fraction(model: nn.Module, data: Split, device: torch.device,
     return float((grad.flatten(1).abs().amax(dim=1) == 0).float().mean())
 
 
-def defense_flags(zero_fraction: float, eot_samples: int) -> list[str]:
+def defense_flags(zero_fraction: float, eot_samples: int, bpda: bool = False) -> list[str]:
     """Flags that concern every cell of a defense."""
     flags = []
     if zero_fraction > ZERO_GRADIENT_LIMIT:
         flags.append(f"{zero_fraction:.0%} of input gradients are zero")
     if eot_samples > 1:
         flags.append(f"randomized defense: gradient attacks used EOT over {eot_samples} draws")
+    if bpda:
+        flags.append("the defense wraps its trained model: gradient attacks also used BPDA "
+                     "(the unwrapped model's gradients)")
     return flags

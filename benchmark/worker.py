@@ -24,12 +24,13 @@ from .attack import Attack
 from .bounds import applicable_method, certify, unsupported_reason
 from .data import Split
 from .defense import Defense, TrainContext
-from .evaluate import CellOutcome, attack_cell, is_randomized, predict
+from .evaluate import CellOutcome, attack_cell, either_fooled, is_randomized, predict
 from .guard import Pristine, Seal, SealBroken, fingerprint, listed
 from .plan import Cell, Plan, choose_targets
 from .plugins import one_line
 from .progress import RunProgress
 from .results import RADIUS_GRID, SCHEMA_VERSION, radius_columns, wilson_interval
+from .sanity import ZERO_GRADIENT_LIMIT, zero_gradient_fraction
 from .smoothing import certified_accuracy
 from .training import ModelCache, content_key, data_fingerprint, training_steps
 
@@ -83,9 +84,17 @@ class Defended:
     curves: dict[str, list[float]] = field(default_factory=dict)  # split → certified acc.
     log: list[str] = field(default_factory=list)
     seal: Seal | None = None  # the model and what its cells are graded with, sealed
+    bpda: bool = False  # gradient attacks also run with the unwrapped model's gradients
+    surrogate: nn.Module | None = None  # that unwrapped model, when ``bpda``
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "model": None, "seal": None}
+        return {**self.__dict__, "model": None, "seal": None, "surrogate": None}
+
+    @property
+    def adaptive(self) -> str:
+        """How gradient attacks adapt to this defense: ``eot``, ``bpda``, both, or neither."""
+        return "+".join(name for name, used in (("eot", self.eot_samples > 1),
+                                                ("bpda", self.bpda)) if used)
 
 
 @dataclass
@@ -245,6 +254,12 @@ class Worker:
         if randomized:
             state.log.append(f"{type(defense).name}: randomized model detected, gradient "
                              f"attacks use EOT over {config.eot_samples} draws")
+        if model is not base and (not randomized or zero_gradient_fraction(
+                model, next(iter(plan.evaluation.values())), plan.device) > ZERO_GRADIENT_LIMIT):
+            state.bpda, state.surrogate = True, base
+            state.log.append(f"{type(defense).name}: the defense wraps its trained model, "
+                             "gradient attacks also run with BPDA (the unwrapped model's "
+                             "gradients)")
         if callable(getattr(model, "certify", None)):
             self.certify_smoothed(state)
         if unsupported_reason(model) is None and not randomized:
@@ -263,6 +278,7 @@ class Worker:
             base = self.base_model()
             base.load_state_dict(state.weights)
             state.model = defense.wrap(base.eval()).eval()
+            state.surrogate = base if state.bpda else None
         self.seal(state)
         return state
 
@@ -314,7 +330,7 @@ class Worker:
                    attack_success_rate=nan, targeted_success_rate=nan, queries_mean=nan,
                    queries_success_mean=nan, queries_success_median=nan,
                    query_budget=getattr(attack, "max_queries", None) or nan,
-                   broken_by="", eot_samples=1, batch_size=plan.config.batch_size,
+                   broken_by="", eot_samples=1, adaptive="", batch_size=plan.config.batch_size,
                    certified_accuracy=nan,
                    certified_accuracy_ci_low=nan, certified_accuracy_ci_high=nan, certifier="",
                    certified_broken=nan, abstain_rate=nan)
@@ -378,19 +394,26 @@ class Worker:
         self.progress.step(f"{cell.defense.name} × {cell.attack_name} {cell.threat.norm} "
                            f"ε={cell.threat.eps:g} ({cell.split})",
                            int((clean_pred == data.y).sum()))
-        reseed(state.model, cell_seed(cell))
-        torch.manual_seed(cell_seed(cell))
         started = time.perf_counter()
         attack, outcome, error, trace = None, None, None, None
         batch_size = plan.config.batch_size
         while outcome is None and error is None:
             try:
                 attack = self.plan.build(cell.attack)
-                outcome = attack_cell(
-                    state.model, attack, data, clean_pred, cell.threat, batch_size=batch_size,
-                    device=plan.device, seed=plan.config.seed,
-                    targets=targets, eot_samples=state.eot_samples,
-                    on_batch=self.progress.advance, seal=seal)
+                surrogates = [None]
+                if state.bpda and attack.access == "gradient":
+                    surrogates.append(state.surrogate)
+                combined = None
+                for surrogate in surrogates:  # the same seeds for each run
+                    reseed(state.model, cell_seed(cell))
+                    torch.manual_seed(cell_seed(cell))
+                    found = attack_cell(
+                        state.model, attack, data, clean_pred, cell.threat,
+                        batch_size=batch_size, device=plan.device, seed=plan.config.seed,
+                        targets=targets, eot_samples=state.eot_samples,
+                        on_batch=self.progress.advance, seal=seal, surrogate=surrogate)
+                    combined = found if combined is None else either_fooled(combined, found)
+                outcome = combined
             except SealBroken as exc:
                 error = f"the defended model cannot be restored: {exc}"
             except Exception as exc:
@@ -403,6 +426,7 @@ class Worker:
                 error = f"attack raised {one_line(exc)}"
         row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
         row["eot_samples"], row["batch_size"] = state.eot_samples, batch_size
+        row["adaptive"] = state.adaptive if attack is None or attack.access == "gradient" else ""
         row["abstain_rate"] = float((clean_pred == -1).float().mean())
         self.add_certification(row, cell, outcome, state)
         if targets is not None and outcome is not None and row["valid"]:
