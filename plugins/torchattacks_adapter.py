@@ -25,7 +25,8 @@ How an upstream attack is made honest:
   keeping the ε most-changed pixels) and the box, and says so (``projected: true`` in
   ``attack_config``). The gate checks the result as it checks any attack's. The size of each
   unprojected perturbation is kept as ``last_norms`` (``inf`` where the attack gave the image back
-  unchanged), for a ``median_norm`` column once the row code reads it.
+  unchanged) and written to ``ctx.record["norm_before_projection"]`` when the context has a
+  ``record`` dict, for a ``median_norm`` column once the row code reads it.
 
 Arguments are each upstream constructor's own (``--set ta-cw.c=10``), with upstream's defaults
 unless ``SPECS`` says otherwise; ε, the norm, the seed and verbosity are the harness's.
@@ -121,15 +122,18 @@ SPECS = (
 class OracleModel(nn.Module):
     """The defended model as torchattacks sees it: no weights, every forward an oracle query.
 
-    ``owner`` set: every row is charged to that sample. Otherwise a call on the whole batch is
-    charged row by row and any other call row by row to the nearest clean image of ``clean``.
+    ``access`` is the attack's declared one: ``gradient`` asks for ``oracle.logits`` (refused by
+    a lesser oracle), anything else for scores. ``owner`` set: every row is charged to that
+    sample. Otherwise a call on the whole batch is charged row by row and any other call row by
+    row to the nearest clean image of ``clean``.
     """
 
-    def __init__(self, oracle: Oracle, clean: torch.Tensor, norm: str) -> None:
+    def __init__(self, oracle: Oracle, clean: torch.Tensor, norm: str, access: str) -> None:
         super().__init__()
         # torchattacks reads the device from the parameters; this one holds nothing.
         self.anchor = nn.Parameter(torch.empty(0, device=clean.device), requires_grad=False)
         self.oracle, self.clean, self.norm = oracle, clean.detach().flatten(1), norm
+        self.access = access
         self.owner: int | None = None
         self.rows = 0
 
@@ -144,7 +148,7 @@ class OracleModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         index = self.charge_index(x)
         self.rows += x.shape[0]
-        if self.oracle.access == "gradient":
+        if self.access == "gradient":
             return self.oracle.logits(x, index)
         scores = self.oracle.scores(x, index)
         return scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
@@ -206,7 +210,7 @@ class TorchattacksAttack(Attack):
             return x
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator,
                                  device=ctx.generator.device))
-        model = OracleModel(oracle, x, threat.norm)
+        model = OracleModel(oracle, x, threat.norm, self.access)
         with seeded_global_rng(seed, x.device), torch.enable_grad():
             attack = self.upstream_class(model, **self.arguments(threat, seed))
             goal = ctx.targets
@@ -227,7 +231,11 @@ class TorchattacksAttack(Attack):
                 raw = torch.cat(parts)
             else:
                 raw = attack(x, labels).detach()
-        return self.finish(x, raw.to(device=x.device, dtype=x.dtype), threat)
+        x_adv = self.finish(x, raw.to(device=x.device, dtype=x.dtype), threat)
+        record = getattr(ctx, "record", None)  # per-sample values for the row, where supported
+        if isinstance(record, dict):
+            record["norm_before_projection"] = self.last_norms
+        return x_adv
 
     def finish(self, x: torch.Tensor, raw: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
         """Clip to the box, record each perturbation's size, project onto the ball."""

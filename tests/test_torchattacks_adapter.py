@@ -1,0 +1,237 @@
+"""The torchattacks adapter: every adapted attack runs a gated cell, pays for each model call
+through the oracle, keeps to its access level, and passes the conformance kit."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("torchattacks")
+
+import torchattacks  # noqa: E402
+
+import advbench_plugins.torchattacks_adapter as ta  # noqa: E402
+from advbench import AccessError, AttackContext, Oracle, Split, ThreatModel  # noqa: E402
+from advbench.conformance import check_attack  # noqa: E402
+from advbench.errors import UsageError  # noqa: E402
+from advbench.evaluate import attack_cell, predict  # noqa: E402
+from advbench.options import arguments_of, checked_value  # noqa: E402
+from advbench.plugins import load_registry  # noqa: E402
+from advbench.threat import perturbation_size  # noqa: E402
+
+EPS = {"linf": 0.1, "l2": 1.5, "l0": 3.0}
+TINY_EPS = {"linf": 0.1, "l2": 0.5, "l0": 3.0}
+# Small settings, so each test takes seconds; the defaults are the kit's business.
+FAST = {"ta-cw": {"steps": 20, "c": 10.0, "lr": 0.05}, "ta-fab": {"steps": 3},
+        "ta-square": {"n_queries": 60}, "ta-sparsefool": {"steps": 1}, "ta-jsma": {"gamma": 0.03},
+        "ta-pixle": {"restarts": 3, "max_iterations": 3}, "ta-onepixel": {"steps": 3},
+        "ta-spsa": {"nb_sample": 16, "nb_iter": 3}, "ta-apgd": {"steps": 5},
+        "ta-deepfool": {"steps": 10}}
+BY_NAME = {cls.name: cls for cls in ta.ADAPTED}
+
+
+class Counting(nn.Module):
+    """``model`` counting the rows of every forward pass, as a ground truth for queries."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows, self.calls = model, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        self.calls += 1
+        return self.model(x)
+
+
+@pytest.fixture
+def correct(trained_cnn, batch):
+    """Three test images the trained CNN classifies correctly."""
+    x, y = batch
+    keep = torch.nonzero(predict(trained_cnn, x[:20], 20, torch.device("cpu")) == y[:20])
+    index = keep.flatten()[:3]
+    return x[index], y[index]
+
+
+@pytest.fixture
+def tiny():
+    """A seeded 10-class conv net on random 8×8 images, labelled by its own predictions: query
+    counting needs no trained model, only many cheap calls."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10)).eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    return net, x, net(x).argmax(dim=1)
+
+
+def test_every_spec_is_registered_through_the_entry_point(registry):
+    for cls in ta.ADAPTED:
+        entry = registry.get("attack", cls.name)
+        assert entry.source.plugin == "torchattacks-adapter"
+        assert entry.source.distribution == "advbench"
+    assert len(ta.ADAPTED) >= 12
+
+
+def test_missing_torchattacks_is_one_line_in_the_listing(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # import torchattacks now fails
+    monkeypatch.delitem(sys.modules, "advbench_plugins.torchattacks_adapter")
+    registry = load_registry()
+    errors = {f.source.plugin: f.error for f in registry.failures}
+    message = "ImportError: the ta-* attacks need torchattacks: pip install torchattacks"
+    assert errors == {"torchattacks-adapter": message}
+    assert not [name for name in registry.names("attack") if name.startswith("ta-")]
+    assert "fgsm" in registry.names("attack")
+    from advbench.cli import main
+    assert main(["list"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert f"failed to load torchattacks-adapter (advbench 0.1.0): {message}" in out
+    assert "ta-cw" not in out
+    with pytest.raises(ImportError, match="pip install torchattacks"):
+        importlib.import_module("advbench_plugins.torchattacks_adapter")
+
+
+@pytest.mark.parametrize("name", sorted(BY_NAME))
+def test_each_adapted_attack_runs_a_gated_cell(name, trained_cnn, correct):
+    cls = BY_NAME[name]
+    x, y = correct
+    data = Split(x, y)
+    clean = predict(trained_cnn, x, 64, torch.device("cpu"))
+    for norm in cls.norms:
+        outcome = attack_cell(trained_cnn, cls(**FAST.get(name, {})), data, clean,
+                              ThreatModel(norm, EPS[norm]), batch_size=64,
+                              device=torch.device("cpu"), seed=0)
+        assert outcome.invalid_reason is None, (name, norm, outcome.invalid_reason)
+        assert bool((outcome.queries[outcome.clean_correct] > 0).all()), (name, norm)
+        # Weak here: one to three pixels (L0), SPSA's few samples, and DeepFool, which stalls
+        # against the box on the black background (it spends every step, then is projected).
+        if name not in ("ta-jsma", "ta-sparsefool", "ta-spsa", "ta-onepixel", "ta-deepfool"):
+            assert int(outcome.robust.sum()) < len(y), (name, norm)  # it bites
+
+
+@pytest.mark.parametrize("name", ["ta-deepfool", "ta-cw", "ta-jsma", "ta-onepixel"])
+def test_a_per_sample_attack_charges_each_image_its_own_model_calls(name, tiny):
+    """Upstream run image by image on a counting model gives each image's true number of
+    model calls; the adapter's oracle must charge exactly those."""
+    cls, (net, x, y) = BY_NAME[name], tiny
+    attack, threat = cls(**FAST.get(name, {})), ThreatModel(cls.norms[0], TINY_EPS[cls.norms[0]])
+    counting = Counting(net)
+    oracle = Oracle(counting, cls.access, len(y))
+    generator = torch.Generator().manual_seed(3)
+    attack.perturb(oracle, x, y, threat, AttackContext(generator))
+    assert int(oracle.queries.sum()) == counting.rows  # every row paid, none twice
+
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(3)))
+    alone, truth = Counting(net), []
+    with ta.seeded_global_rng(seed, x.device):
+        upstream = cls.upstream_class(alone, **attack.arguments(threat, seed))
+        labels = y
+        if cls.spec.always_targeted:  # as upstream's own untargeted mode: class y + 1
+            upstream.set_mode_targeted_by_label(quiet=True)
+            labels = (y + 1) % 10
+        for i in range(len(y)):
+            before = alone.rows
+            upstream(x[i:i + 1], labels[i:i + 1])
+            truth.append(alone.rows - before)
+    if cls.spec.always_targeted:
+        truth[0] += 1  # the adapter's one query for the number of classes
+    assert oracle.queries.tolist() == truth
+
+
+@pytest.mark.parametrize("name", ["ta-square", "ta-spsa", "ta-mifgsm", "ta-apgd", "ta-pgd"])
+def test_a_batched_attack_pays_for_every_model_call_of_upstream(name, tiny):
+    """The same seed run through the adapter and straight on a counting model: the oracle's
+    total equals upstream's rows and the outputs agree (the projection is a no-op)."""
+    cls, (net, x, y) = BY_NAME[name], tiny
+    attack, threat = cls(**FAST.get(name, {})), ThreatModel(cls.norms[0], TINY_EPS[cls.norms[0]])
+    counting = Counting(net)
+    oracle = Oracle(counting, cls.access, len(y), attack.max_queries)
+    result = attack.perturb(oracle, x, y, threat, AttackContext(torch.Generator().manual_seed(5)))
+    assert result.x_adv is not None
+    assert int(oracle.queries.sum()) == counting.rows
+
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(5)))
+    alone = Counting(net)
+    with ta.seeded_global_rng(seed, x.device):
+        expected = cls.upstream_class(alone, **attack.arguments(threat, seed))(x, y)
+    assert alone.rows == counting.rows
+    torch.testing.assert_close(result.x_adv, expected.clamp(0, 1), atol=1e-5, rtol=0)
+    if attack.max_queries is not None:
+        assert int(oracle.queries.max()) <= attack.max_queries
+
+
+def test_subset_calls_are_charged_to_the_nearest_clean_image(batch):
+    x = batch[0][:20]
+    pick = torch.tensor([7, 2, 2, 11, 0])
+    noisy = (x[pick] + 0.1 * torch.randn(x[pick].shape).sign()).clamp(0, 1)
+    assert ta.nearest(noisy.flatten(1), x.flatten(1), "linf").tolist() == pick.tolist()
+    assert ta.nearest(noisy.flatten(1), x.flatten(1), "l2").tolist() == pick.tolist()
+
+
+def test_a_score_based_attack_never_sees_a_gradient(trained_cnn, correct):
+    x, y = correct
+    oracle = Oracle(trained_cnn, "scores", len(y))
+    model = ta.OracleModel(oracle, x, "linf", "scores")
+    out = model(x.clone().requires_grad_(True))
+    assert not out.requires_grad  # nothing to differentiate
+    torch.testing.assert_close(out.softmax(dim=1), trained_cnn(x).softmax(dim=1))
+    with pytest.raises(AccessError):  # a white-box attack under a score-only oracle fails
+        BY_NAME["ta-cw"](steps=2).run(Oracle(trained_cnn, "scores", len(y)), x, y,
+                                      ThreatModel("l2", 1.0),
+                                      AttackContext(torch.Generator().manual_seed(0)))
+    assert BY_NAME["ta-square"].access == "scores" and BY_NAME["ta-cw"].access == "gradient"
+
+
+def test_minimum_norm_output_is_projected_and_says_so(trained_cnn, correct):
+    x, y = correct
+    cls = BY_NAME["ta-cw"]
+    attack, threat = cls(steps=30, c=10.0, lr=0.05), ThreatModel("l2", 0.3)
+    oracle = Oracle(trained_cnn, "gradient", len(y))
+    ctx = AttackContext(torch.Generator())
+    ctx.record = {}  # where the harness offers one, the sizes before projection go there too
+    result = attack.perturb(oracle, x, y, threat, ctx)
+    assert result.x_adv is not None  # the gate accepts it
+    assert torch.equal(ctx.record["norm_before_projection"], attack.last_norms)
+    assert bool((perturbation_size(result.x_adv - x, "l2") <= 0.3 + 1e-6).all())
+    assert float(attack.last_norms[torch.isfinite(attack.last_norms)].max()) > 0.3
+    assert attack.config()["projected"] is True and "projected" in cls.description
+    assert attack.config()["upstream"] == f"torchattacks.CW {torchattacks.__version__}"
+    assert "projected" not in arguments_of(cls)  # the user cannot turn it off
+    assert BY_NAME["ta-square"]().config()["projected"] is False
+
+
+def test_l0_projection_keeps_the_most_changed_pixels():
+    delta = torch.zeros(1, 3, 4, 4)
+    delta[0, :, 0, 0], delta[0, 0, 1, 1], delta[0, 2, 3, 3] = 0.5, 0.9, 0.1
+    kept = ta.project_l0(delta, 2)
+    assert perturbation_size(kept, "l0").item() == 2
+    assert kept[0, :, 0, 0].tolist() == [0.5] * 3 and kept[0, 0, 1, 1] == 0.9
+    assert kept[0, 2, 3, 3] == 0
+
+
+def test_arguments_are_upstreams_and_typed():
+    assert checked_value(BY_NAME["ta-cw"], "c", 10) == 10.0
+    assert checked_value(BY_NAME["ta-square"], "n_queries", 300) == 300
+    with pytest.raises(UsageError, match="ta-square.loss"):
+        checked_value(BY_NAME["ta-square"], "loss", "hinge")
+    with pytest.raises(UsageError, match="ta-cw.steps"):
+        checked_value(BY_NAME["ta-cw"], "steps", -1)
+    assert "eps" not in arguments_of(BY_NAME["ta-pgd"])  # ε is the harness's
+    assert BY_NAME["ta-square"](n_queries=10).max_queries == 13
+
+
+def test_global_random_state_is_left_alone(correct, trained_cnn):
+    x, y = correct
+    before = torch.get_rng_state()
+    BY_NAME["ta-square"](n_queries=5).perturb(
+        Oracle(trained_cnn, "scores", len(y)), x, y, ThreatModel("linf", 0.1),
+        AttackContext(torch.Generator().manual_seed(1)))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("name", sorted(BY_NAME))
+def test_conformance_kit(name):
+    check_attack(BY_NAME[name], params=FAST.get(name))
