@@ -292,6 +292,7 @@ def describe_capabilities(capabilities: dict) -> str:
 
 def command_list(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .plugins import load_registry
@@ -302,10 +303,12 @@ def command_list(args: argparse.Namespace) -> int:
                 "version": e.source.version, "plugin": e.source.plugin,
                 "capabilities": e.capabilities(), "description": e.cls.description}
                for e in sorted(entries, key=lambda e: (e.kind, e.name))]
-    failures = [{"plugin": f.source.plugin, "distribution": f.source.distribution,
-                 "version": f.source.version, "error": f.error} for f in registry.failures]
+    failures, unavailable = ([{"plugin": f.source.plugin, "distribution": f.source.distribution,
+                               "version": f.source.version, "error": f.error} for f in found]
+                             for found in (registry.failures, registry.unavailable))
     if args.json:
-        print(json.dumps({"plugins": records, "failures": failures}, indent=2))
+        print(json.dumps({"plugins": records, "failures": failures,
+                          "unavailable": unavailable}, indent=2))
         return 0
     table = Table(title="bench plugins")
     for column in ("kind", "name", "distribution", "capabilities", "description"):
@@ -318,8 +321,12 @@ def command_list(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     for failure in failures:
-        console.print(f"[red]failed to load[/red] {failure['plugin']} "
-                      f"({failure['distribution']} {failure['version']}): {failure['error']}")
+        console.print(f"[red]failed to load[/red] {escape(failure['plugin'])} "
+                      f"({escape(failure['distribution'])} {escape(failure['version'])}): "
+                      f"{escape(failure['error'])}")
+    for missing in unavailable:
+        console.print(f"[dim]unavailable[/dim] {escape(missing['plugin'])}: "
+                      f"{escape(missing['error'])}")
     return 0
 
 

@@ -11,5 +11,11 @@ class UsageError(BenchError):
     """Bad command-line or API arguments."""
 
 
+class PluginUnavailable(ImportError):
+    """Raised by a plugin module at import when an optional dependency it needs is missing:
+    the plugin is listed as unavailable with this message (how to install what it needs), and
+    is neither a failure nor a warning in runs."""
+
+
 class PluginLoadError(BenchError):
     """A plugin failed to load while --strict-plugins (or strict=True) was asked for."""

@@ -19,7 +19,7 @@ from . import hookspecs
 from .attack import Attack
 from .data import Dataset
 from .defense import Defense
-from .errors import PluginLoadError
+from .errors import PluginLoadError, PluginUnavailable
 from .models import ModelPlugin
 from .registry import Failure, Registry, Source
 
@@ -97,6 +97,9 @@ class Loader:
             source = Source(ep.name, dist, ep.dist.version if ep.dist else "-")
             try:
                 plugin = ep.load()
+            except PluginUnavailable as exc:
+                self.registry.unavailable.append(Failure(source, str(exc)))
+                continue
             except Exception as exc:
                 self.fail(source, one_line(exc))
                 continue
@@ -107,6 +110,9 @@ class Loader:
             source = Source(name, *distribution_of(name))
             try:
                 plugin = importlib.import_module(name)
+            except PluginUnavailable as exc:
+                self.registry.unavailable.append(Failure(source, str(exc)))
+                continue
             except Exception as exc:
                 self.fail(source, one_line(exc))
                 continue

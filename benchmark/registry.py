@@ -53,6 +53,7 @@ class Failure:
 class Registry:
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
     failures: list[Failure] = field(default_factory=list)
+    unavailable: list[Failure] = field(default_factory=list)  # optional dependency missing
 
     def add(self, kind: str, cls: type, source: Source) -> str | None:
         """Register ``cls``; return an error message instead when it cannot be."""

@@ -1,9 +1,9 @@
 """torchattacks (Kim 2020, https://github.com/Harry24k/adversarial-attacks-pytorch) as gated
 bench attacks: ``ta-cw``, ``ta-deepfool``, ``ta-square``, ... one per line of ``SPECS``.
 
-Install with ``pip install 'advbench[torchattacks]'``. Without torchattacks this module fails to
-import with a one-line hint (``pip install torchattacks``) that ``bench list`` shows; every other
-plugin still loads.
+Install with ``pip install 'advbench[torchattacks]'``. Without torchattacks this module raises
+:class:`advbench.PluginUnavailable`: ``bench list`` shows the adapter as unavailable with that
+install line, runs say nothing, and every other plugin loads.
 
 How an upstream attack is made honest:
 
@@ -47,14 +47,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
+from advbench import Attack, AttackContext, Oracle, PluginUnavailable, ThreatModel, hookimpl
 from advbench.threat import clip_to_box, perturbation_size, project
 
 try:
     import torchattacks
 except ImportError as exc:
-    # Said in one line by `bench list`; no brackets, which its rich markup would swallow.
-    raise ImportError("the ta-* attacks need torchattacks: pip install torchattacks") from exc
+    # Listed by `bench list` as unavailable, with how to install it; runs are not warned.
+    raise PluginUnavailable("the ta-* attacks need torchattacks: pip install "
+                            "'advbench[torchattacks]'") from exc
 
 UPSTREAM_NORM = {"linf": "Linf", "l2": "L2"}
 HARNESS_ARGS = {"model", "eps", "norm", "seed", "verbose", "pixels", "n_classes"}
