@@ -103,7 +103,7 @@ def test_ray_gives_the_local_results_and_survives_a_dying_worker(tmp_path, local
 
 @pytest.mark.parametrize("name, workers, message", [
     ("dask", None, "--executor 'dask': choose local, processes or ray"),
-    ("processes", 0, "--workers 0: need at least 1"),
+    ("processes", 0, "--workers must be a positive integer"),
 ])
 def test_bad_executor_options_are_usage_errors(name, workers, message):
     with pytest.raises(UsageError, match=message):
