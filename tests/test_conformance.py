@@ -33,7 +33,10 @@ def broken_rules(checks: Iterator[tuple[str, Check]]) -> list[str]:
 
 
 def test_every_builtin_attack_passes(registry):
-    entries = registry.resolve("attack", "all")
+    """bench's own attacks; the torchattacks adapter's are checked, at small settings, by
+    tests/test_torchattacks_adapter.py."""
+    entries = [entry for entry in registry.resolve("attack", "all")
+               if entry.source.plugin != "torchattacks-adapter"]
     assert entries
     failures = [message for entry in entries for message in broken_rules(attack_checks(entry.cls))]
     assert failures == []
