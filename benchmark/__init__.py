@@ -10,7 +10,10 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from .hookspecs import hookimpl
+from advbench._moved import install as _install_moved_names
+from advbench.hookspecs import hookimpl
+
+_install_moved_names()
 
 _EXPORTS = {
     "Attack": "attack", "AttackContext": "attack",
@@ -20,12 +23,14 @@ _EXPORTS = {
     "UsageError": "errors",
     "GateResult": "gate", "check_adversarial": "gate",
     "ModelPlugin": "models",
-    "argument": "options",
+    "argument": "plugin_system.options",
     "AccessError": "oracle", "Oracle": "oracle", "QueryBudgetExceeded": "oracle",
-    "dlr": "losses", "dlr_loss": "losses", "margin": "losses", "margin_loss": "losses",
-    "targeted_dlr": "losses", "targeted_dlr_loss": "losses",
-    "load_registry": "plugins",
-    "RunConfig": "runner", "evaluate_model": "runner", "run_matrix": "runner",
+    "dlr": "algorithms.losses", "dlr_loss": "algorithms.losses",
+    "margin": "algorithms.losses", "margin_loss": "algorithms.losses",
+    "targeted_dlr": "algorithms.losses", "targeted_dlr_loss": "algorithms.losses",
+    "load_registry": "plugin_system.loader",
+    "RunConfig": "running.driver", "evaluate_model": "running.driver",
+    "run_matrix": "running.driver",
     "ThreatModel": "threat",
 }
 

@@ -13,9 +13,9 @@ from typing import Any, ClassVar, final
 
 import torch
 
-from .gate import GateResult, check_adversarial
-from .oracle import Oracle
-from .threat import ThreatModel
+from advbench.gate import GateResult, check_adversarial
+from advbench.oracle import Oracle
+from advbench.threat import ThreatModel
 
 
 @dataclass

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import BenchError, UsageError
-from .options import parse_set, shown
+from advbench.errors import BenchError, UsageError
+from advbench.plugin_system.options import parse_set, shown
 
 SPLITS = ("test", "train", "both")
 MIN_WIDTH = 100  # columns: narrower, rich would fold the leaderboard's numbers away
@@ -136,7 +136,7 @@ def config_from_args(args: argparse.Namespace):
 
 def flag_config(args: argparse.Namespace):
     """The configuration the flags give."""
-    from .runner import RunConfig, default_out
+    from advbench.running.driver import RunConfig, default_out
 
     return RunConfig(
         attacks=args.attacks, defenses=args.defenses, dataset=args.dataset, model=args.model,
@@ -149,8 +149,8 @@ def flag_config(args: argparse.Namespace):
 
 def resumed_config(folder: Path):
     """The recorded configuration of the run in ``folder``, every key and type checked."""
-    from .plan import check_config
-    from .runner import RunConfig
+    from advbench.running.driver import RunConfig
+    from advbench.running.plan import check_config
 
     path = folder / "manifest.json"
     try:
@@ -175,8 +175,8 @@ def resumed_config(folder: Path):
 def check_resume_flags(args: argparse.Namespace, resumed: Any) -> None:
     """A flag given with --resume that would change the recorded run is refused, by name:
     the resumed run keeps its configuration, and silence would hide that."""
-    from .plan import flag
-    from .runner import config_record
+    from advbench.running.driver import config_record
+    from advbench.running.plan import flag
 
     wanted = config_record(flag_config(args))
     recorded = config_record(resumed)
@@ -245,10 +245,10 @@ def warn_plugin_failures(registry: Any) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from .executors import get_executor
-    from .leaderboard import to_rich
-    from .plugins import load_registry
-    from .runner import run_matrix
+    from advbench.plugin_system.loader import load_registry
+    from advbench.reporting.leaderboard import to_rich
+    from advbench.running.driver import run_matrix
+    from advbench.running.executors import get_executor
 
     config = config_from_args(args)
     if args.workers is not None and args.executor != "processes":
@@ -295,7 +295,7 @@ def command_list(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from .plugins import load_registry
+    from advbench.plugin_system.loader import load_registry
 
     registry = load_registry(strict=args.strict_plugins)
     entries = [entry for kind in registry.entries.values() for entry in kind.values()]
@@ -331,8 +331,8 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
-    from .leaderboard import read_manifest, run_inputs, to_markdown, write_output
-    from .results import combine_results, read_results
+    from advbench.reporting.leaderboard import read_manifest, run_inputs, to_markdown, write_output
+    from advbench.reporting.results import combine_results, read_results
 
     files, run_manifest = run_inputs(args.files)
     frame = combine_results([(path, read_results(path)) for path in files], args.prefer)
@@ -340,7 +340,7 @@ def command_leaderboard(args: argparse.Namespace) -> int:
     manifest = read_manifest(manifest_path) if manifest_path is not None else None
     text = to_markdown(frame, manifest)
     if args.html:  # figures: those of the runs the files (and the manifest) come from
-        from .site import write_site
+        from advbench.reporting.site import write_site
 
         write_site(frame, args.html, manifest,
                    [path.parent for path in [manifest_path, *files] if path is not None])
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a usage error already printed in one line
         return int(exit_.code or 0)
     if args.version:
-        from . import __version__
+        from advbench import __version__
 
         print(f"bench {__version__}")
         return 0

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from platformdirs import user_cache_dir
 
-from .errors import BenchError, UsageError
+from advbench.errors import BenchError, UsageError
 
 SPLITS = ("train", "test")
 
@@ -24,7 +24,7 @@ class Split:
     ``files`` maps each file it was read from to the sha256 of its bytes on disk: the run's
     manifest records them (``data``), so a wrong ``--data-root`` shows (empty when a plugin
     does not say). ``fingerprint`` is
-    the memo of :func:`advbench.training.data_fingerprint`.
+    the memo of :func:`advbench.running.model_cache.data_fingerprint`.
     """
 
     x: torch.Tensor

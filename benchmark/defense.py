@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .data import Split
+from advbench.data import Split
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Defense:
 
     def fit(self, model: nn.Module, train: Split, ctx: TrainContext) -> nn.Module:
         """Train ``model`` on ``train`` with this defense's loss and return it."""
-        from .training import train_classifier
+        from advbench.algorithms.training import train_classifier
 
         train_classifier(model, train, ctx, self.training_loss)
         return model

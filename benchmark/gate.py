@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .threat import ThreatModel, clip_to_box, perturbation_size
+from advbench.threat import ThreatModel, clip_to_box, perturbation_size
 
 TOLERANCE = 1e-6
 

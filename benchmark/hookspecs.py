@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .attack import Attack
-    from .data import Dataset
-    from .defense import Defense
-    from .models import ModelPlugin
+    from advbench.attack import Attack
+    from advbench.data import Dataset
+    from advbench.defense import Defense
+    from advbench.models import ModelPlugin
 
 PROJECT = "advbench"
 ENTRY_POINT_GROUP = "advbench.plugins"

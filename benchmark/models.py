@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from .errors import UsageError
+from advbench.errors import UsageError
 
 
 class ModelPlugin:

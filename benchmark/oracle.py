@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from .guard import Watch
+    from advbench.running.guard import Watch
 
 ACCESS_LEVELS = ("gradient", "scores", "decision")
 

@@ -35,7 +35,7 @@ import torch
 
 from advbench import AttackContext, Oracle, ThreatModel, load_registry
 from advbench.defense import TrainContext, TrainSettings
-from advbench.evaluate import predict
+from advbench.running.evaluate import predict
 
 CPU = torch.device("cpu")
 N_EVAL, N_AUTOATTACK, N_TRAIN = 150, 100, 10_000

@@ -34,7 +34,7 @@ import pytest
 import torch
 
 from advbench import AttackContext, Oracle, ThreatModel
-from advbench.evaluate import predict
+from advbench.running.evaluate import predict
 from advbench_plugins.one_pixel import OnePixel
 from advbench_plugins.random_search import RandomSearch
 

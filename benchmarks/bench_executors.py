@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from advbench import run_matrix
-from advbench.executors import LocalExecutor, ProcessExecutor
+from advbench.running.executors.base import LocalExecutor, ProcessExecutor
 
 MATRIX = dict(attacks="fgsm,fgm,pgd-linf,pgd-l2,random-search", defenses="none,adv-train-fgsm",
               preset="smoke", n_train=5000, n_eval=150, seed=0)

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from advbench import AttackContext, Oracle, ThreatModel
-from advbench.evaluate import predict
-from advbench.iterative import model_gradient
+from advbench.algorithms.pgd import model_gradient
+from advbench.running.evaluate import predict
 from advbench_plugins.pgd_linf import PGDLinf
 
 BATCH, STEPS, REPEATS, N_EVAL = 250, 20, 3, 500

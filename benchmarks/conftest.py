@@ -8,8 +8,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from advbench import load_registry  # noqa: E402
+from advbench.algorithms.training import train_classifier  # noqa: E402
 from advbench.defense import TrainContext, TrainSettings  # noqa: E402
-from advbench.training import train_classifier  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from x₀, projected back onto the ε-ball around x and clipped to [0, 1]; the w
 on those examples. The random start and α = 1.25ε are what make single-step training work;
 it can still *catastrophically overfit* (robust accuracy collapsing within an epoch), so a
 guard measures PGD robust accuracy on held-out training samples after every epoch and, on a
-collapse, restores the last good weights and stops (``advbench.adversarial_training``).
+collapse, restores the last good weights and stops (``advbench.algorithms.adversarial_training``).
 
 Arguments:
     eps: training radius (0.1, Fashion-MNIST's L∞ budget); norm: ``linf`` (or ``l2``).
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from advbench import Defense, hookimpl
-from advbench.adversarial_training import AdversarialTraining
-from advbench.iterative import model_gradient, pgd
+from advbench.algorithms.adversarial_training import AdversarialTraining
+from advbench.algorithms.pgd import model_gradient, pgd
 
 
 @dataclass(kw_only=True)

@@ -6,7 +6,7 @@ and clipped to [0, 1]) against the current weights, and by Danskin's theorem the
 the loss gradient at that point. The paper uses 40 steps of 0.01 at ε = 0.3 on MNIST; the default
 here is 5 steps (α = 0.5ε), sized for a CPU. After every epoch PGD robust accuracy on held-out
 training samples is measured; a collapse restores the last good weights and stops
-(``advbench.adversarial_training``).
+(``advbench.algorithms.adversarial_training``).
 
 Arguments:
     eps: training radius (0.1, Fashion-MNIST's L∞ budget); norm: ``linf`` (or ``l2``).
@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from advbench import Defense, hookimpl
-from advbench.adversarial_training import AdversarialTraining
-from advbench.iterative import model_gradient, pgd
+from advbench.algorithms.adversarial_training import AdversarialTraining
+from advbench.algorithms.pgd import model_gradient, pgd
 
 
 @dataclass(kw_only=True)

@@ -3,7 +3,7 @@
 PGD without a step size to tune: η starts at 2ε and is halved at the checkpoints
 0, 22, 41, 57, 70, 80, 87, 93, 99 (of 100 iterations) when the loss stalls, restarting from the
 best point found; steps carry momentum 0.75. The first attack of AutoAttack. Targeted: ascend
-the target's negated cross-entropy. Algorithm and schedule: ``advbench.apgd``.
+the target's negated cross-entropy. Algorithm and schedule: ``advbench.algorithms.apgd``.
 
 Arguments:
     iterations: gradient queries per sample and restart (100, AutoAttack's).
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from advbench import Attack, hookimpl
-from advbench.apgd import APGDAttack
+from advbench.algorithms.apgd import APGDAttack
 
 
 @dataclass(kw_only=True)

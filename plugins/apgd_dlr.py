@@ -2,7 +2,7 @@
 
 The DLR loss −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3) is invariant to shifting and scaling the
 logits, so a model that saturates its softmax (cross-entropy gradients exactly zero) still
-gives a direction. Same step-size schedule as APGD-CE (``advbench.apgd``). Targeted: the
+gives a direction. Same step-size schedule as APGD-CE (``advbench.algorithms.apgd``). Targeted: the
 targeted DLR towards ``ctx.targets``.
 
 Arguments:
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from advbench import Attack, hookimpl
-from advbench.apgd import APGDAttack
+from advbench.algorithms.apgd import APGDAttack
 
 
 @dataclass(kw_only=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from advbench import Attack, hookimpl
-from advbench.apgd import APGDTargetedAttack
+from advbench.algorithms.apgd import APGDTargetedAttack
 
 
 @dataclass(kw_only=True)

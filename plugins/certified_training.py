@@ -12,8 +12,8 @@ Arguments: ``eps`` (training radius, default 0.1 for Fashion-MNIST), ``ramp_star
 ``"crown-ibp"``: the bound is β·CROWN-IBP + (1 − β)·IBP with β going from 1 to 0 over the ramp,
 about 8× the cost of IBP per batch on the ``ibp-cnn`` model, so IBP is the default on a CPU).
 
-Works on any model the certifier in ``advbench.bounds`` supports, in train mode (so no batch
-norm or dropout): the seed CNN included, IBP goes through its pooling. The ``ibp-cnn`` model
+Works on any model the certifier in ``advbench.algorithms.bounds`` supports, in train mode (so no
+batch norm or dropout): the seed CNN included, IBP goes through its pooling. The ``ibp-cnn`` model
 (Gowal et al.'s small CNN, no pooling) certifies far more for less: on Fashion-MNIST at ε = 0.1,
 3 epochs reach about 0.83 clean and 0.67 certified accuracy, 8 epochs 0.84 and 0.72, while one
 epoch of the seed CNN gives 0.65 and 0.43 at several times the cost per epoch.
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench import Defense, Split, TrainContext, hookimpl
-from advbench.bounds import margin_lower_bounds, unsupported_reason, worst_case_logits
+from advbench.algorithms.bounds import margin_lower_bounds, unsupported_reason, worst_case_logits
 
 
 def linear_ramp(progress: float, start: float, end: float) -> float:

@@ -1,8 +1,8 @@
 """Randomized smoothing with Gaussian noise (Cohen, Rosenfeld & Kolter 2019), certified in L2.
 
 Training: the base model learns on x + N(0, σ²I) (noise seeded from the run's seed). Defended
-classifier: ``advbench.smoothing.SmoothedClassifier`` around it — ``predict`` is PREDICT (the
-majority of ``n`` noisy votes, abstaining (−1) when a binomial test at level α cannot separate
+classifier: ``advbench.algorithms.smoothing.SmoothedClassifier`` around it — ``predict`` is PREDICT
+(the majority of ``n`` noisy votes, abstaining (−1) when a binomial test at level α cannot separate
 the top two classes; an abstention counts as an error), ``certify`` is CERTIFY (ĉ from ``n0``
 votes, one-sided Clopper–Pearson lower bound p̲_A from ``n`` fresh votes at level α, radius
 σ·Φ⁻¹(p̲_A), abstain if p̲_A < ½), and ``forward`` is the soft classifier (log of the mean softmax
@@ -11,7 +11,7 @@ over ``m`` draws) that gradient attacks differentiate: random, so attacks must u
 The largest certifiable radius is σ·Φ⁻¹(α^(1/n)): with the CPU defaults (n = 200, α = 0.001)
 1.83σ, i.e. 0.46 at σ = 0.25 — enough for radius 0.25; n = 1000 gives 2.46σ and Cohen et al.'s
 n = 100 000 gives 3.81σ. Every prediction of an attacked sample costs n forward passes, which is
-what sizes n for a 2-core CPU. ``advbench.smoothing.max_certifiable_radius`` computes it.
+what sizes n for a 2-core CPU. ``advbench.algorithms.smoothing.max_certifiable_radius`` computes it.
 
 Arguments:
     sigma: noise standard deviation, in training and smoothing (0.25).
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench import Defense, Split, TrainContext, hookimpl
-from advbench.smoothing import SmoothedClassifier
+from advbench.algorithms.smoothing import SmoothedClassifier
 
 
 @dataclass(kw_only=True)

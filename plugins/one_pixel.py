@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 import torch
 
 from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
-from advbench.pixel_scan import fooled as fools
-from advbench.pixel_scan import rows_per_pass
+from advbench.algorithms.pixel_scan import fooled as fools
+from advbench.algorithms.pixel_scan import rows_per_pass
 
 
 @dataclass(kw_only=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from advbench import Attack, hookimpl
-from advbench.iterative import PGDAttack
+from advbench.algorithms.pgd import PGDAttack
 
 
 @dataclass(kw_only=True)

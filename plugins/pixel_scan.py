@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
-from advbench.pixel_scan import fooling_map, save_fooling_heatmap, scan_block
+from advbench.algorithms.pixel_scan import fooling_map, save_fooling_heatmap, scan_block
 
 
 @dataclass(kw_only=True)

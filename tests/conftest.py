@@ -11,8 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from advbench import Split, load_registry  # noqa: E402
+from advbench.algorithms.training import train_classifier  # noqa: E402
 from advbench.defense import TrainContext, TrainSettings  # noqa: E402
-from advbench.training import train_classifier  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

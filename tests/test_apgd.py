@@ -10,11 +10,18 @@ from torch import nn
 
 import advbench
 from advbench import AttackContext, Oracle, ThreatModel
-from advbench.apgd import apgd, checkpoints, top_classes
+from advbench.algorithms.apgd import apgd, checkpoints, top_classes
+from advbench.algorithms.losses import (
+    dlr,
+    dlr_loss,
+    margin,
+    margin_loss,
+    targeted_dlr,
+    targeted_dlr_loss,
+)
 from advbench.conformance import check_attack
-from advbench.evaluate import predict
-from advbench.losses import dlr, dlr_loss, margin, margin_loss, targeted_dlr, targeted_dlr_loss
 from advbench.oracle import cross_entropy_sum
+from advbench.running.evaluate import predict
 from advbench.threat import perturbation_size
 
 CPU = torch.device("cpu")

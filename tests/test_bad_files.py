@@ -22,18 +22,18 @@ from test_datasets import write_cifar_binary, write_idx
 from advbench import UsageError
 from advbench.cli import main
 from advbench.data import Split
-from advbench.leaderboard import to_markdown
-from advbench.plan import RunConfig, build_plan
-from advbench.registry import Source
-from advbench.results import (
+from advbench.plugin_system.registry import Source
+from advbench.reporting.leaderboard import to_markdown
+from advbench.reporting.results import (
     REQUIRED,
     SCHEMA_VERSION,
     combine_results,
     read_results,
     wilson_interval,
 )
-from advbench.training import content_key, data_fingerprint
-from advbench.worker import Worker
+from advbench.running.model_cache import content_key, data_fingerprint
+from advbench.running.plan import RunConfig, build_plan
+from advbench.running.worker import Worker
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "leaderboard" / "results.csv"
 RUN = ["run", "--preset", "smoke", "--attacks", "fgsm", "--defenses", "none",

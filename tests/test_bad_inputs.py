@@ -19,8 +19,14 @@ from test_cli import RUN, assert_one_line_error, assert_run_refused
 
 from advbench import UsageError, load_registry, run_matrix
 from advbench.cli import format_eps, main, parse_eps
-from advbench.options import argument, checked_value, default_problems, format_set, parse_set
-from advbench.plan import parse_targeted, resolve_eps
+from advbench.plugin_system.options import (
+    argument,
+    checked_value,
+    default_problems,
+    format_set,
+    parse_set,
+)
+from advbench.running.plan import parse_targeted, resolve_eps
 from advbench.threat import NORMS
 
 SMALL = ["--n-train", "500", "--n-eval", "20"]

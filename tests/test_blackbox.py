@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from advbench import AccessError, Attack, AttackContext, Oracle, QueryBudgetExceeded, ThreatModel
+from advbench.algorithms.pixel_scan import fooling_map, save_fooling_heatmap
 from advbench.gate import check_adversarial
-from advbench.pixel_scan import fooling_map, save_fooling_heatmap
 from advbench.threat import perturbation_size
 from advbench_plugins.one_pixel import OnePixel
 from advbench_plugins.pixel_scan import PixelScan

@@ -15,11 +15,11 @@ import torch
 from scipy.optimize import linprog
 from torch import nn
 
-import advbench.bounds as bounds
+import advbench.algorithms.bounds as bounds
 import advbench_plugins.certified_training as certified_training_plugin
 import advbench_plugins.ibp_cnn as ibp_cnn_plugin
 from advbench import Split, load_registry
-from advbench.bounds import (
+from advbench.algorithms.bounds import (
     METHODS,
     applicable_method,
     certify,
@@ -28,8 +28,8 @@ from advbench.bounds import (
     margin_lower_bounds,
     unsupported_reason,
 )
+from advbench.algorithms.training import train_classifier
 from advbench.defense import TrainContext, TrainSettings
-from advbench.training import train_classifier
 from advbench_plugins.certified_training import CertifiedTraining, linear_ramp
 from advbench_plugins.ibp_cnn import IBPCNN
 from advbench_plugins.seed_cnn import SeedCNN

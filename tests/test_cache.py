@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advbench.training import ModelCache, content_key
+from advbench.running.model_cache import ModelCache, content_key
 
 PARTS = {"dataset": "d", "model": "m", "defense": "none", "seed": 0}
 

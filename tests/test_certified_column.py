@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-import advbench.worker
+import advbench.running.worker
 from advbench import run_matrix
 
 SMALL = dict(preset="smoke", n_train=3000, n_eval=150)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from advbench import AttackContext, Oracle, Split, ThreatModel
-from advbench.evaluate import attack_cell, predict
+from advbench.running.evaluate import attack_cell, predict
 from advbench_plugins.fgm import FGM
 from advbench_plugins.fgsm import FGSM
 

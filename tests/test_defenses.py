@@ -8,24 +8,24 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
-import advbench.adversarial_training as at
+import advbench.algorithms.adversarial_training as at
 from advbench import ThreatModel
-from advbench.adversarial_training import (
+from advbench.algorithms.adversarial_training import (
     EpochRecord,
     TrainingHistory,
     load_history,
     plot_training_curves,
     save_history,
 )
-from advbench.defense import TrainContext, TrainSettings
-from advbench.evaluate import attack_cell, predict
-from advbench.smoothing import (
+from advbench.algorithms.smoothing import (
     SmoothedClassifier,
     certified_accuracy,
     max_certifiable_radius,
     plot_certified_accuracy,
 )
-from advbench.training import ModelCache, content_key
+from advbench.defense import TrainContext, TrainSettings
+from advbench.running.evaluate import attack_cell, predict
+from advbench.running.model_cache import ModelCache, content_key
 from advbench_plugins.adv_train_fgsm import AdvTrainFGSM
 from advbench_plugins.adv_train_pgd import AdvTrainPGD
 from advbench_plugins.gaussian_smoothing import GaussianSmoothing

@@ -13,7 +13,7 @@ import torch
 
 from advbench import load_registry, run_matrix
 from advbench.errors import UsageError
-from advbench.executors import LocalExecutor, ProcessExecutor, get_executor
+from advbench.running.executors import LocalExecutor, ProcessExecutor, get_executor
 
 TINY = dict(attacks="fgsm,fgm,pgd-linf", defenses="none,gaussian-smoothing", preset="smoke",
             n_train=1000, n_eval=40, seed=3)

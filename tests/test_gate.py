@@ -7,7 +7,7 @@ import sample_plugins
 import torch
 
 from advbench import AttackContext, Oracle, ThreatModel, check_adversarial
-from advbench.evaluate import attack_cell, predict
+from advbench.running.evaluate import attack_cell, predict
 from advbench.threat import perturbation_size
 
 EXPECTED_REASON = {

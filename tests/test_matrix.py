@@ -11,8 +11,8 @@ import torch
 
 from advbench import Split, evaluate_model, run_matrix
 from advbench.cli import main
-from advbench.evaluate import predict
-from advbench.results import COLUMNS
+from advbench.reporting.results import COLUMNS
+from advbench.running.evaluate import predict
 
 SMALL = ["--preset", "smoke", "--n-train", "3000", "--n-eval", "100", "--attacks", "fgsm,fgm",
          "--defenses", "none"]
@@ -128,7 +128,7 @@ def test_clean_accuracy_is_the_harness_forward_pass(trained_cnn, fashion):
     x, y = fashion["test"].x[:300], fashion["test"].y[:300]
     expected = float((predict(trained_cnn, x, 100, torch.device("cpu")) == y).float().mean())
     from advbench import ThreatModel
-    from advbench.evaluate import attack_cell
+    from advbench.running.evaluate import attack_cell
     from advbench_plugins.fgsm import FGSM
 
     pred = predict(trained_cnn, x, 100, torch.device("cpu"))

@@ -12,8 +12,8 @@ from test_cli import RUN, assert_run_refused
 from advbench import run_matrix
 from advbench.cli import main
 from advbench.errors import UsageError
-from advbench.leaderboard import to_rich
-from advbench.options import parse_set, split_top_level
+from advbench.plugin_system.options import parse_set, split_top_level
+from advbench.reporting.leaderboard import to_rich
 
 
 def test_values_are_typed_and_split_outside_brackets():

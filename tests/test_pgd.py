@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from advbench import AttackContext, Oracle, Split, ThreatModel, load_registry
-from advbench.evaluate import attack_cell, predict
-from advbench.iterative import model_gradient, model_logits, pgd, sample_start
+from advbench.algorithms.pgd import model_gradient, model_logits, pgd, sample_start
+from advbench.running.evaluate import attack_cell, predict
 from advbench.threat import perturbation_size
 from advbench_plugins import pgd_l2, pgd_linf
 from advbench_plugins.fgsm import FGSM

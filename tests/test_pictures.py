@@ -12,7 +12,7 @@ from torch import nn
 
 from advbench import Attack, ThreatModel
 from advbench.gate import check_adversarial
-from advbench.pictures import (
+from advbench.reporting.pictures import (
     cell_pictures,
     draw_cell_pictures,
     eps_values,

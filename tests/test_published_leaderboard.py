@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from advbench.cli import main
-from advbench.presets import PRESETS
+from advbench.plugin_system.presets import PRESETS
 
 FOLDER = Path(__file__).resolve().parent.parent / "leaderboard"
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from advbench import ThreatModel, hookimpl, load_registry, run_matrix
-from advbench.evaluate import attack_cell, is_randomized, predict
-from advbench.results import RADIUS_GRID, radius_columns
-from advbench.smoothing import SmoothedClassifier
+from advbench.algorithms.smoothing import SmoothedClassifier
+from advbench.reporting.results import RADIUS_GRID, radius_columns
+from advbench.running.evaluate import attack_cell, is_randomized, predict
 from advbench_plugins.gaussian_smoothing import GaussianSmoothing
 from advbench_plugins.pgd_l2 import PGDL2
 

@@ -89,7 +89,7 @@ def cells_of(*rows):
 
 
 def flagged_attacks(cells, text):
-    from advbench.sanity import cell_flags
+    from advbench.reporting.sanity import cell_flags
 
     return {cells.loc[i, "attack"] for i, found in cell_flags(cells).items()
             if any(text in flag for flag in found)}

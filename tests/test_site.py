@@ -18,9 +18,9 @@ from matplotlib import pyplot as plt
 
 from advbench import run_matrix
 from advbench.cli import main
-from advbench.leaderboard import sections
-from advbench.results import read_results, to_frame
-from advbench.site import render_site, write_site
+from advbench.reporting.leaderboard import sections
+from advbench.reporting.results import read_results, to_frame
+from advbench.reporting.site import render_site, write_site
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "leaderboard"
 EVIL = "<script>alert(1)</script>"

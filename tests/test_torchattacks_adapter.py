@@ -18,9 +18,9 @@ import advbench_plugins.torchattacks_adapter as ta  # noqa: E402
 from advbench import AccessError, AttackContext, Oracle, Split, ThreatModel  # noqa: E402
 from advbench.conformance import check_attack  # noqa: E402
 from advbench.errors import UsageError  # noqa: E402
-from advbench.evaluate import attack_cell, predict  # noqa: E402
-from advbench.options import arguments_of, checked_value  # noqa: E402
-from advbench.plugins import load_registry  # noqa: E402
+from advbench.plugin_system.loader import load_registry  # noqa: E402
+from advbench.plugin_system.options import arguments_of, checked_value  # noqa: E402
+from advbench.running.evaluate import attack_cell, predict  # noqa: E402
 from advbench.threat import perturbation_size  # noqa: E402
 
 EPS = {"linf": 0.1, "l2": 1.5, "l0": 3.0}

@@ -10,9 +10,9 @@ import sample_plugins
 import torch
 
 from advbench import ThreatModel, UsageError, load_registry, run_matrix
-from advbench.evaluate import attack_cell, predict
-from advbench.plan import choose_targets
-from advbench.worker import targeted_success
+from advbench.running.evaluate import attack_cell, predict
+from advbench.running.plan import choose_targets
+from advbench.running.worker import targeted_success
 from advbench_plugins.fgsm import FGSM
 
 SMALL = dict(preset="smoke", n_train=3000, n_eval=150)

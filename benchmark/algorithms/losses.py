@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from .oracle import LossFn
+from advbench.oracle import LossFn
 
 DLR_GUARD = 1e-12
 

@@ -1,4 +1,5 @@
-"""The training loop every training-time defense shares, and the safetensors model cache."""
+"""Keys for cached results and the safetensors model cache: a trained model is reused only when
+everything that determined it is the same."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,64 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data import Split
-from .defense import TrainContext
-
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
-
-
-CheckFn = Callable[[float, int, float, float], bool]
-
-
-def train_classifier(model: nn.Module, train: Split, ctx: TrainContext, loss_fn: LossFn,
-                     check: CheckFn | None = None, checks_per_epoch: int = 1) -> None:
-    """Adam with a one-cycle learning-rate schedule (peak ``settings.lr``) over shuffled
-    minibatches, the order seeded by ``ctx.seed``. One-cycle reaches the seed CNN's accuracy in
-    a few epochs, which is what a CPU budget affords.
-
-    ``check(epoch, step, mean_loss, lr)``, if given, is called ``checks_per_epoch`` times an
-    epoch (adversarial training's monitor); training stops when it returns True.
-    """
-    settings = ctx.settings
-    n = len(train)
-    batches = -(-n // settings.batch_size)
-    total_steps = settings.epochs * batches
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps)
-    order_rng = torch.Generator().manual_seed(ctx.seed)
-    check_at = {round(batches * (i + 1) / checks_per_epoch) for i in range(checks_per_epoch)}
-    step = 0
-    model.train()
-    for epoch in range(settings.epochs):
-        order = torch.randperm(n, generator=order_rng)
-        loss_sum, count = torch.zeros((), device=ctx.device), 0
-        for batch, start in enumerate(range(0, n, settings.batch_size), 1):
-            index = order[start : start + settings.batch_size]
-            x, y = train.x[index].to(ctx.device), train.y[index].to(ctx.device)
-            loss = loss_fn(model, x, y, step / total_steps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            ctx.on_batch()
-            if check is None:
-                continue
-            loss_sum, count = loss_sum + loss.detach(), count + 1
-            if batch in check_at:
-                stop = check(epoch + batch / batches, step, float(loss_sum) / count,
-                             schedule.get_last_lr()[0])
-                loss_sum, count = torch.zeros((), device=ctx.device), 0
-                model.train()
-                if stop:
-                    model.eval()
-                    return
-    model.eval()
-
-
-def training_steps(n_train: int, batch_size: int, epochs: int) -> int:
-    """Number of optimizer steps ``train_classifier`` will take (for progress bars)."""
-    return epochs * -(-n_train // batch_size)
+from advbench.data import Split
 
 
 def content_key(parts: dict[str, Any]) -> str:

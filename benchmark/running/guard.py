@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .oracle import ACCESS_LEVELS
+from advbench.oracle import ACCESS_LEVELS
 
 SHOWN = 3  # names listed in a reason before "and N more"
 _BITS = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UsageError
+from advbench.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .attack import Attack, AttackContext
-from .oracle import LossFn, Oracle, cross_entropy_sum
-from .threat import ThreatModel, l2_normalize, project
+from advbench.attack import Attack, AttackContext
+from advbench.oracle import LossFn, Oracle, cross_entropy_sum
+from advbench.threat import ThreatModel, l2_normalize, project
 
 GradientFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None],
                       tuple[torch.Tensor, torch.Tensor]]

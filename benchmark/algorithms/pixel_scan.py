@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .oracle import Oracle
+from advbench.oracle import Oracle
 
 
 def rows_per_pass(device: torch.device) -> int:

@@ -3,7 +3,7 @@
 
 Every adversarial image drawn is one the harness's gate accepted: the attack runs through its
 final ``perturb`` (copies in, output clipped and checked against the threat model), with an
-:class:`Oracle` and an :class:`AttackContext` built as :func:`advbench.evaluate.attack_cell`
+:class:`Oracle` and an :class:`AttackContext` built as :func:`advbench.running.evaluate.attack_cell`
 builds them. Every prediction drawn is the model's own decision (``model_labels``: its
 ``predict`` when it has one, so an abstention shows as "abstain"), never the plugin's.
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .attack import Attack, AttackContext
-from .evaluate import predict
-from .figures import plt, save_figure
-from .gate import GateResult
-from .oracle import Oracle
-from .threat import ThreatModel
+from advbench.attack import Attack, AttackContext
+from advbench.gate import GateResult
+from advbench.oracle import Oracle
+from advbench.reporting.figures import plt, save_figure
+from advbench.running.evaluate import predict
+from advbench.threat import ThreatModel
 
 #: ε grid as multiples of the cell's ε (L∞, L2): Fashion-MNIST's default L∞ ε = 0.1 gives
 #: 0, 0.02, 0.05, 0.1, 0.2, 0.3.

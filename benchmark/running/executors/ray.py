@@ -12,12 +12,12 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from .defense import Defense
-from .errors import BenchError, UsageError
-from .executors import Executor, Outcome
-from .plan import Cell
-from .plugins import one_line
-from .worker import CellResult, Defended, Worker
+from advbench.defense import Defense
+from advbench.errors import BenchError, UsageError
+from advbench.plugin_system.loader import one_line
+from advbench.running.executors.base import Executor, Outcome
+from advbench.running.plan import Cell
+from advbench.running.worker import CellResult, Defended, Worker
 
 try:
     import ray

@@ -15,13 +15,13 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 
 import pluggy
 
-from . import hookspecs
-from .attack import Attack
-from .data import Dataset
-from .defense import Defense
-from .errors import PluginLoadError, PluginUnavailable
-from .models import ModelPlugin
-from .registry import Failure, Registry, Source
+from advbench import hookspecs
+from advbench.attack import Attack
+from advbench.data import Dataset
+from advbench.defense import Defense
+from advbench.errors import PluginLoadError, PluginUnavailable
+from advbench.models import ModelPlugin
+from advbench.plugin_system.registry import Failure, Registry, Source
 
 OWN_DISTRIBUTION = "advbench"
 HOOK_KINDS = {

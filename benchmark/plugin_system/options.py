@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-from .errors import UsageError
-from .registry import Entry
+from advbench.errors import UsageError
+from advbench.plugin_system.registry import Entry
 
 Options = Mapping[str, Mapping[str, Any]]  # plugin → argument → a value or a list of values
 INT64 = (-(2**63), 2**63 - 1)  # what torch, numpy and parquet hold

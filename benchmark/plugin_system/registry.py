@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UsageError
+from advbench.errors import UsageError
 
 KINDS = ("attack", "defense", "dataset", "model")
 

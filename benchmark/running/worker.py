@@ -2,7 +2,7 @@
 
 A :class:`Worker` writes nothing into the run folder and keeps no results: it returns them, so
 it runs the same in the driver's process, in a pool of processes or on a Ray cluster
-(``advbench.executors``), and the driver alone records what comes back.
+(``advbench.running.executors``), and the driver alone records what comes back.
 """
 
 from __future__ import annotations
@@ -20,19 +20,26 @@ import torch
 from platformdirs import user_cache_dir
 from torch import nn
 
-from .attack import Attack
-from .bounds import applicable_method, certify, unsupported_reason
-from .data import Split
-from .defense import Defense, TrainContext
-from .evaluate import CellOutcome, attack_cell, either_fooled, is_randomized, predict
-from .guard import Pristine, Seal, SealBroken, fingerprint, listed
-from .plan import Cell, Plan, choose_targets
-from .plugins import one_line
-from .progress import RunProgress
-from .results import RADIUS_GRID, SCHEMA_VERSION, radius_columns, wilson_interval
-from .sanity import ZERO_GRADIENT_LIMIT, zero_gradient_fraction
-from .smoothing import certified_accuracy
-from .training import ModelCache, content_key, data_fingerprint, training_steps
+from advbench.algorithms.bounds import applicable_method, certify, unsupported_reason
+from advbench.algorithms.smoothing import certified_accuracy
+from advbench.algorithms.training import training_steps
+from advbench.attack import Attack
+from advbench.data import Split
+from advbench.defense import Defense, TrainContext
+from advbench.plugin_system.loader import one_line
+from advbench.reporting.results import RADIUS_GRID, SCHEMA_VERSION, radius_columns, wilson_interval
+from advbench.reporting.sanity import ZERO_GRADIENT_LIMIT, zero_gradient_fraction
+from advbench.running.evaluate import (
+    CellOutcome,
+    attack_cell,
+    either_fooled,
+    is_randomized,
+    predict,
+)
+from advbench.running.guard import Pristine, Seal, SealBroken, fingerprint, listed
+from advbench.running.model_cache import ModelCache, content_key, data_fingerprint
+from advbench.running.plan import Cell, Plan, choose_targets
+from advbench.running.progress import RunProgress
 
 CERTIFIER = "crown-ibp"  # CROWN back-substitution over IBP intermediate bounds
 

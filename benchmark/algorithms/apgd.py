@@ -12,9 +12,9 @@ at iteration ``k`` = 0 … N−1 (so a sample never fooled costs exactly N queri
 * Step: ``z = P(x_k + η·s(∇f))`` with ``s`` = sign (L∞) or ``g/‖g‖₂`` (L2), then
   ``x_{k+1} = P(x_k + α(z − x_k) + (1 − α)(x_k − x_{k−1}))``, α = 0.75 (the first step has no
   momentum); ``P`` projects onto the ε-ball and clips to the data box [0, 1].
-* Losses: cross-entropy (``ce``) or DLR (``dlr``, :mod:`advbench.losses`); with targets, the
-  target's negated cross-entropy or the targeted DLR.
-* Output: like :mod:`advbench.iterative`, the *first iterate that fools* each sample
+* Losses: cross-entropy (``ce``) or DLR (``dlr``, :mod:`advbench.algorithms.losses`); with targets,
+  the target's negated cross-entropy or the targeted DLR.
+* Output: like :mod:`advbench.algorithms.pgd`, the *first iterate that fools* each sample
   (misclassified, or classified as its target with ``to_target``), else its best-loss point.
   With ``early_exit`` fooled samples stop being iterated and queried, which changes the work
   done, never the output. Restarts run on the samples no earlier restart fooled.
@@ -34,11 +34,17 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .attack import Attack, AttackContext
-from .iterative import sample_start, succeeded
-from .losses import dlr, dlr_loss, negative_cross_entropy, targeted_dlr, targeted_dlr_loss
-from .oracle import LossFn, Oracle, cross_entropy_sum
-from .threat import ThreatModel, l2_normalize, project
+from advbench.algorithms.losses import (
+    dlr,
+    dlr_loss,
+    negative_cross_entropy,
+    targeted_dlr,
+    targeted_dlr_loss,
+)
+from advbench.algorithms.pgd import sample_start, succeeded
+from advbench.attack import Attack, AttackContext
+from advbench.oracle import LossFn, Oracle, cross_entropy_sum
+from advbench.threat import ThreatModel, l2_normalize, project
 
 LossGradientFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 LOSSES = ("ce", "dlr")

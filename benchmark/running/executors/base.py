@@ -2,7 +2,7 @@
 
 A run has two kinds of task: preparing a defended model (train or load it, predict, certify)
 and attacking it in one cell, which depends on the first. An :class:`Executor` takes them and
-hands back each cell's result as it finishes; the driver (``advbench.runner``) alone records
+hands back each cell's result as it finishes; the driver (``advbench.running.driver``) alone records
 results and writes the run folder, so resume and the results files work the same everywhere.
 
 Another backend (Dask, Slurm, ...) is a subclass implementing the five methods below, given to
@@ -23,10 +23,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from .defense import Defense
-from .errors import UsageError
-from .plan import Cell, check_limit
-from .worker import CellResult, Defended, Worker
+from advbench.defense import Defense
+from advbench.running.plan import Cell, check_limit
+from advbench.running.worker import CellResult, Defended, Worker
 
 Outcome = CellResult | BaseException  # an exception: the cell's task, or its defense's, failed
 
@@ -248,15 +247,3 @@ class ProcessExecutor(Executor):
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
-
-def get_executor(name: str, workers: int | None = None, address: str | None = None) -> Executor:
-    """The executor named on the command line."""
-    if name == "local":
-        return LocalExecutor()
-    if name == "processes":
-        return ProcessExecutor(workers if workers is not None else os.cpu_count() or 1)
-    if name == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(address)
-    raise UsageError(f"--executor {name!r}: choose local, processes or ray")

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attack import Attack, AttackContext
-from .data import Split
-from .guard import Pristine, Seal, SealBroken, fingerprint, identical
-from .oracle import Oracle, model_labels
-from .threat import ThreatModel
+from advbench.attack import Attack, AttackContext
+from advbench.data import Split
+from advbench.oracle import Oracle, model_labels
+from advbench.running.guard import Pristine, Seal, SealBroken, fingerprint, identical
+from advbench.threat import ThreatModel
 
 
 @dataclass
@@ -78,8 +78,8 @@ def attack_cell(
 
     With ``targets`` (one label per sample), the attack is targeted and samples whose target
     is their own label are not attacked. ``eot_samples`` > 1 averages gradients over that many
-    draws of a randomized model. The cell runs under ``seal`` (:mod:`advbench.guard`; one made
-    here over ``model`` and these tensors when None): an attack that changes the model or what
+    draws of a randomized model. The cell runs under ``seal`` (:mod:`advbench.running.guard`; one
+    made here over ``model`` and these tensors when None): an attack that changes the model or what
     it is graded with, runs the model outside the oracle or tampers with the oracle's terms or
     counts makes the cell invalid, and the damage is undone. ``sealed=False`` is for measuring
     the seal's cost only. A ``surrogate`` gives the oracle BPDA gradients (:class:`Oracle`).

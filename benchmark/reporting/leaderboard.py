@@ -14,7 +14,7 @@ import pandas as pd
 from rich.table import Table
 from tabulate import tabulate
 
-from .errors import UsageError
+from advbench.errors import UsageError
 
 SECTION_KEYS = ["dataset", "model", "split", "norm"]
 

@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Split
-from .defense import Defense, TrainContext
-from .iterative import model_gradient, pgd
-from .threat import ThreatModel
-from .training import train_classifier
+from advbench.algorithms.pgd import model_gradient, pgd
+from advbench.algorithms.training import train_classifier
+from advbench.data import Split
+from advbench.defense import Defense, TrainContext
+from advbench.threat import ThreatModel
 
 VALIDATION_NOTE = ("validation = samples of the training split set aside before training and "
                    "never trained on (seeded); train = a fixed seeded batch of the samples "
@@ -98,7 +98,7 @@ def load_history(path: Path) -> TrainingHistory:
 def plot_training_curves(history: TrainingHistory | dict[str, Any], path: Path) -> Path:
     """Clean and robust accuracy per epoch, train and validation (seed figure 3), as a PNG; a
     detected collapse is marked with a vertical line."""
-    from .figures import plt, save_figure  # matplotlib only when drawing
+    from advbench.reporting.figures import plt, save_figure  # matplotlib only when drawing
 
     if isinstance(history, dict):
         history = TrainingHistory.from_dict(history)

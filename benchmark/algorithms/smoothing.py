@@ -156,7 +156,7 @@ def plot_certified_accuracy(radius_grid: Sequence[float],
                             path: Path, title: str = "randomized smoothing") -> Path:
     """Certified accuracy against the L2 radius as a PNG; a mapping draws one line per label
     (e.g. per σ)."""
-    from .figures import plt, save_figure  # matplotlib only when drawing
+    from advbench.reporting.figures import plt, save_figure  # matplotlib only when drawing
 
     lines = accuracies if isinstance(accuracies, Mapping) else {"": accuracies}
     figure, axis = plt.subplots(figsize=(5, 3.6))

@@ -1,7 +1,7 @@
 """The leaderboard as a static web page: the tables of ``leaderboard.md`` (built by
-:func:`advbench.leaderboard.sections`, so both always agree), sortable by any column, filterable
-by defense, attack and norm, with 95 % intervals, flags explained on hover, every cell linked to
-its pictures and the per-defense figures of the run shown under the tables.
+:func:`advbench.reporting.leaderboard.sections`, so both always agree), sortable by any column,
+filterable by defense, attack and norm, with 95 % intervals, flags explained on hover, every
+cell linked to its pictures and the per-defense figures of the run shown under the tables.
 
 One page per dataset and model: ``index.html`` is that page when there is one, else an index
 linking ``<dataset>_<model>.html`` pages. Everything the page needs is inline (CSS and a few
@@ -29,9 +29,9 @@ from urllib.parse import quote
 import pandas as pd
 from jinja2 import Environment, StrictUndefined
 
-from .errors import BenchError
-from .leaderboard import CELL_PICTURES, SECTION_KEYS, manifest_summary, sections
-from .results import write_atomic
+from advbench.errors import BenchError
+from advbench.reporting.leaderboard import CELL_PICTURES, SECTION_KEYS, manifest_summary, sections
+from advbench.reporting.results import write_atomic
 
 PAGE_KEYS = ["dataset", "model"]
 MARK = re.compile(r"⚠(\d+)|\[(\d+)\]")  # the note references leaderboard.cell_text writes
@@ -382,7 +382,7 @@ def cell_stem(attack: str, defense: str, split: str, norm: str, eps: float) -> s
 
 
 def column_label(attack: str, eps: float) -> str:
-    """A table column as :func:`advbench.leaderboard.sections` names it."""
+    """A table column as :func:`advbench.reporting.leaderboard.sections` names it."""
     return f"{attack} ε={eps:g}"
 
 

@@ -19,15 +19,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import Dataset, Split
-from .defense import TrainSettings
-from .errors import UsageError
-from .models import ImportedModel, ModelPlugin
-from .options import Options, check_targets, coerce, describe, expand, shown
-from .plugins import one_line
-from .presets import Preset, get_preset
-from .registry import Entry, Registry
-from .threat import NORMS, ThreatModel
+from advbench.data import Dataset, Split
+from advbench.defense import TrainSettings
+from advbench.errors import UsageError
+from advbench.models import ImportedModel, ModelPlugin
+from advbench.plugin_system.loader import one_line
+from advbench.plugin_system.options import Options, check_targets, coerce, describe, expand, shown
+from advbench.plugin_system.presets import Preset, get_preset
+from advbench.plugin_system.registry import Entry, Registry
+from advbench.threat import NORMS, ThreatModel
 
 SPLIT_CHOICES = ("test", "train", "both")
 CERTIFIER = "crown-ibp"  # CROWN back-substitution over IBP intermediate bounds

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import Split
-from .oracle import Oracle
+from advbench.data import Split
+from advbench.oracle import Oracle
 
 ZERO_GRADIENT_LIMIT = 0.05
 UNBOUNDED = {"linf": 1.0}

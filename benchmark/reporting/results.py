@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from .errors import BenchError, UsageError
+from advbench.errors import BenchError, UsageError
 
 SCHEMA_VERSION = 1
 

@@ -1,9 +1,9 @@
 """The driver of a run: plan it, hand its tasks to an executor, record and write the results.
 
 ``run_matrix`` is the Python API behind ``bench run``. It validates everything before writing
-anything (``advbench.plan``); an executor (``advbench.executors``: in-process by default, or a
-pool of processes, or Ray) trains each defended model once and runs its cells
-(``advbench.worker``); the driver alone records each result as it arrives and rewrites the
+anything (``advbench.running.plan``); an executor (``advbench.running.executors``: in-process by
+default, or a pool of processes, or Ray) trains each defended model once and runs its cells
+(``advbench.running.worker``); the driver alone records each result as it arrives and rewrites the
 results files, so an interrupted run can be resumed whatever ran it.
 """
 
@@ -29,22 +29,19 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from .adversarial_training import plot_training_curves
-from .attack import Attack
-from .data import Split
-from .defense import Defense
-from .errors import BenchError, UsageError
-from .evaluate import CellOutcome
-from .executors import Executor, LocalExecutor, Outcome, get_executor
-from .figures import eps_sweep_figures
-from .leaderboard import to_markdown
-from .models import ModelPlugin
-from .pictures import cell_pictures
-from .plan import WORST_CASE, Cell, Plan, RunConfig, build_plan
-from .plugins import load_registry, one_line
-from .progress import RunProgress
-from .registry import Entry, Registry, Source
-from .results import (
+from advbench.algorithms.adversarial_training import plot_training_curves
+from advbench.algorithms.smoothing import plot_certified_accuracy
+from advbench.attack import Attack
+from advbench.data import Split
+from advbench.defense import Defense
+from advbench.errors import BenchError, UsageError
+from advbench.models import ModelPlugin
+from advbench.plugin_system.loader import load_registry, one_line
+from advbench.plugin_system.registry import Entry, Registry, Source
+from advbench.reporting.figures import eps_sweep_figures
+from advbench.reporting.leaderboard import to_markdown
+from advbench.reporting.pictures import cell_pictures
+from advbench.reporting.results import (
     RADIUS_GRID,
     SCHEMA_VERSION,
     to_frame,
@@ -53,10 +50,13 @@ from .results import (
     write_json,
     write_results,
 )
-from .sanity import cell_flags, defense_flags, zero_gradient_fraction
-from .site import write_site
-from .smoothing import plot_certified_accuracy
-from .worker import (
+from advbench.reporting.sanity import cell_flags, defense_flags, zero_gradient_fraction
+from advbench.reporting.site import write_site
+from advbench.running.evaluate import CellOutcome
+from advbench.running.executors import Executor, LocalExecutor, Outcome, get_executor
+from advbench.running.plan import WORST_CASE, Cell, Plan, RunConfig, build_plan
+from advbench.running.progress import RunProgress
+from advbench.running.worker import (
     CellResult,
     Defended,
     DefenseFailed,
