@@ -8,10 +8,13 @@ attributes the runner reads to plan the matrix.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, final
 
 import torch
+from torch import nn
 
 from advbench.gate import GateResult, check_adversarial
 from advbench.oracle import Oracle
@@ -37,6 +40,11 @@ class Attack:
         randomized: whether its output depends on ``AttackContext.generator``.
         single_step: one gradient step (FGSM-like): the sanity battery expects iterative
             attacks of the same norm to do at least as well.
+        presets: constructor arguments per preset name (``{"cpu": {"iterations": 20}}``),
+            where the attack costs too much at its defaults for that preset's hardware; they are
+            recorded in each row's config and ``--set`` overrides them.
+        max_queries: the per-sample query budget the oracle enforces (None: unlimited); a
+            field or property where it depends on the settings. Rows report it.
     """
 
     name: ClassVar[str]
@@ -46,6 +54,8 @@ class Attack:
     randomized: ClassVar[bool] = False
     single_step: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    max_queries: int | None = None
 
     def run(
         self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
@@ -57,6 +67,12 @@ class Attack:
     def config(self) -> dict[str, Any]:
         """The settings that determine this attack's output (its dataclass fields)."""
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+
+    def figures(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                stem: Path) -> list[Path]:
+        """PNG figures of the attack's own (``stem`` + suffix) on a few correctly classified
+        samples, drawn beside the run's pictures; none by default."""
+        return []
 
     @final
     def perturb(

@@ -7,9 +7,9 @@ inference-time defense wraps the trained model (override ``wrap``). Both may do 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -38,18 +38,54 @@ class TrainContext:
     on_batch: Callable[[], None] = field(default=lambda: None)
 
 
+class History(Protocol):
+    """Training curves a defense kept; the runner stores ``to_dict()`` as JSON."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Reseedable(Protocol):
+    """A randomized classifier whose noise the runner restarts before each cell, so that a
+    cell draws the same noise whether it runs in one go or after a resume."""
+
+    def reseed(self, seed: int) -> None: ...
+
+
+@runtime_checkable
+class Certifier(Protocol):
+    """A classifier that certifies its own predictions: ``certify(x)`` returns per sample the
+    certified class (−1: abstain) and the radius in ``certified_norm`` (``l2`` or ``linf``) up
+    to which it holds. Rows name the method ``certifier`` (e.g. ``randomized-smoothing``)."""
+
+    certifier: str
+    certified_norm: str
+
+    def certify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 class Defense:
     """Base class of every defense.
 
     Class attributes: ``name``; ``randomized`` (the defended classifier's output is random, so
     attacks must average over it); ``wrapper_fields`` (fields used only by ``wrap``, not in
-    training). Write defenses as ``@dataclass(kw_only=True)`` with defaults.
+    training); ``presets`` (constructor arguments per preset name, where the defense costs
+    too much at its defaults for that preset, e.g. ``{"cpu": {"n": 100}}``); ``preset_epochs``
+    (training epochs per preset name where an epoch costs several clean ones, e.g.
+    ``{"cpu": 1}``). Write defenses as ``@dataclass(kw_only=True)`` with defaults.
+
+    ``history``: after ``fit``, what the runner saves as the training curves (an object with
+    ``to_dict()``), or None. The classifier ``wrap`` returns may also offer ``reseed``
+    (:class:`Reseedable`) and ``certify`` (:class:`Certifier`).
     """
 
     name: ClassVar[str]
     randomized: ClassVar[bool] = False
     description: ClassVar[str] = ""
     wrapper_fields: ClassVar[frozenset[str]] = frozenset()
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    preset_epochs: ClassVar[Mapping[str, int]] = {}
+    history: ClassVar[History | None] = None
 
     def config(self) -> dict[str, Any]:
         """The settings that shape the defended model (its dataclass fields)."""

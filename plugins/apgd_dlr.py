@@ -28,6 +28,9 @@ class APGDDLR(APGDAttack):
     name = "apgd-dlr"
     loss = "dlr"
     description = "Auto-PGD on the scale-invariant DLR loss (Croce & Hein 2020), L∞ and L2"
+    # Sized to the cpu matrix like apgd-ce (measurements in advbench_plugins.apgd_ce).
+    presets = {"smoke": {"iterations": 10}, "cpu": {"iterations": 10},
+               "paper": {"iterations": 50}}
 
 
 @hookimpl

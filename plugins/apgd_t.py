@@ -29,6 +29,10 @@ from advbench.algorithms.apgd import APGDTargetedAttack
 class APGDT(APGDTargetedAttack):
     name = "apgd-t"
     description = "targeted Auto-PGD on the DLR loss over the top-k classes (Croce & Hein 2020)"
+    # Sized to the cpu matrix like apgd-ce (measurements in advbench_plugins.apgd_ce).
+    presets = {"smoke": {"iterations": 10, "target_classes": 3},
+               "cpu": {"iterations": 10, "target_classes": 3},
+               "paper": {"iterations": 20, "target_classes": 9}}
 
 
 @hookimpl

@@ -28,6 +28,7 @@ class PixelScan(Attack):
     access = "scores"
     targeted = True
     description = "seed report's exhaustive one-pixel scan: each position white, then black"
+    presets = {"cpu": {"values": (1.0,)}}  # white pixels only: half the queries
 
     values: tuple[float, ...] = field(default=(1.0, 0.0), metadata={"ge": 0, "le": 1})
     block: int = field(default=196, metadata={"ge": 1})

@@ -135,7 +135,7 @@ class Plan:
 
     def build(self, entry: Entry) -> Any:
         """An attack or defense instance: the preset's arguments for it, then the user's."""
-        return entry.cls(**self.preset.options_for(entry.cls.name), **dict(entry.arguments))
+        return entry.cls(**self.preset.options_for(entry.cls), **dict(entry.arguments))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -316,7 +316,7 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
         index = sample_index(len(source), n_eval, config.seed + 1)
         evaluation[split], hashes[split] = source.subset(index), index_hash(index)
     settings = {entry.cls.name: TrainSettings(epochs=config.epochs
-                                              or preset.epochs_for(entry.cls.name),
+                                              or preset.epochs_for(entry.cls),
                                               n_train=n_train) for entry in defenses}
     plan = Plan(config, dataset, model_plugin, defenses, attacks, eps, device, train,
                 evaluation, hashes, settings, preset)
