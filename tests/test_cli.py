@@ -61,7 +61,7 @@ BAD_RUNS = {
     "batch size zero": (["--batch-size", "0"], "--batch-size must be a positive integer"),
     "unknown preset": (["--preset", "huge"], "unknown preset 'huge'"),
     "unknown device": (["--device", "tpu"], "invalid choice"),
-    "unknown split": (["--split", "validation"], "invalid choice"),
+    "unknown split": (["--split", "validation"], "choose one of test, train, both"),
     "unknown executor": (["--executor", "dask"], "invalid choice"),
     "workers without processes": (["--workers", "2"], "--workers goes with --executor processes"),
     "zero workers": (["--executor", "processes", "--workers", "0"],

@@ -30,7 +30,6 @@ from advbench.plugin_system.registry import Entry, Registry
 from advbench.threat import NORMS, ThreatModel
 
 SPLIT_CHOICES = ("test", "train", "both")
-CERTIFIER = "crown-ibp"  # CROWN back-substitution over IBP intermediate bounds
 
 
 @dataclass
