@@ -18,10 +18,13 @@ at ε = 0 and two larger ε, through the harness's gate), ``shapes``, ``inputs-u
 ``sealed`` (it changes neither the model nor the tensors it is graded with, runs the model only
 through the oracle and leaves the oracle's terms and counts alone: :mod:`advbench.running.guard`),
 ``deterministic``, ``randomized`` (a class declaring ``randomized=False`` must not depend on the
-seed), ``batch-size-invariant`` (``randomized=False`` only), ``targeted`` (``targeted=True``
-only); ``access`` and ``query-budget`` are reported by whichever run first breaks them.
+seed), ``batch-size-invariant`` (``randomized=False`` only), ``targeted`` and
+``targeted-progress`` (``targeted=True`` only: it takes targets, and moves toward them);
+``access`` and ``query-budget`` are reported by whichever run first breaks them.
 Defense rules: ``attributes``, ``constructible``, ``config``, ``fit``, ``wrap``, ``randomized``,
-``deterministic`` (``randomized=False`` only). The kit leaves the global RNG as it found it.
+``deterministic`` (``randomized=False`` only), ``global-rng`` (fit, wrap and forward draw
+nothing from torch's global RNG), ``training-loss`` (no ``.backward()`` inside it). The kit
+leaves the global RNG as it found it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from advbench.attack import Attack, AttackContext
 from advbench.data import Split
 from advbench.defense import Defense, TrainContext, TrainSettings
 from advbench.oracle import ACCESS_LEVELS, AccessError, Oracle, QueryBudgetExceeded
+from advbench.plugin_system.loader import one_line
 from advbench.running.guard import Pristine, Seal, Watch
 from advbench.threat import NORMS, ThreatModel
 
@@ -53,6 +57,9 @@ TRAIN_SIZE = 64
 SEED = 0
 EPSILONS = {"linf": (0.0, 0.05, 0.3), "l2": (0.0, 0.5, 2.0), "l0": (0.0, 1.0, 3.0)}
 BATCH_TOLERANCE = 1e-5  # batched and split forward passes may differ by float rounding
+# How far (nats) a targeted output may lower the target's mean log-probability on the kit's
+# model: honest random attacks lower it by < 0.01, targeted FGSM with its sign flipped by 0.06.
+TARGET_TOLERANCE = 0.01
 
 
 class ConformanceError(AssertionError):
@@ -81,11 +88,6 @@ def one_thread() -> Iterator[None]:
 def single_threaded(checks: Iterator[tuple[str, Check]]) -> Iterator[tuple[str, Check]]:
     for name, check in checks:
         yield name, one_thread()(check)
-
-
-def describe(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 # The tiny world ---------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ def check_constructible(cls: type) -> Any:
     try:
         return cls()
     except Exception as exc:
-        fail(cls, "constructible", f"{cls.__qualname__}() raised {describe(exc)}; give every "
+        fail(cls, "constructible", f"{cls.__qualname__}() raised {one_line(exc)}; give every "
              "field a default")
 
 
@@ -155,13 +157,13 @@ def check_config(cls: type, instance: Any) -> None:
     try:
         config = instance.config()
     except Exception as exc:
-        fail(cls, "config", f"config() raised {describe(exc)}")
+        fail(cls, "config", f"config() raised {one_line(exc)}")
     if not isinstance(config, dict):
         fail(cls, "config", f"config() returned {type(config).__name__}, not a dict")
     try:
         json.dumps(config, sort_keys=True)
     except (TypeError, ValueError) as exc:
-        fail(cls, "config", f"config() is not JSON-serialisable: {describe(exc)}")
+        fail(cls, "config", f"config() is not JSON-serialisable: {one_line(exc)}")
 
 
 def check_common_attributes(cls: type, base: type) -> None:
@@ -216,7 +218,7 @@ class AttackProbe:
             return self.cls(**self.params)
         except Exception as exc:
             fail(self.cls, "constructible", f"{self.cls.__qualname__}(**params) raised "
-                 f"{describe(exc)}")
+                 f"{one_line(exc)}")
 
     @functools.cached_property
     def norms(self) -> tuple[str, ...]:
@@ -244,7 +246,7 @@ class AttackProbe:
         ``watch``: the seal's watch over this batch."""
         attack = self.attack
         oracle = Oracle(batch.model, self.cls.access, len(batch.x),
-                        getattr(attack, "max_queries", None), guard=watch)
+                        attack.max_queries, guard=watch)
         self.oracle = oracle
         ctx = AttackContext(torch.Generator().manual_seed(seed),
                             batch.targets if targeted else None)
@@ -263,7 +265,7 @@ class AttackProbe:
             except ConformanceError:
                 raise
             except Exception as exc:
-                fail(self.cls, rule, f"raised {describe(exc)} at {where}")
+                fail(self.cls, rule, f"raised {one_line(exc)} at {where}")
         if result.x_adv is None:
             fail(self.cls, "threat-model", f"the gate rejected its output at {where}: "
                  f"{result.reason}")
@@ -314,7 +316,7 @@ class AttackProbe:
                 seal = Seal(batch.model, [Pristine({"x": batch.x, "y": batch.y,
                                                      "targets": batch.targets})])
                 with seal.cell():
-                    watch = seal.watch(self.cls.access, getattr(self.attack, "max_queries", None),
+                    watch = seal.watch(self.cls.access, self.attack.max_queries,
                                        1, len(batch.x))
                     self.run("sealed", batch, self.threat(norm), targeted=targeted, watch=watch)
                     reason = seal.verdict(watch, self.oracle, self.attack)
@@ -361,12 +363,38 @@ class AttackProbe:
                      f"{BATCH // 2} differ by up to {gap:.3g} ({norm}); samples must not "
                      "influence each other")
 
+    @functools.cached_property
+    def targeted_outputs(self) -> dict[str, torch.Tensor]:
+        """Each declared norm's targeted output, run once for both targeted rules."""
+        return {norm: self.run("targeted", self.batch, self.threat(norm), targeted=True)
+                for norm in self.norms}
+
     def targeted(self) -> None:
         """A class declaring ``targeted=True`` runs with ``ctx.targets`` for every norm."""
+        if self.cls.targeted:
+            _ = self.targeted_outputs
+
+    def targeted_progress(self) -> None:
+        """A targeted attack moves samples toward their targets: the target class's mean
+        log-probability must not fall (a gradient attack raises it, random noise leaves it
+        about where it was, a sign error — climbing the target's loss — lowers it)."""
         if not self.cls.targeted:
             return
-        for norm in self.norms:
-            self.run("targeted", self.batch, self.threat(norm), targeted=True)
+        batch = self.batch
+
+        def target_log_prob(x: torch.Tensor) -> float:
+            with torch.no_grad():
+                scores = batch.model(x).log_softmax(dim=1)
+            return float(scores.gather(1, batch.targets[:, None]).mean())
+
+        clean = target_log_prob(batch.x)
+        for norm, x_adv in self.targeted_outputs.items():
+            drop = clean - target_log_prob(x_adv)
+            if drop > TARGET_TOLERANCE:
+                fail(self.cls, "targeted-progress", f"its targeted output lowers the target "
+                     f"class's mean log-probability by {drop:.3g} ({norm} "
+                     f"ε={self.threat(norm).eps:g}): it moves away from ctx.targets; descend "
+                     "the loss of the targets (or ascend their score), not ascend it")
 
     def checks(self) -> Iterator[tuple[str, Check]]:
         yield "attributes", lambda: check_attack_attributes(self.cls)
@@ -380,6 +408,7 @@ class AttackProbe:
         yield "randomized", self.randomized
         yield "batch-size-invariant", self.batch_size_invariant
         yield "targeted", self.targeted
+        yield "targeted-progress", self.targeted_progress
 
 
 def attack_checks(
@@ -433,6 +462,18 @@ class DefenseProbe:
     def __init__(self, cls: type, params: Mapping[str, Any] | None) -> None:
         self.cls, self.params = cls, dict(params or {})
         self.x = tiny_images(BATCH, seed=SEED + 2)
+        self.global_draws: set[str] = set()  # which of fit, wrap, forward drew from it
+
+    @contextlib.contextmanager
+    def global_rng_watched(self, step: str, seed: int = SEED) -> Iterator[None]:
+        """Run ``step`` on a copy of the global RNG seeded as the runner does (which hides such
+        draws from 'deterministic'), noting whether it drew from it."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            state = torch.random.get_rng_state()
+            yield
+            if not torch.equal(state, torch.random.get_rng_state()):
+                self.global_draws.add(step)
 
     def instance(self) -> Defense:
         check_defense_attributes(self.cls)
@@ -443,20 +484,19 @@ class DefenseProbe:
             return self.cls(**self.params)
         except Exception as exc:
             fail(self.cls, "constructible", f"{self.cls.__qualname__}(**params) raised "
-                 f"{describe(exc)}")
+                 f"{one_line(exc)}")
 
     def fit(self) -> tuple[Defense, nn.Module]:
         """A fresh instance fitted on a fresh tiny model (the instance too: the runner wraps
         with the instance that fitted, which may have kept state); checks the 'fit' rule."""
         defense, split = self.instance(), tiny_split()
         before = split.x.clone(), split.y.clone()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(SEED)
+        with self.global_rng_watched("fit"):
             model = tiny_model()
             try:
                 fitted = defense.fit(model, split, train_context())
             except Exception as exc:
-                fail(self.cls, "fit", f"fit() raised {describe(exc)}")
+                fail(self.cls, "fit", f"fit() raised {one_line(exc)}")
         if not isinstance(fitted, nn.Module):
             fail(self.cls, "fit", f"fit() returned {type(fitted).__name__}, not an nn.Module")
         if any(module.training for module in fitted.modules()):
@@ -472,9 +512,10 @@ class DefenseProbe:
 
     def wrap(self, defense: Defense, fitted: nn.Module) -> nn.Module:
         try:
-            wrapped = defense.wrap(fitted)
+            with self.global_rng_watched("wrap"):
+                wrapped = defense.wrap(fitted)
         except Exception as exc:
-            fail(self.cls, "wrap", f"wrap() raised {describe(exc)}")
+            fail(self.cls, "wrap", f"wrap() raised {one_line(exc)}")
         if not isinstance(wrapped, nn.Module):
             fail(self.cls, "wrap", f"wrap() returned {type(wrapped).__name__}, not an nn.Module")
         return wrapped.eval()
@@ -483,13 +524,13 @@ class DefenseProbe:
     def wrapped(self) -> nn.Module:
         return self.wrap(*self.fitted)
 
-    def outputs(self, rule: str, model: nn.Module) -> torch.Tensor:
+    def outputs(self, rule: str, model: nn.Module, global_seed: int = SEED) -> torch.Tensor:
         x = self.x.clone()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self.global_rng_watched("the forward pass", global_seed):
                 logits = model(x)
         except Exception as exc:
-            fail(self.cls, rule, f"forward pass raised {describe(exc)}")
+            fail(self.cls, rule, f"forward pass raised {one_line(exc)}")
         if not torch.equal(x, self.x):
             fail(self.cls, rule, "the model modified its input in place")
         return logits
@@ -529,8 +570,8 @@ class DefenseProbe:
         randomness this way and switches gradient attacks to EOT)."""
         if self.cls.randomized:
             return
-        first, second = self.outputs("randomized", self.wrapped), self.outputs(
-            "randomized", self.wrapped)
+        first, second = (self.outputs("randomized", self.wrapped, global_seed=seed)
+                         for seed in (1, 2))
         if not torch.equal(first, second):
             fail(self.cls, "randomized", "declares randomized=False but two forward passes "
                  "of the defended model differ")
@@ -545,6 +586,44 @@ class DefenseProbe:
             fail(self.cls, "deterministic", "two fits with the same seed predict differently; "
                  "seed every random draw from ctx.seed")
 
+    def global_rng(self) -> None:
+        """Neither ``fit``, ``wrap`` nor the defended model's forward pass draws from torch's
+        global RNG (its state depends on whatever ran before, so the model would too)."""
+        self.outputs("global-rng", self.wrapped)
+        if self.global_draws:
+            fail(self.cls, "global-rng", f"{' and '.join(sorted(self.global_draws))} drew from "
+                 "torch's global RNG; draw from ctx.generator in training (a torch.Generator "
+                 "seeded from ctx.seed), and from the wrapper's own generator, restarted by "
+                 "its reseed(seed), at inference")
+
+    def training_loss(self) -> None:
+        """``training_loss`` returns a scalar attached to the graph and leaves ``backward`` to
+        the training loop (a ``.backward()`` left inside frees the graph or doubles the
+        step)."""
+        defense, split = self.instance(), tiny_split()
+        model = tiny_model().train()
+        with torch.random.fork_rng(devices=[]), defense.using(train_context()):
+            torch.manual_seed(SEED)
+            try:
+                loss = defense.training_loss(model, split.x[:16], split.y[:16], 0.5)
+            except Exception as exc:
+                fail(self.cls, "training-loss", f"training_loss() raised {one_line(exc)}")
+        if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad):
+            fail(self.cls, "training-loss", "training_loss() must return a scalar tensor "
+                 "attached to the model's graph")
+        parameters = list(model.parameters())
+        try:
+            grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+        except RuntimeError as exc:
+            fail(self.cls, "training-loss", f"the training loop cannot backpropagate the loss "
+                 f"training_loss() returned ({one_line(exc)}); remove its .backward(): the "
+                 "loop calls it")
+        held = [(grad, p.grad) for grad, p in zip(grads, parameters, strict=True)
+                if grad is not None and p.grad is not None]
+        if held and all(torch.allclose(grad, left) for grad, left in held):
+            fail(self.cls, "training-loss", "the parameters already hold the gradient of the "
+                 "loss training_loss() returned: remove its .backward(), the loop calls it")
+
     def checks(self) -> Iterator[tuple[str, Check]]:
         yield "attributes", lambda: check_defense_attributes(self.cls)
         yield "constructible", lambda: check_constructible(self.cls)
@@ -553,6 +632,8 @@ class DefenseProbe:
         yield "wrap", self.check_wrap
         yield "randomized", self.randomized
         yield "deterministic", self.deterministic
+        yield "global-rng", self.global_rng
+        yield "training-loss", self.training_loss
 
 
 def defense_checks(

@@ -54,10 +54,10 @@ def test_the_rules_are_the_documented_ones():
     attack_rules = [name for name, _ in attack_checks(Step)]
     assert attack_rules == ["attributes", "constructible", "config", "threat-model", "shapes",
                             "inputs-unchanged", "sealed", "deterministic", "randomized",
-                            "batch-size-invariant", "targeted"]
+                            "batch-size-invariant", "targeted", "targeted-progress"]
     defense_rules = [name for name, _ in defense_checks(Plain)]
     assert defense_rules == ["attributes", "constructible", "config", "fit", "wrap",
-                             "randomized", "deterministic"]
+                             "randomized", "deterministic", "global-rng", "training-loss"]
 
 
 def test_the_kit_leaves_the_global_state_alone():
@@ -171,6 +171,14 @@ class ClaimsTargeted(Step):
         return super().run(oracle, x, y, threat, ctx)
 
 
+class ClimbsTargetLoss(Step):
+    """Targeted, but with the sign of the untargeted step: it climbs the target's loss."""
+
+    def run(self, oracle, x, y, threat, ctx):
+        grad, _ = oracle.gradient(x, y if ctx.targets is None else ctx.targets)
+        return (x + threat.eps * grad.sign()).clamp(0, 1)
+
+
 @dataclass(kw_only=True)
 class OverBudget(Step):
     max_queries: int = 1
@@ -211,6 +219,29 @@ class UnseededTraining(Plain):
         return nn.functional.cross_entropy(model(x + 0.5 * noise), y)
 
 
+class GlobalNoiseTraining(Plain):
+    """Trains on noise from the global RNG: the kit seeds it, so two fits still agree."""
+
+    def training_loss(self, model, x, y, progress):
+        return nn.functional.cross_entropy(model(x + 0.5 * torch.randn(x.shape)), y)
+
+
+class BackwardInLoss(Plain):
+    """Calls backward itself, keeping the graph, so the training loop's backward still works."""
+
+    def training_loss(self, model, x, y, progress):
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward(retain_graph=True)
+        return loss
+
+
+class BackwardFreesGraph(Plain):
+    def training_loss(self, model, x, y, progress):
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+
 class NoisyForward(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -221,6 +252,15 @@ class NoisyForward(nn.Module):
 
 
 class UndeclaredRandomDefense(Plain):
+    def wrap(self, model):
+        return NoisyForward(model)
+
+
+class GlobalNoiseWrapper(Plain):
+    """Declares its randomness, but draws it from the global RNG (no reseed possible)."""
+
+    randomized = True
+
     def wrap(self, model):
         return NoisyForward(model)
 
@@ -265,6 +305,7 @@ def test_the_correct_samples_pass():
     (OneChannelOnly, "shapes", "RuntimeError"),
     (ClaimsTargeted, "targeted", "NotImplementedError"),
     (OverBudget, "query-budget", "max_queries"),
+    (ClimbsTargetLoss, "targeted-progress", "moves away from ctx.targets"),
 ])
 def test_the_kit_catches_a_broken_attack(cls, rule, detail):
     with pytest.raises(ConformanceError) as info:
@@ -282,12 +323,22 @@ def test_the_kit_catches_a_broken_attack(cls, rule, detail):
     (AbstainsBadly, "wrap", "outside [-1"),
     (UnseededTraining, "deterministic", "two fits"),
     (UndeclaredRandomDefense, "randomized", "two forward passes"),
+    (GlobalNoiseTraining, "global-rng", "fit drew from torch's global RNG"),
+    (GlobalNoiseWrapper, "global-rng", "the forward pass drew"),
+    (BackwardInLoss, "training-loss", "already hold the gradient"),
 ])
 def test_the_kit_catches_a_broken_defense(cls, rule, detail):
     with pytest.raises(ConformanceError) as info:
         check_defense(cls)
     message = str(info.value)
     assert f"breaks rule '{rule}'" in message and detail in message
+
+
+def test_a_backward_that_frees_the_graph_is_named_as_such():
+    """fit fails too (the loop's backward finds no graph), but only this rule says why."""
+    failures = broken_rules(defense_checks(BackwardFreesGraph))
+    assert [message for message in failures if "rule 'training-loss'" in message
+            and "remove its .backward()" in message]
 
 
 def test_a_class_that_is_no_plugin_is_named():
