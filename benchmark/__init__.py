@@ -26,6 +26,7 @@ _EXPORTS = {
     "argument": "plugin_system.options",
     "AccessError": "oracle", "Oracle": "oracle", "QueryBudgetExceeded": "oracle",
     "dlr": "algorithms.losses", "dlr_loss": "algorithms.losses",
+    "kl_divergence": "algorithms.losses", "kl_loss": "algorithms.losses",
     "margin": "algorithms.losses", "margin_loss": "algorithms.losses",
     "targeted_dlr": "algorithms.losses", "targeted_dlr_loss": "algorithms.losses",
     "load_registry": "plugin_system.loader",

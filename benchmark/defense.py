@@ -2,19 +2,29 @@
 
 A training-time defense changes how the model is trained (override ``training_loss``); an
 inference-time defense wraps the trained model (override ``wrap``). Both may do both.
+
+The loss reaches the run through ``self.context``: the default ``fit`` sets it to its
+:class:`TrainContext` while training (None otherwise), so ``training_loss`` keeps the signature
+``(model, x, y, progress)`` and older defenses work unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-from advbench.data import Split
+from advbench.data import Dataset, Split
+from advbench.threat import ThreatModel
+
+# The ε a context without threat models or dataset trains at (Fashion-MNIST's budgets): only
+# tests and notebooks build such contexts; a run always gives both.
+FALLBACK_EPS: Mapping[str, float] = {"linf": 0.1, "l2": 1.5}
 
 
 @dataclass(frozen=True)
@@ -27,15 +37,57 @@ class TrainSettings:
     n_train: int | None = None
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a defense may know of the run's dataset: a description, not the plugin (whose
+    ``load`` would reach the test split)."""
+
+    name: str
+    shape: tuple[int, int, int]
+    num_classes: int
+    default_eps: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> DatasetInfo:
+        return cls(dataset.name, tuple(dataset.shape), dataset.num_classes,
+                   dict(dataset.default_eps))
+
+
 @dataclass
 class TrainContext:
-    """What a defense gets to train with."""
+    """What a defense gets to train with.
+
+    ``threats`` are the threat models the run will attack with (empty outside a run),
+    ``dataset`` describes the data (None outside a run). ``generator`` is made here, on
+    ``device``, seeded with ``seed + 1`` (``seed`` itself orders the batches): draw every random
+    number of training from it, so the same configuration trains the same model.
+    """
 
     settings: TrainSettings
     device: torch.device
     seed: int
     pretrained: bool = False
     on_batch: Callable[[], None] = field(default=lambda: None)
+    threats: tuple[ThreatModel, ...] = ()
+    dataset: DatasetInfo | None = None
+    generator: torch.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+
+    def eps_for(self, norm: str, given: float | None = None) -> float:
+        """The ε to train at in ``norm``: ``given`` if set (the user's), else the largest the
+        run attacks with, else the dataset's default, else :data:`FALLBACK_EPS`."""
+        if given is not None:
+            return given
+        run = [threat.eps for threat in self.threats if threat.norm == norm]
+        if run:
+            return max(run)
+        if self.dataset is not None and norm in self.dataset.default_eps:
+            return float(self.dataset.default_eps[norm])
+        if norm in FALLBACK_EPS:
+            return FALLBACK_EPS[norm]
+        raise ValueError(f"no {norm} ε to train at: the run has none; set eps")
 
 
 class History(Protocol):
@@ -83,6 +135,8 @@ class Defense:
     randomized: ClassVar[bool] = False
     description: ClassVar[str] = ""
     wrapper_fields: ClassVar[frozenset[str]] = frozenset()
+    # The context of the ``fit`` under way, None otherwise (a ClassVar: not configuration).
+    context: ClassVar[TrainContext | None] = None
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     preset_epochs: ClassVar[Mapping[str, int]] = {}
     history: ClassVar[History | None] = None
@@ -96,17 +150,38 @@ class Defense:
         only a wrapper field reuses the trained model instead of training it again."""
         return {k: v for k, v in self.config().items() if k not in self.wrapper_fields}
 
+    def resolved_training_config(self, ctx: TrainContext) -> dict[str, Any]:
+        """``training_config()`` with every setting left to the run filled in from ``ctx``: what
+        the cache key holds, so runs at different ε never share a model. Override it when
+        training reads the run from the context (the adversarial-training base does)."""
+        return self.training_config()
+
     def training_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, progress: float
     ) -> torch.Tensor:
-        """Loss of one training batch; ``progress`` runs from 0 to 1 over training."""
+        """Loss of one training batch; ``progress`` runs from 0 to 1 over training. During
+        ``fit``, ``self.context`` is the run's :class:`TrainContext` (generator, threats,
+        dataset). The loop's contract is in :mod:`advbench.algorithms.training`."""
         return nn.functional.cross_entropy(model(x), y)
 
+    @contextmanager
+    def using(self, ctx: TrainContext) -> Iterator[TrainContext]:
+        """``self.context`` is ``ctx`` inside the block; a ``fit`` of your own wraps its
+        training in it. Cleared after, because a cached model skips ``fit``: ``wrap`` must not
+        depend on it."""
+        self.context = ctx
+        try:
+            yield ctx
+        finally:
+            self.context = None
+
     def fit(self, model: nn.Module, train: Split, ctx: TrainContext) -> nn.Module:
-        """Train ``model`` on ``train`` with this defense's loss and return it."""
+        """Train ``model`` on ``train`` with this defense's loss and return it; the loss sees
+        ``ctx`` as ``self.context``."""
         from advbench.algorithms.training import train_classifier
 
-        train_classifier(model, train, ctx, self.training_loss)
+        with self.using(ctx):
+            train_classifier(model, train, ctx, self.training_loss)
         return model
 
     def wrap(self, model: nn.Module) -> nn.Module:

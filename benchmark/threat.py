@@ -46,10 +46,28 @@ def perturbation_size(delta: torch.Tensor, norm: str) -> torch.Tensor:
     raise ValueError(f"unknown norm {norm!r}")
 
 
-def l2_normalize(grad: torch.Tensor) -> torch.Tensor:
-    """Each sample scaled to unit L2 norm; a zero sample stays zero (no division by zero)."""
-    norms = grad.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (grad.dim() - 1)))
+def normalize(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Each sample scaled to unit ``norm`` (``l1``, ``l2`` or ``linf``); a zero sample stays
+    zero (no division by zero). Not the steepest-ascent step: for L∞ that is ``grad.sign()``."""
+    order = {"l1": 1, "l2": 2, "linf": torch.inf}[norm]
+    norms = torch.linalg.vector_norm(grad.flatten(1), ord=order, dim=1)
+    norms = norms.view(-1, *([1] * (grad.dim() - 1)))
     return torch.where(norms > 0, grad / norms.clamp_min(1e-12), torch.zeros_like(grad))
+
+
+def l1_normalize(grad: torch.Tensor) -> torch.Tensor:
+    """Each sample scaled to unit L1 norm (see :func:`normalize`)."""
+    return normalize(grad, "l1")
+
+
+def l2_normalize(grad: torch.Tensor) -> torch.Tensor:
+    """Each sample scaled to unit L2 norm (see :func:`normalize`)."""
+    return normalize(grad, "l2")
+
+
+def linf_normalize(grad: torch.Tensor) -> torch.Tensor:
+    """Each sample scaled to unit L∞ norm, its largest entry ±1 (see :func:`normalize`)."""
+    return normalize(grad, "linf")
 
 
 def project(delta: torch.Tensor, threat: ThreatModel) -> torch.Tensor:

@@ -8,7 +8,8 @@ guard measures PGD robust accuracy on held-out training samples after every epoc
 collapse, restores the last good weights and stops (``advbench.algorithms.adversarial_training``).
 
 Arguments:
-    eps: training radius (0.1, Fashion-MNIST's L∞ budget); norm: ``linf`` (or ``l2``).
+    eps: training radius (default: the run's largest ε in ``norm``, e.g. 0.1 on Fashion-MNIST,
+        8/255 on CIFAR-10); norm: ``linf`` (or ``l2``).
     alpha_ratio: step α/ε (1.25).
     clean_fraction: share of each batch kept clean, to keep clean accuracy up (0.0).
     holdout, monitor: training samples set aside for validation / watched among those trained
@@ -40,12 +41,13 @@ class AdvTrainFGSM(AdversarialTraining):
     alpha_ratio: float = field(default=1.25, metadata={"gt": 0})
 
     def attack_label(self) -> str:
-        return f"FGSM-RS α={self.alpha_ratio:g}ε, ε={self.eps:g} {self.norm}"
+        return f"FGSM-RS α={self.alpha_ratio:g}ε, ε={self.threat.eps:g} {self.norm}"
 
     def adversarial_examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                              generator: torch.Generator | None) -> torch.Tensor:
-        return pgd(model_gradient(model), x, y, self.threat, steps=1,
-                   step_size=self.alpha_ratio * self.eps, early_exit=False, return_final=True,
+        threat = self.threat
+        return pgd(model_gradient(model), x, y, threat, steps=1,
+                   step_size=self.alpha_ratio * threat.eps, early_exit=False, return_final=True,
                    generator=generator)
 
 

@@ -9,7 +9,8 @@ training samples is measured; a collapse restores the last good weights and stop
 (``advbench.algorithms.adversarial_training``).
 
 Arguments:
-    eps: training radius (0.1, Fashion-MNIST's L∞ budget); norm: ``linf`` (or ``l2``).
+    eps: training radius (default: the run's largest ε in ``norm``, e.g. 0.1 on Fashion-MNIST,
+        8/255 on CIFAR-10); norm: ``linf`` (or ``l2``).
     steps: PGD steps per batch (5); rel_step_size: α/ε (default 2.5/steps).
     clean_fraction: share of each batch kept clean, to keep clean accuracy up (0.0).
     holdout, monitor: training samples set aside for validation / watched among those trained
@@ -54,12 +55,13 @@ class AdvTrainPGD(AdversarialTraining):
 
     def attack_label(self) -> str:
         return (f"PGD-{self.steps} α={float(self.rel_step_size):.3g}ε, "
-                f"ε={self.eps:g} {self.norm}")
+                f"ε={self.threat.eps:g} {self.norm}")
 
     def adversarial_examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                              generator: torch.Generator | None) -> torch.Tensor:
-        return pgd(model_gradient(model), x, y, self.threat, steps=self.steps,
-                   step_size=float(self.rel_step_size) * self.eps, early_exit=False,
+        threat = self.threat
+        return pgd(model_gradient(model), x, y, threat, steps=self.steps,
+                   step_size=float(self.rel_step_size) * threat.eps, early_exit=False,
                    return_final=True, generator=generator)
 
 

@@ -7,8 +7,9 @@ lower bound of ``logit_y − logit_j`` (so ``z̲_y = 0``). Minimising it pushes 
 up. ε_t ramps linearly from 0 (at ``ramp_start`` of training) to ``eps`` (at ``ramp_end``), and κ
 from ``kappa_start`` to ``kappa_end`` with it: starting at full ε wrecks training.
 
-Arguments: ``eps`` (training radius, default 0.1 for Fashion-MNIST), ``ramp_start`` and
-``ramp_end`` (fractions of training), ``kappa_start``/``kappa_end``, ``bound`` (``"ibp"``, or
+Arguments: ``eps`` (training radius; default: the run's largest L∞ ε, e.g. 0.1 on
+Fashion-MNIST, 8/255 on CIFAR-10), ``ramp_start`` and ``ramp_end`` (fractions of training),
+``kappa_start``/``kappa_end``, ``bound`` (``"ibp"``, or
 ``"crown-ibp"``: the bound is β·CROWN-IBP + (1 − β)·IBP with β going from 1 to 0 over the ramp,
 about 8× the cost of IBP per batch on the ``ibp-cnn`` model, so IBP is the default on a CPU).
 
@@ -22,6 +23,7 @@ epoch of the seed CNN gives 0.65 and 0.43 at several times the cost per epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +50,7 @@ class CertifiedTraining(Defense):
     # per batch): what keeps the default matrix in minutes.
     preset_epochs = {"cpu": 1, "paper": 5}
 
-    eps: float = field(default=0.1, metadata={"ge": 0})
+    eps: float | None = field(default=None, metadata={"ge": 0})  # None: the run's L∞ ε
     ramp_start: float = field(default=0.1, metadata={"ge": 0, "le": 1})
     ramp_end: float = field(default=0.6, metadata={"ge": 0, "le": 1})
     kappa_start: float = field(default=1.0, metadata={"ge": 0, "le": 1})
@@ -62,8 +64,12 @@ class CertifiedTraining(Defense):
             raise ValueError("need 0 ≤ ramp_start < ramp_end ≤ 1")
         if not (0.0 <= self.kappa_start <= 1.0 and 0.0 <= self.kappa_end <= 1.0):
             raise ValueError("kappa_start and kappa_end must lie in [0, 1]")
-        if self.eps < 0:
+        if self.eps is not None and self.eps < 0:
             raise ValueError("eps must be non-negative")
+
+    def resolved_training_config(self, ctx: TrainContext) -> dict[str, Any]:
+        """The training config with the ε trained at, so each ε keys its own model."""
+        return {**super().resolved_training_config(ctx), "eps": ctx.eps_for("linf", self.eps)}
 
     def fit(self, model: nn.Module, train: Split, ctx: TrainContext) -> nn.Module:
         problem = unsupported_reason(model.train())  # bounds are taken in train mode
@@ -78,7 +84,10 @@ class CertifiedTraining(Defense):
         natural = F.cross_entropy(logits, y)
         if ramp == 0.0:  # ε = 0: the worst case is the clean point, the loss is natural
             return natural
-        eps = ramp * self.eps
+        if self.eps is None and self.context is None:
+            raise RuntimeError("certified-training: eps is the run's, known only during fit")
+        full = self.eps if self.context is None else self.context.eps_for("linf", self.eps)
+        eps = ramp * full
         kappa = self.kappa_start + ramp * (self.kappa_end - self.kappa_start)
         margins = margin_lower_bounds(model, x, y, eps, "ibp")
         if self.bound == "crown-ibp" and ramp < 1.0:

@@ -127,7 +127,7 @@ def test_clean_fraction_keeps_that_share_of_the_batch_clean(batch, monkeypatch):
 
 def test_history_is_not_configuration():
     defense = AdvTrainPGD(steps=4)
-    assert "history" not in defense.config() and "_generator" not in defense.config()
+    assert "history" not in defense.config() and "context" not in defense.config()
     assert defense.rel_step_size == pytest.approx(2.5 / 4)
 
 

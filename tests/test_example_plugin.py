@@ -60,4 +60,5 @@ def test_the_package_declares_both_entry_points():
     project = tomllib.loads((SOURCE / "pyproject.toml").read_text())["project"]
     assert project["name"] == "bench-example-plugin" and "advbench" in project["dependencies"]
     assert project["entry-points"]["advbench.plugins"] == {
-        "gaussian-noise": MODULES[0], "input-quantization": MODULES[1]}
+        "gaussian-noise": MODULES[0], "input-quantization": MODULES[1],
+        "trades": "bench_example_plugin.trades"}

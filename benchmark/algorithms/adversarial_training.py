@@ -1,10 +1,20 @@
 """Adversarial training (Madry et al. 2018; Wong, Rice & Kolter 2020): the epoch loop, the
 catastrophic-overfitting guard and the training curves that ``adv-train-*`` defenses share.
+A public building block: subclass :class:`AdversarialTraining` for any defense that trains on
+adversarial examples, built in or third party, and it gets the curves and the guard.
 
 Each batch is trained on adversarial examples made on the fly against the current weights (by
 Danskin's theorem the gradient of the inner maximum is the loss gradient at the maximiser), with
-an optional clean share of the batch. Subclasses supply only :meth:`AdversarialTraining.
-adversarial_examples`.
+an optional clean share of the batch.
+
+A subclass implements :meth:`AdversarialTraining.adversarial_examples` (inside
+:attr:`AdversarialTraining.threat`, drawing from the generator it is given), and may override
+``training_loss`` for another objective than cross-entropy on them (TRADES: clean
+cross-entropy plus β·KL to the adversarial logits), calling ``self.adversarial_examples(model,
+x, y, self.context.generator)``. It gets: the ε of the run (``eps`` None means the run's largest
+ε in ``norm``, :meth:`advbench.TrainContext.eps_for`; the resolved ε keys the cached model), the
+seeded generator, ``history`` (the curves below, which the runner saves and draws) and the
+guard. ``attack_label`` names its examples in the history.
 
 Monitoring. Before training, the training split is divided once, seeded by the run's seed:
 ``holdout`` samples are set aside and never trained on (the *validation* set: the training
@@ -192,7 +202,7 @@ class AdversarialTraining(Defense):
     model came from the cache: the runner stores it with :func:`save_history`).
     """
 
-    eps: float = field(default=0.1, metadata={"ge": 0})
+    eps: float | None = field(default=None, metadata={"ge": 0})  # None: the run's ε in norm
     norm: str = "linf"
     clean_fraction: float = field(default=0.0, metadata={"ge": 0, "le": 1})
     holdout: int = field(default=256, metadata={"ge": 0})
@@ -202,9 +212,8 @@ class AdversarialTraining(Defense):
     collapse_min_best: float = field(default=0.1, metadata={"ge": 0, "le": 1})
     checks_per_epoch: int = field(default=1, metadata={"ge": 1})
 
-    # Set by fit, not configuration (ClassVar keeps them out of config() and the cache key).
+    # Set by fit, not configuration (ClassVar keeps it out of config() and the cache key).
     history: ClassVar[TrainingHistory | None] = None
-    _generator: ClassVar[torch.Generator | None] = None
 
     def __post_init__(self) -> None:
         if self.norm not in ("linf", "l2"):
@@ -216,7 +225,15 @@ class AdversarialTraining(Defense):
 
     @property
     def threat(self) -> ThreatModel:
-        return ThreatModel(self.norm, self.eps)
+        """The ball training examples come from: ``eps``, or the run's ε during ``fit``."""
+        if self.eps is None and self.context is None:
+            raise RuntimeError(f"{type(self).name}: eps is the run's, known only during fit")
+        eps = self.eps if self.context is None else self.context.eps_for(self.norm, self.eps)
+        return ThreatModel(self.norm, eps)
+
+    def resolved_training_config(self, ctx: TrainContext) -> dict[str, Any]:
+        """The training config with the ε trained at, so each ε keys its own model."""
+        return {**super().resolved_training_config(ctx), "eps": ctx.eps_for(self.norm, self.eps)}
 
     def attack_label(self) -> str:
         """How the training examples are made, for the history and the figure."""
@@ -234,16 +251,20 @@ class AdversarialTraining(Defense):
         clean = round(self.clean_fraction * len(x))
         parts = [x[:clean]]
         if clean < len(x):
-            parts.append(self.adversarial_examples(model, x[clean:], y[clean:],
-                                                   self._generator))
+            generator = self.context.generator if self.context is not None else None
+            parts.append(self.adversarial_examples(model, x[clean:], y[clean:], generator))
         return F.cross_entropy(model(torch.cat(parts)), y)
 
     def fit(self, model: nn.Module, train: Split, ctx: TrainContext) -> nn.Module:
         """Train with the guard; a pretrained (user) model is fine-tuned the same way."""
+        with self.using(ctx):
+            return self._fit(model, train, ctx)
+
+    def _fit(self, model: nn.Module, train: Split, ctx: TrainContext) -> nn.Module:
         fit_split, watched, validation = split_for_monitoring(train, self.holdout,
                                                               self.monitor, ctx.seed)
-        self._generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 1)
-        history = TrainingHistory(type(self).name, self.config(), self.attack_label())
+        history = TrainingHistory(type(self).name, self.resolved_training_config(ctx),
+                                  self.attack_label())
         self.history = history
         guard = CollapseGuard(self.collapse_ratio, self.collapse_min_best)
         started, measuring = time.perf_counter(), 0.0
@@ -266,11 +287,7 @@ class AdversarialTraining(Defense):
             guard.keep(model, robust, epoch)
             return False
 
-        try:
-            train_classifier(model, fit_split, ctx, self.training_loss, check,
-                             self.checks_per_epoch)
-        finally:
-            self._generator = None
+        train_classifier(model, fit_split, ctx, self.training_loss, check, self.checks_per_epoch)
         return model
 
     def _accuracies(self, model: nn.Module, watched: Split, validation: Split | None,

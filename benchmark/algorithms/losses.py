@@ -1,4 +1,5 @@
-"""Attack losses on logits: the margin and the Difference of Logits Ratio (Croce & Hein 2020).
+"""Attack losses on logits: the margin, the Difference of Logits Ratio (Croce & Hein 2020) and
+the KL divergence from reference logits (TRADES, Zhang et al. 2019).
 
 Sign convention: a *loss* is what an attack **ascends** (higher = more adversarial), like the
 cross-entropy of the true class. Each comes twice: a per-sample function (``margin``, ``dlr``,
@@ -21,11 +22,17 @@ them by a positive factor (up to the 1e-12 guard), so a defense that saturates t
 (logits × 10⁴: cross-entropy gradients are exactly zero) cannot hide the gradient direction.
 With fewer classes than the formula names (π3 with 2 classes, π4 with 3), the lowest logit
 stands in for the missing ones, which keeps both invariances.
+
+``kl_divergence(z, r) = KL(softmax(r) ‖ softmax(z))``: how far the logits ``z`` moved from the
+reference logits ``r`` (the clean ones). ``kl_loss`` is its sum, with the clean logits where the
+labels go (``model_gradient(model, kl_loss)``: TRADES's inner maximum); TRADES trains on the
+batch mean ``kl_divergence(model(x_adv), model(x)).mean()``.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from advbench.oracle import LossFn
 
@@ -92,3 +99,13 @@ def negative_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
     """Summed ``−CE(z, t)``: ascending it moves each sample towards its target ``t``."""
     return -torch.nn.functional.cross_entropy(logits, target, reduction="sum")
 
+
+def kl_divergence(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``KL(softmax(reference) ‖ softmax(logits))`` (0 when they agree)."""
+    return F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(reference, dim=1),
+                    reduction="none", log_target=True).sum(dim=1)
+
+
+def kl_loss(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Summed :func:`kl_divergence`: ascend it to move the logits away from ``reference``."""
+    return kl_divergence(logits, reference).sum()

@@ -1,4 +1,25 @@
-"""The training loop every training-time defense shares."""
+"""The training loop every training-time defense shares (``Defense.fit``'s default).
+
+Order, which a ``training_loss`` may rely on::
+
+    for each epoch, for each shuffled batch (order seeded by ctx.seed):
+        model.train()
+        loss = loss_fn(model, x, y, progress)   # x, y already on ctx.device
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step(); schedule.step()       # Adam, one-cycle learning rate
+        ctx.on_batch()
+        check(...) at its points, if given       # the adversarial-training monitor; True stops
+    model.eval()                                # fit returns an eval-mode model
+
+So a loss is called in train mode and returns a scalar still attached to the graph. It may
+switch ``model.eval()`` to make adversarial examples (batch-norm statistics frozen, no dropout),
+but the forward pass of the loss it returns runs in the mode it means (normally
+``model.train()`` again); the mode it leaves the model in does not matter, since the next batch
+starts with ``model.train()``. It must not call ``backward`` on the loss it returns nor touch an
+optimizer; parameter gradients it makes while attacking (``autograd.grad`` is cleaner) are
+cleared by the ``zero_grad`` that follows it. ``progress`` is the share of steps done, from 0.
+"""
 
 from __future__ import annotations
 
@@ -37,13 +58,13 @@ def train_classifier(model: nn.Module, train: Split, ctx: TrainContext, loss_fn:
     order_rng = torch.Generator().manual_seed(ctx.seed)
     check_at = {round(batches * (i + 1) / checks_per_epoch) for i in range(checks_per_epoch)}
     step = 0
-    model.train()
     for epoch in range(settings.epochs):
         order = torch.randperm(n, generator=order_rng)
         loss_sum, count = torch.zeros((), device=ctx.device), 0
         for batch, start in enumerate(range(0, n, settings.batch_size), 1):
             index = order[start : start + settings.batch_size]
             x, y = train.x[index].to(ctx.device), train.y[index].to(ctx.device)
+            model.train()
             loss = loss_fn(model, x, y, step / total_steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -58,7 +79,6 @@ def train_classifier(model: nn.Module, train: Split, ctx: TrainContext, loss_fn:
                 stop = check(epoch + batch / batches, step, float(loss_sum) / count,
                              schedule.get_last_lr()[0])
                 loss_sum, count = torch.zeros((), device=ctx.device), 0
-                model.train()
                 if stop:
                     model.eval()
                     return

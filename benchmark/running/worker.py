@@ -25,7 +25,7 @@ from advbench.algorithms.smoothing import certified_accuracy
 from advbench.algorithms.training import training_steps
 from advbench.attack import Attack
 from advbench.data import Split
-from advbench.defense import Defense, TrainContext
+from advbench.defense import DatasetInfo, Defense, TrainContext
 from advbench.plugin_system.loader import one_line
 from advbench.reporting.results import RADIUS_GRID, SCHEMA_VERSION, radius_columns, wilson_interval
 from advbench.reporting.sanity import ZERO_GRADIENT_LIMIT, zero_gradient_fraction
@@ -40,6 +40,7 @@ from advbench.running.guard import Pristine, Seal, SealBroken, fingerprint, list
 from advbench.running.model_cache import ModelCache, content_key, data_fingerprint
 from advbench.running.plan import Cell, Plan, choose_targets
 from advbench.running.progress import RunProgress
+from advbench.threat import ThreatModel
 
 CERTIFIER = "crown-ibp"  # CROWN back-substitution over IBP intermediate bounds
 
@@ -139,11 +140,22 @@ class Worker:
         plan = self.plan
         source = next(entry.source for entry in plan.defenses if entry.cls is type(defense))
         return {"dataset": plan.dataset.name, "model": plan.model_plugin.name,
-                "defense": type(defense).name, "defense_config": defense.training_config(),
+                "defense": type(defense).name,
+                "defense_config": defense.resolved_training_config(self.train_context(defense)),
                 "defense_source": [source.distribution, source.version],
                 "training": dataclasses.asdict(plan.settings[type(defense).name]),
                 "seed": plan.config.seed, "train_data": data_fingerprint(plan.train),
                 "format": 2}
+
+    def train_context(self, defense: Defense) -> TrainContext:
+        """What ``defense`` trains with: the run's settings, seed, threat models and dataset."""
+        plan = self.plan
+        threats = tuple(ThreatModel(norm, eps) for norm, values in plan.eps.items()
+                        for eps in values)
+        return TrainContext(plan.settings[type(defense).name], plan.device, plan.config.seed,
+                            pretrained=self.user_model is not None,
+                            on_batch=self.progress.advance, threats=threats,
+                            dataset=DatasetInfo.of(plan.dataset))
 
     def base_model(self) -> nn.Module:
         """A fresh, untrained copy of the run's model (the user's module, or the plugin's)."""
@@ -169,8 +181,7 @@ class Worker:
         settings = plan.settings[type(defense).name]
         steps = training_steps(len(plan.train), settings.batch_size, settings.epochs)
         self.progress.step(f"train {type(defense).name}", steps)
-        ctx = TrainContext(settings, plan.device, plan.config.seed,
-                           pretrained=self.user_model is not None, on_batch=self.progress.advance)
+        ctx = self.train_context(defense)
         started = time.perf_counter()
         model = defense.fit(model, plan.train, ctx)
         kept = getattr(defense, "history", None)

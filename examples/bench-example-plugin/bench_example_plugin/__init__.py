@@ -1,2 +1,3 @@
 """An example bench plugin package: the ``gaussian-noise`` attack, the ``input-quantization``
-defense. Each module is one plugin, declared in the ``advbench.plugins`` entry-point group."""
+and ``trades`` defenses. Each module is one plugin, declared in the ``advbench.plugins``
+entry-point group."""

@@ -7,7 +7,7 @@ import torch
 from advbench import AttackContext, Oracle, ThreatModel, load_registry
 from advbench.conformance import attack_checks, check_attack, check_defense, defense_checks
 
-from bench_example_plugin import gaussian_noise, input_quantization
+from bench_example_plugin import gaussian_noise, input_quantization, trades
 from bench_example_plugin.gaussian_noise import GaussianNoise
 from bench_example_plugin.input_quantization import InputQuantization, quantize
 
@@ -30,10 +30,11 @@ def test_the_kit_in_one_call():
     check_defense(InputQuantization, params={"levels": 2})
 
 
-def test_the_hooks_register_both_plugins():
-    registry = load_registry(autoload=False, extra=[gaussian_noise, input_quantization])
+def test_the_hooks_register_every_plugin():
+    registry = load_registry(autoload=False, extra=[gaussian_noise, input_quantization, trades])
     assert registry.get("attack", "gaussian-noise").cls is GaussianNoise
     assert registry.get("defense", "input-quantization").cls is InputQuantization
+    assert registry.get("defense", "trades").cls is trades.Trades
     assert registry.failures == []
 
 
