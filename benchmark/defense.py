@@ -169,11 +169,11 @@ class Defense:
         """``self.context`` is ``ctx`` inside the block; a ``fit`` of your own wraps its
         training in it. Cleared after, because a cached model skips ``fit``: ``wrap`` must not
         depend on it."""
-        self.context = ctx
+        object.__setattr__(self, "context", ctx)  # frozen dataclasses too
         try:
             yield ctx
         finally:
-            self.context = None
+            object.__setattr__(self, "context", None)
 
     def fit(self, model: nn.Module, train: Split, ctx: TrainContext) -> nn.Module:
         """Train ``model`` on ``train`` with this defense's loss and return it; the loss sees

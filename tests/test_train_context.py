@@ -5,6 +5,7 @@ the normalizers a TRADES plugin needs."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -73,11 +74,26 @@ class Peeking(Defense):
         return nn.functional.cross_entropy(model(x), y)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Frozen(Defense):
+    """A frozen third-party defense: the context still reaches its loss."""
+
+    name = "frozen"
+    scale: float = 1.0
+
+    def training_loss(self, model, x, y, progress):
+        assert self.context is not None and self.context.seed == 3
+        return self.scale * nn.functional.cross_entropy(model(x), y)
+
+
 def test_the_default_fit_shows_the_context_to_the_loss_and_only_during_fit():
     defense, ctx = Peeking(), TrainContext(SETTINGS, CPU, 0)
     model = defense.fit(tiny_model(), tiny_split(), ctx)
     assert defense.seen == [ctx] * 3 and defense.context is None
     assert not model.training and "context" not in defense.config()
+    frozen = Frozen()
+    frozen.fit(tiny_model(), tiny_split(), TrainContext(SETTINGS, CPU, 3))
+    assert frozen.context is None and frozen.config() == {"scale": 1.0}
 
 
 # --- the loop's order -------------------------------------------------------------------------
