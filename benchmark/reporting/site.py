@@ -31,6 +31,7 @@ from jinja2 import Environment, StrictUndefined
 
 from advbench.errors import BenchError
 from advbench.reporting.leaderboard import CELL_PICTURES, SECTION_KEYS, manifest_summary, sections
+from advbench.reporting.pictures import cell_stem
 from advbench.reporting.results import write_atomic
 
 PAGE_KEYS = ["dataset", "model"]
@@ -376,11 +377,6 @@ class Figures:
                        for path in (root / "figures").glob("*.png")})
 
 
-def cell_stem(attack: str, defense: str, split: str, norm: str, eps: float) -> str:
-    """The runner's name for a cell's pictures (``Runner.attack_figures``)."""
-    return f"{attack}_{defense}_{split}_{norm}_{eps:g}"
-
-
 def column_label(attack: str, eps: float) -> str:
     """A table column as :func:`advbench.reporting.leaderboard.sections` names it."""
     return f"{attack} ε={eps:g}"
@@ -495,7 +491,8 @@ def cell(row: pd.Series | None, text: str, notes: list[str], figures: Figures,
         stem = cell_stem(row["attack"], row["defense"], row["split"], row["norm"],
                          float(row["eps"]))
         result.examples = figures.href(f"figures/{stem}_examples.png")
-        result.eps = figures.href(f"figures/{stem}_eps.png")
+        sweep = cell_stem(row["attack"], row["defense"], row["split"], row["norm"])
+        result.eps = figures.href(f"figures/{sweep}_eps.png")
     return result
 
 

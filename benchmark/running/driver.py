@@ -31,8 +31,6 @@ from torch import nn
 
 from advbench.algorithms.adversarial_training import plot_training_curves
 from advbench.algorithms.smoothing import plot_certified_accuracy
-from advbench.attack import Attack
-from advbench.data import Split
 from advbench.defense import Defense
 from advbench.errors import BenchError, UsageError
 from advbench.models import ModelPlugin
@@ -40,10 +38,17 @@ from advbench.plugin_system.loader import load_registry, one_line
 from advbench.plugin_system.registry import Entry, Registry, Source
 from advbench.reporting.figures import eps_sweep_figures
 from advbench.reporting.leaderboard import to_markdown
-from advbench.reporting.pictures import cell_pictures
+from advbench.reporting.pictures import (
+    adversarial_examples_grid,
+    cell_stem,
+    eps_grid_figure,
+    label_name,
+    sweep_series,
+)
 from advbench.reporting.results import (
     RADIUS_GRID,
     SCHEMA_VERSION,
+    radius_columns,
     to_frame,
     validate_results,
     write_atomic,
@@ -52,8 +57,10 @@ from advbench.reporting.results import (
 )
 from advbench.reporting.sanity import cell_flags, defense_flags, zero_gradient_fraction
 from advbench.reporting.site import write_site
+from advbench.running.cell_cache import CachedCell, CellCache
 from advbench.running.evaluate import CellOutcome
 from advbench.running.executors import Executor, LocalExecutor, Outcome, get_executor
+from advbench.running.model_cache import cache_roots
 from advbench.running.plan import WORST_CASE, Cell, Plan, RunConfig, build_plan
 from advbench.running.progress import RunProgress
 from advbench.running.worker import (
@@ -61,17 +68,17 @@ from advbench.running.worker import (
     Defended,
     DefenseFailed,
     Worker,
-    cell_seed,
     reseed,
 )
 
 
 def config_record(config: RunConfig) -> dict[str, Any]:
-    """The config as the manifest stores it (JSON types); ``out`` and ``resume`` excluded."""
+    """The config as the manifest stores it (JSON types); ``out``, ``resume`` and ``fresh``
+    (which change where results go or come from, not what they are) excluded."""
     record = {key: (str(value) if isinstance(value, Path) else value)
               for key, value in dataclasses.asdict(config).items()}
     return json.loads(json.dumps({k: v for k, v in record.items()
-                                  if k not in ("out", "resume")}, default=str))
+                                  if k not in ("out", "resume", "fresh")}, default=str))
 
 
 def prepare_out(out: Path, config: RunConfig) -> bool:
@@ -200,6 +207,8 @@ class Group:
     finished: list[tuple[Cell, CellOutcome]] = field(default_factory=list)
     state: Defended | None = None
     announced: bool = False
+    computed: list[tuple[Cell, dict[str, Any], CellOutcome | None]] = field(default_factory=list)
+    certified: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)  # cached
 
 
 class Runner:
@@ -211,6 +220,9 @@ class Runner:
         self.plan, self.registry = plan, registry
         self.progress, self.out, self.previous = progress, out, previous or {}
         self.resumed_cells = 0
+        self.cell_cache = CellCache(cache_roots(plan.config.cache_dir)[1])
+        self.reused_keys: list[str] = []  # cells read from the cell cache
+        self.groups: dict[str, Group] = {}
         self.worker = Worker(plan, user_model, progress)
         self.executor = executor or LocalExecutor()
         self.rows: list[dict[str, Any]] = []
@@ -245,17 +257,66 @@ class Runner:
         if outcome is not None and row["valid"]:
             group.finished.append((cell, outcome))
 
-    def reused(self, cell: Cell, defense: Defense) -> tuple[dict, CellOutcome] | None:
-        """The finished result of ``cell`` from the interrupted run being resumed, if any."""
-        if not self.previous:
-            return None
+    def keys(self, cell: Cell, defense: Defense) -> tuple[str, str] | None:
+        """The cell's key in the run folder and in the cell cache (None: the attack fails to
+        build, and the cell runs to record why)."""
         try:
             attack_config = json.dumps(self.plan.build(cell.attack).config(), sort_keys=True)
-        except Exception:  # the attack fails to build: let the cell run and record why
+        except Exception:
             return None
-        key = self.worker.cell_key(cell, attack_config,
-                                   json.dumps(defense.config(), sort_keys=True))
-        return self.previous.get(key)
+        defense_config = json.dumps(defense.config(), sort_keys=True)
+        return (self.worker.cell_key(cell, attack_config, defense_config),
+                self.worker.cache_key(cell, defense, attack_config, defense_config))
+
+    def reused(self, cell: Cell, defense: Defense) -> tuple[dict, CellOutcome] | None:
+        """The finished result of ``cell`` from the interrupted run being resumed, or from the
+        cell cache (unless ``fresh``), if any."""
+        if not self.previous and self.plan.config.fresh:
+            return None
+        keys = self.keys(cell, defense)
+        if keys is None:
+            return None
+        if keys[0] in self.previous:
+            self.resumed_cells += 1
+            return self.previous[keys[0]]
+        cached = None if self.plan.config.fresh else self.cell_cache.load(keys[1])
+        if cached is None:
+            return None
+        self.reused_keys.append(keys[1])
+        self.take(cell, cached)
+        return cached.row, cached.outcome
+
+    def take(self, cell: Cell, cached: CachedCell) -> None:
+        """What a cached cell brings of its defended model, which then need not be loaded."""
+        group = self.groups[cell.defense.name]
+        if cached.certified is not None:
+            group.certified[(cell.split, cell.threat.eps)] = cached.certified
+        if cached.extras.get("history") is not None:
+            self.histories.setdefault(cell.defense.name, cached.extras["history"])
+        if cached.extras.get("curve") is not None:
+            self.smoothing_curves.setdefault(f"{cell.defense.name}_{cell.split}",
+                                             cached.extras["curve"])
+
+    def store(self, group: Group) -> None:
+        """Put the defense's computed cells (not those that raised) in the cell cache, after
+        its flags: their rows then carry what the sanity battery needs to run without the
+        model. A cache that cannot be written costs no result."""
+        state = group.state
+        if state is None or group.defense is None:
+            return
+        for cell, row, outcome in group.computed:
+            keys = self.keys(cell, group.defense)
+            if keys is None:
+                continue
+            certified = state.certified.get((cell.split, cell.threat.eps))
+            extras = {"history": state.history, "curve": state.curves.get(cell.split)}
+            try:
+                self.cell_cache.store(keys[1], CachedCell(
+                    row, outcome if row["valid"] else None,
+                    certified if row["certifier"] else None, extras))
+            except OSError as exc:
+                self.progress.log(f"[yellow]cell cache not written: {one_line(exc)}[/yellow]")
+                return
 
     def submit(self, entry: Entry) -> Group:
         """Record what needs no work (resumed cells, or every cell of a defense that cannot be
@@ -266,11 +327,10 @@ class Runner:
         except Exception as exc:
             self.log_error(f"defense {entry.name}", "".join(traceback.format_exception(exc)))
             failure = f"defense failed: {one_line(exc)}"
-        group = Group(entry, defense, failure)
+        group = self.groups[entry.name] = Group(entry, defense, failure)
         for cell in (c for c in self.plan.cells if c.defense is entry):
             done = self.reused(cell, defense) if defense is not None else None
             if done is not None:
-                self.resumed_cells += 1
                 self.record(group, cell, *done)
             elif failure is not None:
                 self.record(group, cell, self.worker.row(cell, None, None, None, 0.0, failure),
@@ -292,8 +352,10 @@ class Runner:
             if result.trace:
                 self.log_error(f"cell {cell.defense.name} × {cell.attack_name}", result.trace)
             self.record(group, cell, result.row, result.outcome)
+            if result.row["status"] != "error":
+                group.computed.append((cell, result.row, result.outcome))
             if result.outcome is not None and result.row["valid"]:
-                self.draw(group, cell)
+                self.draw(cell, result)
         else:
             failure = (str(result) if isinstance(result, DefenseFailed)
                        else f"worker failed: {one_line(result)}")
@@ -323,48 +385,70 @@ class Runner:
                                           for split, curve in group.state.curves.items()})
         return group.state
 
-    def draw(self, group: Group, cell: Cell) -> None:
-        state = self.defended(group)
-        if state is not None and self.out is not None:
-            attack = self.plan.build(cell.attack)
-            self.attack_figures(attack, cell, state, self.plan.evaluation[cell.split])
-
-    def attack_figures(self, attack: Attack, cell: Cell, state: Defended, data: Split) -> None:
-        """Pictures of a valid cell for a few correctly classified images: clean against
-        adversarial examples, the ε grid of one image (gradient attacks: the others would
-        spend their whole budget again per ε), and the attack's own figures, if it draws any
-        (``figures(model, x, y, stem) -> [paths]``). A figure never costs a result."""
-        if self.out is None:
+    def draw(self, cell: Cell, result: CellResult) -> None:
+        """A valid cell's pictures: clean against adversarial for the samples it kept, drawn
+        from the examples the cell made, and the attack's own figures (drawn by the worker).
+        A figure never costs a result."""
+        outcome = result.outcome
+        if result.figures_trace:
+            self.log_error(f"figures of {cell.attack_name}", result.figures_trace)
+        if self.out is None or outcome is None:
             return
-        plan = self.plan
-        correct = torch.nonzero(state.clean_pred[cell.split] == data.y).flatten()[:6]
-        x, y = data.x[correct].to(plan.device), data.y[correct].to(plan.device)
-        targets = state.targets.get(cell.split)
-        stem = (self.out / "figures" / f"{cell.attack_name}_{cell.defense.name}_{cell.split}_"
-                f"{cell.threat.norm}_{cell.threat.eps:g}")
-        reseed(state.model, cell_seed(cell))
+        folder = self.out / "figures"
+        stem = cell_stem(cell.attack_name, cell.defense.name, cell.split, cell.threat.norm,
+                         cell.threat.eps)
         try:
-            self.attack_pictures += cell_pictures(
-                state.model, attack, x, y, cell.threat, plan.dataset.classes, stem,
-                plan.config.seed, eps_grid=attack.access == "gradient",
-                eot_samples=state.eot_samples,
-                targets=None if targets is None else targets[correct].to(plan.device))
-            draw = getattr(attack, "figures", None)
-            if callable(draw):
-                self.attack_pictures += draw(state.model, x, y, stem)
+            folder.mkdir(exist_ok=True)
+            for name, png in result.figures.items():
+                write_atomic(folder / name, lambda path, png=png: path.write_bytes(png))
+                self.attack_pictures.append(folder / name)
+            if outcome.shown is not None and outcome.shown_adv is not None and len(outcome.shown):
+                data, shown = self.plan.evaluation[cell.split], outcome.shown
+                self.attack_pictures.append(adversarial_examples_grid(
+                    data.x[shown], outcome.shown_adv, data.y[shown], data.y[shown],
+                    outcome.adv_pred[shown], self.plan.dataset.classes,
+                    f"{cell.attack_name} · {cell.threat.norm} ε={cell.threat.eps:.3g} · {stem}",
+                    folder / f"{stem}_examples.png"))
         except Exception as exc:
-            self.log_error(f"figures of {cell.attack_name}", "".join(
+            self.log_error(f"pictures of {cell.attack_name}", "".join(
                 traceback.format_exception(exc)))
+
+    def draw_sweeps(self, group: Group) -> None:
+        """Seed figure 8 per attack, split and norm swept over several ε: the first kept sample
+        at each ε, from the cells' own examples."""
+        sweeps: dict[tuple[str, str, str], list[tuple[Cell, CellOutcome]]] = {}
+        for cell, outcome in group.finished:
+            if outcome.shown is not None and outcome.shown_adv is not None and len(outcome.shown):
+                key = (cell.attack_name, cell.split, cell.threat.norm)
+                sweeps.setdefault(key, []).append((cell, outcome))
+        for (attack, split, norm), members in sweeps.items():
+            first = {int(outcome.shown[0]) for _, outcome in members}
+            if self.out is None or len(members) < 2 or len(first) != 1:
+                continue
+            sample = first.pop()
+            label = int(self.plan.evaluation[split].y[sample])
+            series = sweep_series([(cell.threat.eps, outcome.shown_adv[0],
+                                    int(outcome.adv_pred[sample])) for cell, outcome in members])
+            stem = cell_stem(attack, group.entry.name, split, norm)
+            try:
+                self.attack_pictures.append(eps_grid_figure(
+                    series, label, self.plan.dataset.classes, norm,
+                    f"{attack}: one {label_name(label, self.plan.dataset.classes)} at each "
+                    f"{norm} ε", self.out / "figures" / f"{stem}_eps.png"))
+            except Exception as exc:
+                self.log_error(f"pictures of {attack}", "".join(traceback.format_exception(exc)))
 
     def finish(self, group: Group) -> None:
         """After a defense's last cell: its worst-case rows and the sanity battery's flags."""
         if group.defense is None:
             return
         self.defended(group)
+        self.draw_sweeps(group)
         self.record_worst_cases(group)
         self.flag(group.rows, group.state, group.finished)
         if self.out is not None:
             write_results(self.out, self.rows)
+        self.store(group)
 
     def flag(self, rows: list[dict[str, Any]], state: Defended | None,
              finished: Sequence[tuple[Cell, CellOutcome]] = ()) -> None:
@@ -423,8 +507,27 @@ class Runner:
                 self.worker.add_certification(row, cell, combined, state)
                 row["abstain_rate"] = float((state.clean_pred[split] == -1).float().mean())
                 row["adaptive"] = state.adaptive
+            else:
+                self.reused_worst_case(group, row, combined)
             group.rows.append(row)
             self.keep(row, combined)
+
+    def reused_worst_case(self, group: Group, row: dict[str, Any], combined: CellOutcome
+                          ) -> None:
+        """A worst-case row of a defense whose cells were all reused, without its model: what
+        the model gave it is the same in its cells' rows (certificates at its ε, abstentions),
+        and broken certificates are counted on the certified samples cached with them."""
+        where = (row["split"], row["norm"], row["eps"])
+        member = next(r for r in group.rows if r["attack"] != WORST_CASE
+                      and (r["split"], r["norm"], r["eps"]) == where)
+        shared = ["certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
+                  "certifier", "abstain_rate",
+                  *(column for radius in RADIUS_GRID for column in radius_columns(radius))]
+        row.update({column: member[column] for column in shared if column in member})
+        row["adaptive"] = next((r["adaptive"] for r in group.rows if r.get("adaptive")), "")
+        certified = group.certified.get((row["split"], row["eps"]))
+        if certified is not None and row["certifier"] not in ("", "randomized-smoothing"):
+            row["certified_broken"] = int((certified & ~combined.robust).sum())
 
     def log_error(self, what: str, trace: str) -> None:
         self.progress.log(f"[red]{what} failed: {trace.strip().splitlines()[-1]}[/red]")
@@ -500,7 +603,7 @@ def run_matrix(
         executor = get_executor(executor)
     out = Path(config.out) if config.out is not None else None
     resuming = out is not None and prepare_out(out, config)
-    previous = load_previous(out) if resuming else {}
+    previous = load_previous(out) if resuming and not config.fresh else {}
     earlier = earlier_figures(out) if resuming else []
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run_manifest = manifest(plan, registry, started)
@@ -514,6 +617,8 @@ def run_matrix(
         frame = runner.run()
     run_manifest["wall_seconds"] = round(time.perf_counter() - wall, 1)
     run_manifest["resumed_cells"] = runner.resumed_cells
+    run_manifest["reused_cells"] = len(runner.reused_keys)  # from the cell cache
+    run_manifest["reused_cell_keys"] = runner.reused_keys
     if out is not None:
         figures = out / "figures"
         figures.mkdir(exist_ok=True)

@@ -18,6 +18,8 @@ from advbench.oracle import Oracle, model_labels
 from advbench.running.guard import Pristine, Seal, SealBroken, fingerprint, identical
 from advbench.threat import ThreatModel
 
+SHOWN = 8  # adversarial examples a cell keeps for its pictures
+
 
 @dataclass
 class CellOutcome:
@@ -28,6 +30,10 @@ class CellOutcome:
     labels: torch.Tensor
     queries: torch.Tensor
     invalid_reason: str | None = None
+    # The first SHOWN attacked samples (indices) and the gate-checked examples the cell made
+    # for them: the run's pictures are drawn from these, never by running the attack again.
+    shown: torch.Tensor | None = None
+    shown_adv: torch.Tensor | None = None
 
     @property
     def adv_correct(self) -> torch.Tensor:
@@ -113,12 +119,13 @@ def _attack_batches(
     """The batches of :func:`attack_cell`, each checked by the seal (when there is one) before
     the harness predicts on what the attack returned."""
     x_all, y_all = data.x, data.y  # the harness's references, whatever plugins rebind
-    access, budget = attack.access, getattr(attack, "max_queries", None)  # the cell's terms
+    access, budget = attack.access, attack.max_queries  # the cell's terms
     clean_correct = clean_pred == y_all
     adv_pred = clean_pred.clone()
     queries = torch.zeros(len(y_all), dtype=torch.long)
     eligible = clean_correct if targets is None else clean_correct & (targets != y_all)
     attacked = torch.nonzero(eligible).flatten()
+    shown, shown_adv = attacked[:SHOWN], []
     ledger = fingerprint([adv_pred, queries])
     for start in range(0, len(attacked), batch_size):
         index = attacked[start : start + batch_size]
@@ -147,17 +154,24 @@ def _attack_batches(
         adv_pred[index] = predict(model, result.x_adv, batch_size, device)
         queries[index] = (oracle.queries if watch is None else watch.queries).cpu()
         ledger = fingerprint([adv_pred, queries])
+        shown_adv.append(result.x_adv[: max(0, len(shown) - start)].detach().cpu())
         on_batch(len(index))
-    return CellOutcome(clean_correct, adv_pred, y_all, queries)
+    return CellOutcome(clean_correct, adv_pred, y_all, queries, shown=shown,
+                       shown_adv=torch.cat(shown_adv) if shown_adv else None)
 
 
 def either_fooled(first: CellOutcome, second: CellOutcome) -> CellOutcome:
     """Two runs of one attack on one cell (plain and BPDA gradients): per sample, the second's
     prediction where only it fooled the model; the queries of both; invalid if either is."""
     adv_pred = torch.where(first.adv_correct, second.adv_pred, first.adv_pred)
+    shown_adv = first.shown_adv
+    if shown_adv is not None and second.shown_adv is not None:
+        only_second = first.adv_correct[first.shown] & ~second.adv_correct[first.shown]
+        shown_adv = torch.where(only_second.view(-1, *[1] * (shown_adv.dim() - 1)),
+                                second.shown_adv, shown_adv)
     return CellOutcome(first.clean_correct, adv_pred, first.labels,
                        first.queries + second.queries,
-                       first.invalid_reason or second.invalid_reason)
+                       first.invalid_reason or second.invalid_reason, first.shown, shown_adv)
 
 
 def tampered(x: torch.Tensor, y: torch.Tensor, x_expected: torch.Tensor,

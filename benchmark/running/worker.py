@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from platformdirs import user_cache_dir
 from torch import nn
 
 from advbench.algorithms.bounds import applicable_method, certify, unsupported_reason
@@ -25,10 +25,13 @@ from advbench.algorithms.smoothing import certified_accuracy
 from advbench.algorithms.training import training_steps
 from advbench.attack import Attack
 from advbench.data import Split
-from advbench.defense import DatasetInfo, Defense, TrainContext
+from advbench.defense import Certifier, DatasetInfo, Defense, Reseedable, TrainContext
+from advbench.oracle import Oracle
 from advbench.plugin_system.loader import one_line
+from advbench.reporting.pictures import cell_stem
 from advbench.reporting.results import RADIUS_GRID, SCHEMA_VERSION, radius_columns, wilson_interval
 from advbench.reporting.sanity import ZERO_GRADIENT_LIMIT, zero_gradient_fraction
+from advbench.running.cell_cache import code_version
 from advbench.running.evaluate import (
     CellOutcome,
     attack_cell,
@@ -37,7 +40,13 @@ from advbench.running.evaluate import (
     predict,
 )
 from advbench.running.guard import Pristine, Seal, SealBroken, fingerprint, listed
-from advbench.running.model_cache import ModelCache, content_key, data_fingerprint
+from advbench.running.model_cache import (
+    ModelCache,
+    cache_roots,
+    content_key,
+    data_fingerprint,
+    tensor_hash,
+)
 from advbench.running.plan import Cell, Plan, choose_targets
 from advbench.running.progress import RunProgress
 from advbench.threat import ThreatModel
@@ -48,9 +57,8 @@ CERTIFIER = "crown-ibp"  # CROWN back-substitution over IBP intermediate bounds
 def reseed(model: nn.Module, seed: int) -> None:
     """Restart a randomized model's noise (if it offers ``reseed``), so that each cell draws the
     same noise whether it runs in one go or after a resume."""
-    restart = getattr(model, "reseed", None)
-    if callable(restart):
-        restart(seed)
+    if isinstance(model, Reseedable):
+        model.reseed(seed)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -88,6 +96,7 @@ class Defended:
     eot_samples: int
     certified: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
     certifier: str = ""
+    certified_norm: str = ""  # the norm of ``certified``'s radii
     history: dict[str, Any] | None = None  # training curves, when the defense kept them
     curves: dict[str, list[float]] = field(default_factory=dict)  # split → certified acc.
     log: list[str] = field(default_factory=list)
@@ -112,6 +121,10 @@ class CellResult:
     row: dict[str, Any]
     outcome: CellOutcome | None
     trace: str | None = None
+    # The attack's own figures (file name -> PNG bytes) and the traceback if drawing them
+    # failed: drawn here, under the seal, so that the driver never runs an attack.
+    figures: dict[str, bytes] = field(default_factory=dict)
+    figures_trace: str | None = None
 
 
 class Worker:
@@ -121,8 +134,7 @@ class Worker:
                  progress: RunProgress | None = None) -> None:
         self.plan, self.user_model = plan, user_model
         self.progress = progress or RunProgress(False)
-        cache_root = plan.config.cache_dir or Path(user_cache_dir("advbench")) / "models"
-        self.cache = ModelCache(Path(cache_root))
+        self.cache = ModelCache(cache_roots(plan.config.cache_dir)[0])
         self._evaluation: Pristine | None = None
         self._train_digest: bytes | None = None
 
@@ -175,7 +187,7 @@ class Worker:
         key = content_key(parts)
         use_cache = self.user_model is None
         history_path = self.cache.path(key).with_suffix(".history.json")
-        if use_cache and self.cache.load(key, parts, model):
+        if use_cache and not plan.config.fresh and self.cache.load(key, parts, model):
             history = json.loads(history_path.read_text()) if history_path.is_file() else None
             return model.eval(), history, f"{type(defense).name}: loaded cached model {key}"
         settings = plan.settings[type(defense).name]
@@ -184,7 +196,7 @@ class Worker:
         ctx = self.train_context(defense)
         started = time.perf_counter()
         model = defense.fit(model, plan.train, ctx)
-        kept = getattr(defense, "history", None)
+        kept = defense.history
         history = kept.to_dict() if kept is not None else None
         if use_cache:
             self.cache.save(key, parts, model)
@@ -278,10 +290,11 @@ class Worker:
             state.log.append(f"{type(defense).name}: the defense wraps its trained model, "
                              "gradient attacks also run with BPDA (the unwrapped model's "
                              "gradients)")
-        if callable(getattr(model, "certify", None)):
-            self.certify_smoothed(state)
+        if isinstance(model, Certifier):
+            self.certify_own(state, model)
         if unsupported_reason(model) is None and not randomized:
             state.certifier = applicable_method(model, CERTIFIER)
+            state.certified_norm = "linf"
             for split, data in plan.evaluation.items():
                 for eps in plan.eps.get("linf", []):
                     certified = certify(model, data.x.to(plan.device), data.y.to(plan.device),
@@ -300,19 +313,20 @@ class Worker:
         self.seal(state)
         return state
 
-    def certify_smoothed(self, state: Defended) -> None:
-        """CERTIFY of a randomized-smoothing model, once per split: certified samples at each
-        L2 ε of the run, and the curve of certified accuracy against the radius."""
+    def certify_own(self, state: Defended, model: Certifier) -> None:
+        """The model's own certificate (e.g. randomized smoothing's CERTIFY), once per split:
+        certified samples at each ε of the run in its norm, and the curve of certified accuracy
+        against the radius. Rows name it as the model names itself."""
         plan = self.plan
         for split, data in plan.evaluation.items():
-            reseed(state.model, plan.config.seed + 3)
-            labels, radii = state.model.certify(data.x.to(plan.device))
+            reseed(model, plan.config.seed + 3)
+            labels, radii = model.certify(data.x.to(plan.device))
             labels, radii = labels.cpu(), radii.cpu()
-            for eps in plan.eps.get("l2", []):
+            for eps in plan.eps.get(model.certified_norm, []):
                 state.certified[(split, eps)] = (labels == data.y) & (radii >= eps)
             accuracies = certified_accuracy(labels, radii, data.y, RADIUS_GRID)
             state.curves[split] = [float(a) for a in accuracies]
-        state.certifier = "randomized-smoothing"
+        state.certifier, state.certified_norm = model.certifier, model.certified_norm
 
     def cell_key(self, cell: Cell, attack_config: str, defense_config: str) -> str:
         """Hash of everything that determines a cell's numbers (the model follows from them)."""
@@ -326,6 +340,26 @@ class Worker:
             "sample": plan.sample_hashes[cell.split],
             "training": plan.settings[cell.defense.cls.name],
             "batch_size": plan.config.batch_size})
+
+    def cache_key(self, cell: Cell, defense: Defense, attack_config: str,
+                  defense_config: str) -> str:
+        """The cell cache's key: the run folder's cell key, and what it leaves to the run
+        folder being the same: the defended model's own key (the model cache's, with a hash of
+        the user's weights when they are the start), the attack's code, the draws against
+        randomness, the device and bench's code."""
+        assert cell.attack is not None
+        model: list[Any] = [content_key(self.model_parts(defense))]
+        if self.user_model is not None:
+            state = self.user_model.state_dict()
+            model += [type(self.user_model).__qualname__, list(state),
+                      tensor_hash(*state.values())]
+        attack = cell.attack.cls
+        return content_key({
+            "cell": self.cell_key(cell, attack_config, defense_config), "model": model,
+            "attack_class": f"{attack.__module__}.{attack.__qualname__}",
+            "attack_source": [cell.attack.source.distribution, cell.attack.source.version],
+            "eot_samples": self.plan.config.eot_samples, "device": str(self.plan.device),
+            "bench": code_version(), "format": 1})
 
     def row(self, cell: Cell, attack: Attack | None, defense: Defense | None,
             outcome: CellOutcome | None, seconds: float, error: str | None) -> dict[str, Any]:
@@ -347,7 +381,7 @@ class Worker:
                    robust_accuracy=nan, robust_accuracy_ci_low=nan, robust_accuracy_ci_high=nan,
                    attack_success_rate=nan, targeted_success_rate=nan, queries_mean=nan,
                    queries_success_mean=nan, queries_success_median=nan,
-                   query_budget=getattr(attack, "max_queries", None) or nan,
+                   query_budget=(attack.max_queries if attack else None) or nan,
                    broken_by="", eot_samples=1, adaptive="", batch_size=plan.config.batch_size,
                    certified_accuracy=nan,
                    certified_accuracy_ci_low=nan, certified_accuracy_ci_high=nan, certifier="",
@@ -389,14 +423,13 @@ class Worker:
                 row.update(zip(radius_columns(radius),
                                (accuracy, *wilson_interval(round(accuracy * n), n)), strict=True))
         certified = state.certified.get((cell.split, cell.threat.eps))
-        expected = "l2" if state.certifier == "randomized-smoothing" else "linf"
-        if cell.threat.norm != expected or certified is None:
+        if cell.threat.norm != state.certified_norm or certified is None:
             return
         n, count = len(certified), int(certified.sum())
         low, high = wilson_interval(count, n)
         row.update(certified_accuracy=count / n, certified_accuracy_ci_low=low,
                    certified_accuracy_ci_high=high, certifier=state.certifier)
-        if outcome is not None and row["valid"] and expected == "linf":
+        if outcome is not None and row["valid"] and state.certifier == CERTIFIER:
             row["certified_broken"] = int((certified & ~outcome.robust).sum())
 
     def run_cell(self, cell: Cell, defense: Defense, state: Defended) -> CellResult:
@@ -449,4 +482,34 @@ class Worker:
         self.add_certification(row, cell, outcome, state)
         if targets is not None and outcome is not None and row["valid"]:
             row["targeted_success_rate"] = targeted_success(outcome, targets)
-        return CellResult(row, outcome if error is None else None, trace)
+        result = CellResult(row, outcome if error is None else None, trace)
+        if attack is not None and result.outcome is not None and row["valid"]:
+            try:
+                result.figures = self.attack_figures(attack, cell, state, seal, data, outcome)
+            except Exception as exc:  # a figure never costs a result
+                result.figures_trace = "".join(traceback.format_exception(exc))
+        return result
+
+    def attack_figures(self, attack: Attack, cell: Cell, state: Defended, seal: Seal,
+                       data: Split, outcome: CellOutcome) -> dict[str, bytes]:
+        """The attack's own figures, if it draws any (``figures(oracle, x, y, stem) ->
+        [paths]``), on the cell's shown samples through an oracle under the seal (its queries
+        are not the cell's); returned as PNG bytes for the driver to write."""
+        draws = type(attack).figures is not Attack.figures
+        if not draws or outcome.shown is None or len(outcome.shown) == 0:
+            return {}
+        device = self.plan.device
+        x, y = data.x[outcome.shown].to(device), data.y[outcome.shown].to(device)
+        stem = cell_stem(cell.attack_name, cell.defense.name, cell.split, cell.threat.norm,
+                         cell.threat.eps)
+        with tempfile.TemporaryDirectory() as folder, seal.cell():
+            reseed(state.model, cell_seed(cell))
+            watch = seal.watch(attack.access, None, state.eot_samples, len(x))
+            oracle = Oracle(state.model, attack.access, len(x), None, state.eot_samples,
+                            guard=watch)
+            paths = [Path(p) for p in attack.figures(oracle, x, y, Path(folder) / stem)]
+            reason = seal.verdict(watch, oracle, attack)
+            if reason is not None:
+                raise RuntimeError(f"figures of {attack.name} broke the seal: {reason}")
+            return {path.name: path.read_bytes() for path in paths
+                    if path.resolve().parent == Path(folder).resolve()}
