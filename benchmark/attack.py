@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, final
+from typing import Any, ClassVar, Self, final
 
 import torch
 from torch import nn
@@ -21,12 +21,68 @@ from advbench.oracle import Oracle
 from advbench.threat import ThreatModel
 
 
+@dataclass(frozen=True)
+class Criterion:
+    """What counts as adversarial for a batch (Foolbox's criteria), so that attacks write the
+    untargeted/targeted branch once: build it with :func:`criterion_for` or
+    ``AttackContext.criterion(y)``; index it like a tensor to follow a subset of rows.
+
+    ``labels``: the class each row's loss is taken against (true labels, or targets).
+    ``sign``: +1 to ascend that loss (leave the class), −1 to descend it (reach the class).
+    """
+
+    labels: torch.Tensor
+    sign: ClassVar[float]
+    targeted: ClassVar[bool]
+
+    def is_adversarial(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per row of ``logits``: is that prediction adversarial?"""
+        raise NotImplementedError
+
+    def __getitem__(self, rows: torch.Tensor) -> Self:
+        return dataclasses.replace(self, labels=self.labels[rows])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Misclassification(Criterion):
+    """Untargeted: any class but the true label ``labels``."""
+
+    sign = 1.0
+    targeted = False
+
+    def is_adversarial(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(dim=1) != self.labels
+
+
+@dataclass(frozen=True)
+class TargetedMisclassification(Criterion):
+    """Targeted: exactly the target class ``labels``."""
+
+    sign = -1.0
+    targeted = True
+
+    def is_adversarial(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(dim=1) == self.labels
+
+
+def criterion_for(y: torch.Tensor, targets: torch.Tensor | None) -> Criterion:
+    """Misclassification of ``y``, or with ``targets`` reaching them."""
+    return Misclassification(y) if targets is None else TargetedMisclassification(targets)
+
+
 @dataclass
 class AttackContext:
     """What an attack gets besides the batch: a seeded generator and, if targeted, the targets."""
 
     generator: torch.Generator
     targets: torch.Tensor | None = None
+
+    def criterion(self, y: torch.Tensor) -> Criterion:
+        """The batch's criterion: misclassify ``y``, or reach ``targets`` when given."""
+        return criterion_for(y, self.targets)
 
 
 class Attack:
@@ -68,10 +124,11 @@ class Attack:
         """The settings that determine this attack's output (its dataclass fields)."""
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
 
-    def figures(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+    def figures(self, model: Oracle | nn.Module, x: torch.Tensor, y: torch.Tensor,
                 stem: Path) -> list[Path]:
-        """PNG figures of the attack's own (``stem`` + suffix) on a few correctly classified
-        samples, drawn beside the run's pictures; none by default."""
+        """PNG figures of the attack's own, written at ``stem`` + a suffix, of a few correctly
+        classified samples (``model``: an oracle under the run's seal, or the classifier);
+        drawn beside the run's pictures. None by default."""
         return []
 
     @final

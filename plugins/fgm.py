@@ -26,9 +26,9 @@ class FGM(Attack):
 
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
             ctx: AttackContext) -> torch.Tensor:
-        labels, direction = (y, 1.0) if ctx.targets is None else (ctx.targets, -1.0)
-        grad, _ = oracle.gradient(x, labels)
-        return (x + direction * threat.eps * l2_normalize(grad)).clamp(0, 1)
+        criterion = ctx.criterion(y)
+        grad, _ = oracle.gradient(x, criterion.labels)
+        return (x + criterion.sign * threat.eps * l2_normalize(grad)).clamp(0, 1)
 
 
 @hookimpl

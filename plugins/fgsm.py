@@ -24,11 +24,9 @@ class FGSM(Attack):
 
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
             ctx: AttackContext) -> torch.Tensor:
-        if ctx.targets is None:
-            grad, _ = oracle.gradient(x, y)
-            return (x + threat.eps * grad.sign()).clamp(0, 1)
-        grad, _ = oracle.gradient(x, ctx.targets)
-        return (x - threat.eps * grad.sign()).clamp(0, 1)
+        criterion = ctx.criterion(y)
+        grad, _ = oracle.gradient(x, criterion.labels)
+        return (x + criterion.sign * threat.eps * grad.sign()).clamp(0, 1)
 
 
 @hookimpl

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 import torch
 
 from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
-from advbench.algorithms.pixel_scan import fooled as fools
 from advbench.algorithms.pixel_scan import rows_per_pass
+from advbench.attack import Criterion
 
 
 @dataclass(kw_only=True)
@@ -76,8 +76,7 @@ class OnePixel(Attack):
             limit = min(limit, oracle.max_queries)
         if k < 1 or n == 0:
             return x
-        labels = y if ctx.targets is None else ctx.targets
-        targeted = ctx.targets is not None
+        criterion = ctx.criterion(y)
         size = self.population
         gen = ctx.generator
         scale = torch.tensor([h, w] + [1] * c, dtype=x.dtype, device=x.device)
@@ -92,8 +91,7 @@ class OnePixel(Attack):
                 break
             parents = genes[active]
             trial = parents if generation == 0 else self._mutate(parents, h, w, gen)
-            trial_fitness, fooled = self._evaluate(oracle, x, labels, active, trial, seen,
-                                                   targeted)
+            trial_fitness, fooled = self._evaluate(oracle, x, criterion, active, trial, seen)
             keep = trial_fitness <= fitness[active]
             genes[active] = torch.where(keep[:, :, None, None], trial, parents)
             fitness[active] = torch.where(keep, trial_fitness, fitness[active])
@@ -118,8 +116,8 @@ class OnePixel(Attack):
         cols = trial[..., 1].remainder(w)
         return torch.cat([rows[..., None], cols[..., None], trial[..., 2:].clamp(0, 1)], dim=-1)
 
-    def _evaluate(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor,
-                  active: torch.Tensor, trial: torch.Tensor, seen: _Evaluated, targeted: bool
+    def _evaluate(self, oracle: Oracle, x: torch.Tensor, criterion: Criterion,
+                  active: torch.Tensor, trial: torch.Tensor, seen: _Evaluated
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fitness (lower is better) and success of every trial, both (images × members).
 
@@ -150,10 +148,10 @@ class OnePixel(Attack):
             chunk = _pass_size(pending.numel(), max_rows)
             rows, pending = pending[:chunk], pending[chunk:]
             scores = oracle.scores(_paint(x[owner[rows]], flat[rows]), index=owner[rows])
-            label = labels[owner[rows]]
-            own = scores.gather(1, label[:, None]).squeeze(1)
-            fitness[rows] = (1 - own if targeted else own).to(fitness.dtype)
-            fooled[rows] = fools(scores, label, targeted)
+            judge = criterion[owner[rows]]
+            own = scores.gather(1, judge.labels[:, None]).squeeze(1)
+            fitness[rows] = (1 - own if judge.targeted else own).to(fitness.dtype)
+            fooled[rows] = judge.is_adversarial(scores)
             asked.append(rows)
             if bool(fooled[rows].any()):
                 stopped[rows[fooled[rows]] // size] = True

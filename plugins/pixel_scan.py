@@ -38,7 +38,7 @@ class PixelScan(Attack):
         if threat.eps < 1:
             return x
         n, _, h, w = x.shape
-        labels = y if ctx.targets is None else ctx.targets
+        criterion = ctx.criterion(y)
         found = torch.full((n,), -1, dtype=torch.long, device=x.device)  # flat position
         found_value = torch.zeros(n, dtype=x.dtype, device=x.device)
         for value in self.values:
@@ -47,8 +47,7 @@ class PixelScan(Attack):
                 if active.numel() == 0:
                     break
                 positions = torch.arange(start, min(start + self.block, h * w), device=x.device)
-                hits = scan_block(oracle, x, labels, active, positions, value,
-                                  targeted=ctx.targets is not None)
+                hits = scan_block(oracle, x, criterion, active, positions, value)
                 success = hits.any(dim=1)
                 first = hits.int().argmax(dim=1)  # index of the first True in the block
                 winners = active[success]
@@ -57,7 +56,7 @@ class PixelScan(Attack):
         return _apply(x, found, found_value)
 
 
-    def figures(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+    def figures(self, model: Oracle | torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                 stem: Path) -> list[Path]:
         """Seed figure 16: where a white or a black pixel fools the model, for a few images."""
         fooling = fooling_map(model, x, y, 1.0) | fooling_map(model, x, y, 0.0)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl
+from advbench.attack import Criterion
 from advbench.threat import clip_to_box, project
 
 SCHEDULE_STEPS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -56,8 +57,7 @@ class RandomSearch(Attack):
             limit = min(limit, oracle.max_queries)
         if threat.eps == 0 or x.shape[0] == 0 or bool((oracle.queries >= limit).all()):
             return x
-        labels = y if ctx.targets is None else ctx.targets
-        targeted = ctx.targets is not None
+        criterion = ctx.criterion(y)
         gen = ctx.generator
         p_init = self.p_init if self.p_init is not None else P_INIT[threat.norm]
 
@@ -66,8 +66,7 @@ class RandomSearch(Attack):
         delta = torch.zeros_like(x)
         margin = torch.full((x.shape[0],), -torch.inf, device=x.device)
         delta[start] = clip_to_box(x[start] + _init(x[start], threat, gen)) - x[start]
-        margin[start] = _margin(oracle.scores(x[start] + delta[start], start), labels[start],
-                                targeted)
+        margin[start] = _margin(oracle.scores(x[start] + delta[start], start), criterion[start])
         n_iters = limit - 1
         for i in range(n_iters):
             active = torch.nonzero((margin >= 0) & (oracle.queries < limit)).flatten()
@@ -80,19 +79,20 @@ class RandomSearch(Attack):
             else:
                 proposal = _propose_l2(xa, da, side, threat.eps, gen)
             x_new = clip_to_box(xa + proposal)
-            new_margin = _margin(oracle.scores(x_new, active), labels[active], targeted)
+            new_margin = _margin(oracle.scores(x_new, active), criterion[active])
             better = new_margin < margin[active]
             delta[active[better]] = (x_new - xa)[better]
             margin[active[better]] = new_margin[better]
         return clip_to_box(x + delta)
 
 
-def _margin(scores: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+def _margin(scores: torch.Tensor, criterion: Criterion) -> torch.Tensor:
     """Log-probability margin, < 0 exactly when the attack has succeeded on that row."""
     log_p = scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
-    own = log_p.gather(1, labels[:, None]).squeeze(1)
-    other = log_p.scatter(1, labels[:, None], -torch.inf).amax(dim=1)
-    return other - own if targeted else own - other
+    labels = criterion.labels[:, None]
+    own = log_p.gather(1, labels).squeeze(1)
+    other = log_p.scatter(1, labels, -torch.inf).amax(dim=1)
+    return criterion.sign * (own - other)
 
 
 def _p_at(p_init: float, i: int, n_iters: int) -> float:

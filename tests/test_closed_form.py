@@ -96,12 +96,35 @@ def test_fgsm_multiclass_linear_softmax():
     assert torch.allclose((x_adv - x).flatten(1), EPS_LINF * grad.sign(), atol=1e-12)
 
 
-def test_targeted_fgsm_steps_down_the_target_loss():
-    model, x, y, s = binary_problem()
-    target = 1 - y
+def test_targeted_fgsm_multiclass_linear_softmax():
+    """Targeted: x − ε·sign(Wᵀ(softmax(Wx + b) − e_t)). The target is a middling class, neither
+    the prediction nor the runner-up, so a step away from the label or towards the runner-up
+    would differ; the target's log-probability rises."""
+    gen = torch.Generator().manual_seed(3)
+    layer = nn.Linear(49, 10).double()
+    with torch.no_grad():
+        layer.weight.copy_(0.3 * torch.randn(10, 49, generator=gen, dtype=torch.float64))
+        layer.bias.zero_()
+    model = nn.Sequential(nn.Flatten(), layer)
+    x = 0.3 + 0.4 * torch.rand(32, 1, 7, 7, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        logits = layer(x.flatten(1))
+    ranked = logits.argsort(dim=1, descending=True)
+    y, runner_up, target = ranked[:, 0], ranked[:, 1], ranked[:, 5]
     oracle = Oracle(model, "gradient", len(x))
     ctx = AttackContext(torch.Generator(), targets=target)
     x_adv = FGSM().perturb(oracle, x, y, ThreatModel("linf", EPS_LINF), ctx).x_adv
-    # Moving toward the other class is the same step as the untargeted one for two classes.
-    expected = -s.view(-1, 1) * EPS_LINF * model.w.sign()
-    assert torch.allclose((x_adv - x).flatten(1), expected, atol=1e-12)
+
+    def step_towards(classes: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(logits, dim=1)
+        return -EPS_LINF * ((p - nn.functional.one_hot(classes, 10).double()) @ layer.weight).sign()
+
+    delta = (x_adv - x).flatten(1)
+    assert torch.allclose(delta, step_towards(target), atol=1e-12)
+    assert not torch.allclose(delta, step_towards(runner_up))
+    untargeted = run(FGSM(), model, x, y, ThreatModel("linf", EPS_LINF))
+    assert not torch.allclose(x_adv, untargeted)
+    with torch.no_grad():
+        before = torch.log_softmax(logits, dim=1).gather(1, target[:, None])
+        after = torch.log_softmax(layer(x_adv.flatten(1)), dim=1).gather(1, target[:, None])
+    assert bool((after > before).all())

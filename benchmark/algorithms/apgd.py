@@ -15,7 +15,7 @@ at iteration ``k`` = 0 … N−1 (so a sample never fooled costs exactly N queri
 * Losses: cross-entropy (``ce``) or DLR (``dlr``, :mod:`advbench.algorithms.losses`); with targets,
   the target's negated cross-entropy or the targeted DLR.
 * Output: like :mod:`advbench.algorithms.pgd`, the *first iterate that fools* each sample
-  (misclassified, or classified as its target with ``to_target``), else its best-loss point.
+  (its criterion: misclassified, or classified as its target), else its best-loss point.
   With ``early_exit`` fooled samples stop being iterated and queried, which changes the work
   done, never the output. Restarts run on the samples no earlier restart fooled.
 
@@ -41,8 +41,8 @@ from advbench.algorithms.losses import (
     targeted_dlr,
     targeted_dlr_loss,
 )
-from advbench.algorithms.pgd import sample_start, succeeded
-from advbench.attack import Attack, AttackContext
+from advbench.algorithms.pgd import sample_start
+from advbench.attack import Attack, AttackContext, Criterion, Misclassification, criterion_for
 from advbench.oracle import LossFn, Oracle, cross_entropy_sum
 from advbench.threat import ThreatModel, l2_normalize, project
 
@@ -95,14 +95,17 @@ def _into_ball(point: torch.Tensor, x: torch.Tensor, threat: ThreatModel) -> tor
 def apgd_run(
     gradient: LossGradientFn, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
     threat: ThreatModel, start: torch.Tensor, *, iterations: int, loss: str = "ce",
-    targets: torch.Tensor | None = None, to_target: bool = False, rho: float = 0.75,
+    targets: torch.Tensor | None = None, criterion: Criterion | None = None, rho: float = 0.75,
     momentum: float = 0.75, early_exit: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One APGD run from ``start`` on the batch rows ``rows`` (``x``, ``y``: those rows).
 
+    ``targets`` steer the loss; ``criterion`` (of those rows; default: misclassifying ``y``)
+    decides which iterates fool — APGD-T's targeted loss still succeeds on any wrong class.
     Returns per row: the first fooling iterate, else the best-loss point; whether it fooled;
     the best loss reached (comparable between runs of the same loss and targets)."""
     n = len(x)
+    criterion = Misclassification(y) if criterion is None else criterion
     labels = targets if targets is not None else y
     out = start.clone()
     fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -111,7 +114,7 @@ def apgd_run(
     # Per active row (shrunk together when fooled rows leave).
     active = {
         "pos": torch.arange(n, device=x.device), "x": x, "y": y, "labels": labels,
-        "index": rows, "cur": start, "prev": start,
+        "index": rows, "cur": start, "prev": start, "criterion": criterion,
         "eta": torch.full((n,), 2 * threat.eps, dtype=x.dtype, device=x.device),
         "rises": torch.zeros(n, dtype=torch.long, device=x.device),
         "last": torch.full((n,), -torch.inf, dtype=x.dtype, device=x.device),
@@ -126,9 +129,7 @@ def apgd_run(
         grad, logits = gradient(a["cur"], a["labels"], a["index"], loss=oracle_loss)
         logits = logits.detach()
         value = value_of(logits, a["labels"]).detach()
-        # Without to_target any misclassification fools, even when the loss has targets (APGD-T).
-        hit = (succeeded(logits, a["labels"], True) if to_target
-               else succeeded(logits, a["y"], False))
+        hit = a["criterion"].is_adversarial(logits)
         if bool(hit.any()):
             new = hit & ~fooled[a["pos"]]
             out[a["pos"][new]] = a["cur"][new]
@@ -176,7 +177,7 @@ def apgd_run(
 def apgd_restarts(
     gradient: LossGradientFn, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
     iterations: int, restarts: int = 1, loss: str = "ce", targets: torch.Tensor | None = None,
-    to_target: bool = False, rho: float = 0.75, momentum: float = 0.75,
+    criterion: Criterion | None = None, rho: float = 0.75, momentum: float = 0.75,
     random_start: bool = True, early_exit: bool = True, generator: torch.Generator | None = None,
     rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -192,6 +193,7 @@ def apgd_restarts(
     if iterations < 1 or restarts < 1:
         raise ValueError("iterations and restarts must be >= 1")
     x, y = x.detach(), y.detach()
+    criterion = Misclassification(y) if criterion is None else criterion
     if rows is None:
         rows = torch.arange(len(x), device=x.device)
     result = x[rows].clone()
@@ -208,7 +210,7 @@ def apgd_restarts(
         x_run, fooled, score = apgd_run(
             gradient, x[picked], y[picked], picked, threat, start[picked],
             iterations=iterations, loss=loss,
-            targets=None if targets is None else targets[picked], to_target=to_target,
+            targets=None if targets is None else targets[picked], criterion=criterion[picked],
             rho=rho, momentum=momentum, early_exit=early_exit)
         fresh = ~found[part]
         take = fresh & (fooled | (score > best[part]))
@@ -228,7 +230,7 @@ def apgd(
 
     ``targets``: move each sample to its target (targeted loss; success = predicted target)."""
     return apgd_restarts(gradient, x, y, threat, iterations=iterations, restarts=restarts,
-                         loss=loss, targets=targets, to_target=targets is not None, rho=rho,
+                         loss=loss, targets=targets, criterion=criterion_for(y, targets), rho=rho,
                          momentum=momentum, random_start=random_start, early_exit=early_exit,
                          generator=generator)[0]
 
@@ -309,7 +311,7 @@ class APGDTargetedAttack(APGDAttack):
                     break
             x_run, fooled, score = apgd_restarts(
                 oracle.gradient, x, y, threat, rows=rows, loss="dlr",
-                targets=ranked[:, round_], to_target=False, generator=ctx.generator,
+                targets=ranked[:, round_], generator=ctx.generator,
                 **self.settings())
             fresh = ~found[rows]
             take = fresh & (fooled | (score > best[rows]))

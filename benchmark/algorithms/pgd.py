@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from advbench.attack import Attack, AttackContext
+from advbench.attack import Attack, AttackContext, Criterion, criterion_for
 from advbench.oracle import LossFn, Oracle, cross_entropy_sum
 from advbench.threat import ThreatModel, l2_normalize, project
 
@@ -95,16 +95,10 @@ def pgd_step(
     return (x + delta).clamp(0, 1)
 
 
-def succeeded(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """Per sample: classified as its target (targeted) or misclassified (untargeted)."""
-    predicted = logits.argmax(dim=1)
-    return predicted == labels if targeted else predicted != labels
-
-
-def objective(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+def objective(logits: torch.Tensor, criterion: Criterion) -> torch.Tensor:
     """Per-sample value PGD maximises: the true class's loss, or minus the target's."""
-    loss = nn.functional.cross_entropy(logits, labels, reduction="none")
-    return -loss if targeted else loss
+    loss = nn.functional.cross_entropy(logits, criterion.labels, reduction="none")
+    return criterion.sign * loss
 
 
 def pgd(
@@ -145,8 +139,7 @@ def pgd(
     if steps < 0 or restarts < 1:
         raise ValueError("steps must be >= 0 and restarts >= 1")
     x, y = x.detach(), y.detach()
-    targeted = targets is not None
-    labels = targets.detach() if targets is not None else y
+    criterion = criterion_for(y, None if targets is None else targets.detach())
     result = x.clone()
     found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     best = torch.full((len(x),), -torch.inf, dtype=x.dtype, device=x.device)
@@ -157,7 +150,7 @@ def pgd(
             rows = rows[~found]
             if len(rows) == 0:
                 break
-        run = _Run(gradient, x[rows], labels[rows], rows, threat, step_size, targeted)
+        run = _Run(gradient, x[rows], criterion[rows], rows, threat, step_size)
         x_run, fooled = run.iterate(start[rows], steps, early_exit, return_final)
         if restarts == 1:
             return x_run
@@ -176,11 +169,11 @@ class _Run:
     """One PGD run on a set of rows: the stepping loop and the final evaluation."""
 
     def __init__(
-        self, gradient: GradientFn, x: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
-        threat: ThreatModel, step_size: float, targeted: bool,
+        self, gradient: GradientFn, x: torch.Tensor, criterion: Criterion, rows: torch.Tensor,
+        threat: ThreatModel, step_size: float,
     ) -> None:
-        self.gradient, self.x, self.labels, self.rows = gradient, x, labels, rows
-        self.threat, self.step_size, self.targeted = threat, step_size, targeted
+        self.gradient, self.x, self.criterion, self.rows = gradient, x, criterion, rows
+        self.threat, self.step_size = threat, step_size
 
     def iterate(
         self, start: torch.Tensor, steps: int, early_exit: bool, return_final: bool
@@ -190,28 +183,27 @@ class _Run:
 
         With ``early_exit`` the working tensors shrink to the rows still unfooled, so the
         oracle is queried only on them (``index`` = their batch positions)."""
-        sign = -1.0 if self.targeted else 1.0
         out, fooled = start.clone(), torch.zeros(len(start), dtype=torch.bool,
                                                  device=start.device)
         pos = torch.arange(len(start), device=start.device)
-        cur, x, labels, index = start, self.x, self.labels, self.rows
+        cur, x, criterion, index = start, self.x, self.criterion, self.rows
         for _ in range(steps):
-            grad, logits = self.gradient(cur, labels, index)
+            grad, logits = self.gradient(cur, criterion.labels, index)
             if not return_final:
-                hit = succeeded(logits, labels, self.targeted)
+                hit = criterion.is_adversarial(logits)
                 if early_exit:
                     if bool(hit.any()):
                         out[pos[hit]], fooled[pos[hit]] = cur[hit], True
                         keep = ~hit
-                        cur, x, labels, index, pos, grad = (
-                            t[keep] for t in (cur, x, labels, index, pos, grad))
+                        cur, x, criterion, index, pos, grad = (
+                            t[keep] for t in (cur, x, criterion, index, pos, grad))
                         if len(pos) == 0:
                             return out, fooled
                 else:
                     new = hit & ~fooled
                     out = torch.where(_per_sample(new, out), cur, out)
                     fooled |= new
-            cur = pgd_step(cur, sign * grad, x, self.threat, self.step_size)
+            cur = pgd_step(cur, criterion.sign * grad, x, self.threat, self.step_size)
         if return_final:
             return cur, fooled
         if early_exit:
@@ -228,15 +220,15 @@ class _Run:
         ask = torch.ones_like(fooled) if return_final else ~fooled
         score = torch.full(fooled.shape, torch.inf, dtype=x_run.dtype, device=x_run.device)
         if bool(ask.any()):
-            x_ask, labels, index = x_run[ask], self.labels[ask], self.rows[ask]
+            x_ask, criterion, index = x_run[ask], self.criterion[ask], self.rows[ask]
             if logits_fn is not None:
                 with torch.no_grad():
                     logits = logits_fn(x_ask, index)
             else:
-                logits = self.gradient(x_ask, labels, index)[1]
-            score[ask] = objective(logits, labels, self.targeted)
+                logits = self.gradient(x_ask, criterion.labels, index)[1]
+            score[ask] = objective(logits, criterion)
             fooled = fooled.clone()
-            fooled[ask] |= succeeded(logits, labels, self.targeted)
+            fooled[ask] |= criterion.is_adversarial(logits)
         return score, fooled
 
 

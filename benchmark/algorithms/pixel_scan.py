@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from advbench.attack import Criterion, criterion_for
 from advbench.oracle import Oracle
 
 
@@ -37,20 +38,13 @@ def set_pixels(x: torch.Tensor, positions: torch.Tensor, value: float) -> torch.
     return candidates.reshape(n * m, c, h, w)
 
 
-def fooled(scores: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """Whether each row's prediction is wrong (untargeted) or the target (targeted)."""
-    pred = scores.argmax(dim=1)
-    return pred == labels if targeted else pred != labels
-
-
 def scan_block(
-    oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
-    positions: torch.Tensor, value: float, *, targeted: bool = False,
-    max_rows: int | None = None,
+    oracle: Oracle, x: torch.Tensor, criterion: Criterion, index: torch.Tensor,
+    positions: torch.Tensor, value: float, *, max_rows: int | None = None,
 ) -> torch.Tensor:
     """Bool (len(index))×(len(positions)): does setting that pixel of batch sample ``index[i]``
-    to ``value`` fool the model? ``x``/``labels`` hold the whole batch; each candidate is charged
-    to its own sample. Images are grouped so that a forward pass holds about ``max_rows``
+    to ``value`` fool the model? ``x``/``criterion`` cover the whole batch; each candidate is
+    charged to its own sample. Images are grouped so that a forward pass holds about ``max_rows``
     candidates (default: :func:`rows_per_pass`), never less than one image's."""
     m = positions.numel()
     max_rows = max_rows or rows_per_pass(x.device)
@@ -60,7 +54,7 @@ def scan_block(
         rows = index[start : start + per_pass]
         candidates = set_pixels(x[rows], positions, value)
         scores = oracle.scores(candidates, index=rows.repeat_interleave(m))
-        parts.append(fooled(scores, labels[rows].repeat_interleave(m), targeted).view(-1, m))
+        parts.append(criterion[rows.repeat_interleave(m)].is_adversarial(scores).view(-1, m))
     if not parts:
         return torch.zeros(0, m, dtype=torch.bool, device=x.device)
     return torch.cat(parts)
@@ -77,14 +71,14 @@ def fooling_map(
     """
     n, _, h, w = x.shape
     oracle = model if isinstance(model, Oracle) else Oracle(model, "scores", n)
-    labels = y if targets is None else targets
+    criterion = criterion_for(y, targets)
     index = torch.arange(n, device=x.device)
     hw = h * w
     max_rows = max_rows or rows_per_pass(x.device)
     block = min(hw, max_rows)
     columns = [
-        scan_block(oracle, x, labels, index, torch.arange(start, min(start + block, hw),
-                   device=x.device), value, targeted=targets is not None, max_rows=max_rows)
+        scan_block(oracle, x, criterion, index, torch.arange(start, min(start + block, hw),
+                   device=x.device), value, max_rows=max_rows)
         for start in range(0, hw, block)
     ]
     return torch.cat(columns, dim=1).view(n, h, w)

@@ -55,6 +55,10 @@ class SmoothedClassifier(nn.Module):
     the rows (samples × draws) sent through ``base`` at once.
     """
 
+    # The :class:`advbench.defense.Certifier` protocol: rows name the certificate so.
+    certifier = "randomized-smoothing"
+    certified_norm = "l2"
+
     def __init__(self, base: nn.Module, sigma: float, *, n0: int = 100, n: int = 1000,
                  alpha: float = 0.001, m: int = 8, batch: int = 4096, seed: int = 0) -> None:
         super().__init__()
