@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Self, final
 
 import torch
-from torch import nn
 
 from advbench.gate import GateResult, check_adversarial
 from advbench.oracle import Oracle
@@ -124,11 +123,12 @@ class Attack:
         """The settings that determine this attack's output (its dataclass fields)."""
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
 
-    def figures(self, model: Oracle | nn.Module, x: torch.Tensor, y: torch.Tensor,
+    def figures(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor,
                 stem: Path) -> list[Path]:
-        """PNG figures of the attack's own, written at ``stem`` + a suffix, of a few correctly
-        classified samples (``model``: an oracle under the run's seal, or the classifier);
-        drawn beside the run's pictures. None by default."""
+        """PNG figures of the attack's own, written at ``stem`` + a suffix, of the samples a
+        cell keeps for its pictures. The worker calls it after a valid cell, with an oracle at
+        the attack's access level on the defended model under the run's seal (its queries are
+        not the cell's); the files go into the run's ``figures/``. None by default."""
         return []
 
     @final

@@ -56,10 +56,10 @@ class PixelScan(Attack):
         return _apply(x, found, found_value)
 
 
-    def figures(self, model: Oracle | torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+    def figures(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor,
                 stem: Path) -> list[Path]:
         """Seed figure 16: where a white or a black pixel fools the model, for a few images."""
-        fooling = fooling_map(model, x, y, 1.0) | fooling_map(model, x, y, 0.0)
+        fooling = fooling_map(oracle, x, y, 1.0) | fooling_map(oracle, x, y, 0.0)
         titles = [f"label {int(label)}: {int(count)} fooling pixels"
                   for label, count in zip(y, fooling.flatten(1).sum(dim=1), strict=True)]
         return [save_fooling_heatmap(stem.with_suffix(".png"), x, fooling, titles=titles)]
