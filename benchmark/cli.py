@@ -82,7 +82,10 @@ def build_parser() -> Parser:
     run.add_argument("--split", default="test", help="test (default), train or both")
     run.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>)")
     run.add_argument("--data-root", type=Path, help="folder holding the dataset files")
-    run.add_argument("--cache-dir", type=Path, help="trained-model cache folder")
+    run.add_argument("--cache-dir", type=Path, help="cache folder: trained models, and "
+                     "finished cells in its cells/ (default: the user cache folder)")
+    run.add_argument("--fresh", action="store_true", help="compute every cell and train every "
+                     "model again, reading no cache (the new results are still cached)")
     run.add_argument("--eot-samples", type=int, default=8,
                      help="gradient draws per step against a randomized defense (EOT)")
     run.add_argument("--resume", type=Path, metavar="DIR",
@@ -113,6 +116,18 @@ def build_parser() -> Parser:
                        "last file's row (default: refuse)")
     board.add_argument("--html", type=Path, metavar="DIR",
                        help="also write the leaderboard web page (index.html) into DIR")
+
+    cache = sub.add_parser("cache", help="list or empty the model and cell caches")
+    actions = cache.add_subparsers(dest="action", metavar="list|clear", required=True,
+                                   parser_class=Parser)
+    where = Parser(add_help=False)
+    where.add_argument("--cache-dir", type=Path,
+                       help="the --cache-dir given to bench run (default: the user cache folder)")
+    actions.add_parser("list", parents=[where], help="each cache's folder, entries and size")
+    clear = actions.add_parser("clear", parents=[where], help="empty both caches, or one")
+    which = clear.add_mutually_exclusive_group()
+    which.add_argument("--models", action="store_true", help="only the trained models")
+    which.add_argument("--cells", action="store_true", help="only the finished cells")
     return parser
 
 
@@ -129,6 +144,9 @@ def given_options(argv: list[str] | None) -> set[str]:
 def config_from_args(args: argparse.Namespace):
     """The run's configuration: from the flags, or from the manifest of the run to resume."""
     if args.resume is not None:
+        if args.fresh:
+            raise UsageError(f"--resume {args.resume} reuses the run's finished cells and "
+                             "--fresh recomputes them: drop one of the two")
         config = resumed_config(args.resume)
         check_resume_flags(args, config)
         return config
@@ -145,7 +163,8 @@ def flag_config(args: argparse.Namespace):
         epochs=args.epochs, seed=args.seed, device=args.device, split=args.split,
         data_root=args.data_root, out=args.out or default_out(), cache_dir=args.cache_dir,
         batch_size=args.batch_size, strict_plugins=args.strict_plugins, targeted=args.targeted,
-        eot_samples=args.eot_samples, options=parse_set(args.options) or None)
+        eot_samples=args.eot_samples, options=parse_set(args.options) or None,
+        fresh=args.fresh)
 
 
 def resumed_config(folder: Path):
@@ -272,6 +291,9 @@ def command_run(args: argparse.Namespace) -> int:
     seconds = frame.attrs["manifest"]["wall_seconds"]
     console.print(f"wrote {config.out}/ (results.csv, results.parquet, leaderboard.md, "
                   f"manifest.json) in {seconds:.0f} s")
+    reused = frame.attrs["manifest"]["reused_cells"]
+    if reused:
+        console.print(f"{reused} cells reused from the cache (--fresh computes them again)")
     failed = int((frame["status"] == "error").sum())
     if failed:
         console.print(f"[red]{failed} cell(s) failed: see {config.out}/errors.log[/red]")
@@ -352,7 +374,29 @@ def command_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "list": command_list, "leaderboard": command_leaderboard}
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def command_cache(args: argparse.Namespace) -> int:
+    from advbench.running.cell_cache import cache_usage, clear_cache
+    from advbench.running.model_cache import cache_roots
+
+    roots = dict(zip(("models", "cells"), cache_roots(args.cache_dir), strict=True))
+    if args.action == "list":
+        for kind, root in roots.items():
+            entries, size = cache_usage(kind, root)
+            print(f"{kind:<6} {entries:>6} entries {megabytes(size):>10}  {root}")
+        return 0
+    chosen = [kind for kind in roots if getattr(args, kind)] or list(roots)
+    freed = {kind: clear_cache(kind, roots[kind]) for kind in chosen}
+    print(f"freed {megabytes(sum(size for _, size in freed.values()))}: " + ", ".join(
+        f"{entries} {kind}" for kind, (entries, _) in freed.items()))
+    return 0
+
+
+COMMANDS = {"run": command_run, "list": command_list, "leaderboard": command_leaderboard,
+            "cache": command_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
+from advbench.reporting.results import write_atomic
 from advbench.running.model_cache import ModelCache, content_key
 
 PARTS = {"dataset": "d", "model": "m", "defense": "none", "seed": 0}
@@ -45,3 +47,35 @@ def test_mismatched_metadata_or_architecture_is_not_trusted(tmp_path):
 def test_key_depends_on_every_part():
     assert content_key(PARTS) == content_key(dict(reversed(PARTS.items())))
     assert content_key(PARTS) != content_key({**PARTS, "defense": "other"})
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text("old\n")
+
+    def write_half(temporary):
+        temporary.write_text("half of the new")
+        raise KeyboardInterrupt  # Ctrl-C mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, write_half)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+    write_atomic(path, lambda temporary: temporary.write_text("new\n"))
+    assert path.read_text() == "new\n" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_an_interrupted_model_save_keeps_the_cached_model(tmp_path, monkeypatch):
+    cache, key = ModelCache(tmp_path), content_key(PARTS)
+    cache.save(key, PARTS, model(0))
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("advbench.running.model_cache.save_file", crash)
+    with pytest.raises(OSError):
+        cache.save(key, PARTS, model(1))
+    restored = model(2)
+    assert cache.load(key, PARTS, restored)
+    assert torch.equal(restored[0].weight, model(0)[0].weight)
+    assert [p.name for p in tmp_path.iterdir()] == [cache.path(key).name]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,7 +18,7 @@ import sample_plugins
 
 from advbench import UsageError, load_registry, run_matrix
 from advbench.cli import main
-from advbench_plugins.fgsm import FGSM
+from advbench.running.worker import Worker
 
 SMALL = dict(preset="smoke", n_train=2000, n_eval=100)
 
@@ -25,28 +27,36 @@ def results(folder) -> pd.DataFrame:
     return pd.read_parquet(folder / "results.parquet").drop(columns="seconds")
 
 
+def models_only(cache: Path, copy: Path) -> None:
+    """A copy of a cache without its cells: the trained model is loaded, every cell computed."""
+    shutil.copytree(cache, copy, ignore=shutil.ignore_patterns("cells"))
+
+
 def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch):
     registry = load_registry(extra=[sample_plugins])
     common = dict(attacks="fgm,fgsm,interrupter,random-sign", defenses="none",
-                  registry=registry, cache_dir=tmp_path / "cache", **SMALL)
-    run_matrix(out=tmp_path / "full", **common)
+                  registry=registry, **SMALL)
+    run_matrix(out=tmp_path / "full", cache_dir=tmp_path / "full-cache", **common)
+    models_only(tmp_path / "full-cache", tmp_path / "cache")  # its cells must not be read
 
+    cut = dict(out=tmp_path / "cut", cache_dir=tmp_path / "cache", **common)
     monkeypatch.setitem(sample_plugins.INTERRUPT, "armed", True)
-    with pytest.raises(KeyboardInterrupt):
-        run_matrix(out=tmp_path / "cut", **common)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C in the third cell
+        run_matrix(**cut)
     assert list(pd.read_csv(tmp_path / "cut" / "results.csv")["attack"]) == ["fgm", "fgsm"]
 
     monkeypatch.setitem(sample_plugins.INTERRUPT, "armed", False)
-    calls = []
-    original = FGSM.run
-    monkeypatch.setattr(FGSM, "run", lambda self, *a: calls.append(1) or original(self, *a))
-    run_matrix(out=tmp_path / "cut", **common)  # the same call again resumes
-    assert calls == []  # the finished fgsm cell was reused, not recomputed
+    attacked = []
+    original = Worker.run_cell
+    monkeypatch.setattr(Worker, "run_cell", lambda self, cell, *a: attacked.append(
+        cell.attack_name) or original(self, cell, *a))
+    run_matrix(resume=True, **cut)
+    assert attacked == ["interrupter", "random-sign"]  # only the cells that had not finished
     pd.testing.assert_frame_equal(results(tmp_path / "cut"), results(tmp_path / "full"))
-    cut, full = (json.loads((tmp_path / run / "manifest.json").read_text())
-                 for run in ("cut", "full"))
-    assert (cut["resumed_cells"], full["resumed_cells"]) == (2, 0)
-    assert cut["figures"] and sorted(cut["figures"]) == sorted(full["figures"])
+    resumed, full = (json.loads((tmp_path / run / "manifest.json").read_text())
+                     for run in ("cut", "full"))
+    assert (resumed["resumed_cells"], full["resumed_cells"], resumed["reused_cells"]) == (2, 0, 0)
+    assert resumed["figures"] and sorted(resumed["figures"]) == sorted(full["figures"])
 
 
 def test_a_different_config_is_not_resumed_silently(tmp_path):
@@ -60,12 +70,14 @@ def test_a_different_config_is_not_resumed_silently(tmp_path):
 def test_kill_9_then_resume_loses_nothing(tmp_path):
     command = [sys.executable, "-m", "advbench.cli", "run", "--preset", "smoke",
                "--n-train", "2000", "--n-eval", "100", "--attacks", "fgm,fgsm,pgd-l2,pgd-linf",
-               "--defenses", "none", "--cache-dir", str(tmp_path / "cache")]
+               "--defenses", "none"]
     env = {**os.environ, "BENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    subprocess.run([*command, "--out", str(tmp_path / "full")], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([*command, "--out", str(tmp_path / "full"), "--cache-dir",
+                    str(tmp_path / "full-cache")], env=env, check=True, capture_output=True)
+    models_only(tmp_path / "full-cache", tmp_path / "cache")  # the cut run computes its cells
     cut = tmp_path / "cut"
-    process = subprocess.Popen([*command, "--out", str(cut)], env=env,
+    process = subprocess.Popen([*command, "--out", str(cut), "--cache-dir",
+                                str(tmp_path / "cache")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:

@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from platformdirs import user_cache_dir
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from advbench.data import Split
+from advbench.reporting.results import write_atomic
+
+
+def cache_roots(cache_dir: Path | None) -> tuple[Path, Path]:
+    """The model cache and the cell cache: ``--cache-dir`` holds the models (as it always has)
+    and a ``cells`` folder; by default both lie in the user cache folder."""
+    if cache_dir is not None:
+        return Path(cache_dir), Path(cache_dir) / "cells"
+    root = Path(user_cache_dir("advbench"))
+    return root / "models", root / "cells"
 
 
 def content_key(parts: dict[str, Any]) -> str:
@@ -72,11 +81,4 @@ class ModelCache:
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in
                  model.state_dict().items()}
         metadata = {"key": json.dumps(parts, sort_keys=True, default=str)}
-        handle, temporary = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file(state, temporary, metadata=metadata)
-            os.replace(temporary, self.path(key))
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        write_atomic(self.path(key), lambda path: save_file(state, str(path), metadata=metadata))

@@ -55,6 +55,7 @@ class RunConfig:
     strict_plugins: bool = False
     targeted: str | None = None  # None, "random", "least-likely" or a class index
     resume: bool = False  # reuse the finished cells found in ``out``
+    fresh: bool = False  # compute every cell and train every model: read no cache (still write)
     eot_samples: int = 8  # gradient draws per step against a randomized defended model
     # Plugin arguments, plugin → argument → values; several values run one variant each.
     options: Options | None = None

@@ -1,0 +1,275 @@
+"""The cell cache: a finished cell is computed once, whatever run folder asks for it again, and
+its key changes with everything that determines it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+from collections import Counter
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from advbench import load_registry, run_matrix
+from advbench.cli import main
+from advbench.running import worker as worker_module
+from advbench.running.cell_cache import CachedCell, CellCache
+from advbench.running.evaluate import CellOutcome
+from advbench.running.model_cache import ModelCache
+from advbench.running.plan import RunConfig, build_plan
+from advbench.running.worker import Worker
+from advbench.threat import ThreatModel
+
+TINY = dict(model="sample_models:tiny_mlp", preset="smoke", n_train=1000, n_eval=40,
+            defenses="none")
+
+
+@pytest.fixture
+def computed(monkeypatch) -> Counter:
+    """The cells attacked (by attack name) and the defended models prepared, this test."""
+    counts: Counter = Counter()
+    run_cell, defended_state = Worker.run_cell, Worker.defended_state
+
+    def counting_run_cell(self, cell, defense, state):
+        counts[cell.attack_name] += 1
+        return run_cell(self, cell, defense, state)
+
+    def counting_defended_state(self, defense):
+        counts["defended models"] += 1
+        return defended_state(self, defense)
+
+    monkeypatch.setattr(Worker, "run_cell", counting_run_cell)
+    monkeypatch.setattr(Worker, "defended_state", counting_defended_state)
+    return counts
+
+
+def results(folder) -> pd.DataFrame:
+    return pd.read_parquet(folder / "results.parquet").drop(columns="seconds")
+
+
+def manifest(folder) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+# ---- the key ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def plan():
+    config = RunConfig(attacks="fgsm", **{**TINY, "defenses": "none"})
+    return build_plan(config, load_registry())
+
+
+def replace_config(plan, **changes):
+    return dataclasses.replace(plan, config=dataclasses.replace(plan.config, **changes))
+
+
+def replace_source(entry, **changes):
+    return dataclasses.replace(entry, source=dataclasses.replace(entry.source, **changes))
+
+
+def other_defense_version(plan):
+    return dataclasses.replace(plan, defenses=[replace_source(plan.defenses[0], version="9")])
+
+
+def other_train_data(plan):
+    return dataclasses.replace(plan, train=dataclasses.replace(plan.train, fingerprint="other"))
+
+
+def other_training(plan):
+    settings = {name: dataclasses.replace(s, epochs=s.epochs + 1)
+                for name, s in plan.settings.items()}
+    return dataclasses.replace(plan, settings=settings)
+
+
+# Each part: (plan, cell, attack config, user model) → the same with that part changed.
+PARTS = {
+    "defended model: training data": lambda p, c, a, u: (other_train_data(p), c, a, u),
+    "defended model: defense version": lambda p, c, a, u: (other_defense_version(p), c, a, u),
+    "defended model: training config": lambda p, c, a, u: (other_training(p), c, a, u),
+    "defended model: user weights": lambda p, c, a, u: (p, c, a, nn.Linear(2, 2)),
+    "attack class": lambda p, c, a, u: (p, dataclasses.replace(c, attack=dataclasses.replace(
+        c.attack, cls=type("Other", (c.attack.cls,), {}))), a, u),
+    "attack distribution": lambda p, c, a, u: (p, dataclasses.replace(
+        c, attack=replace_source(c.attack, distribution="fork")), a, u),
+    "attack version": lambda p, c, a, u: (p, dataclasses.replace(
+        c, attack=replace_source(c.attack, version="9")), a, u),
+    "attack config": lambda p, c, a, u: (p, c, json.dumps({"steps": 3}), u),
+    "norm": lambda p, c, a, u: (p, dataclasses.replace(c, threat=ThreatModel("l2", 0.1)), a, u),
+    "eps": lambda p, c, a, u: (p, dataclasses.replace(c, threat=ThreatModel("linf", 0.2)), a, u),
+    "targeted": lambda p, c, a, u: (replace_config(p, targeted="random"), c, a, u),
+    "sample hash": lambda p, c, a, u: (dataclasses.replace(
+        p, sample_hashes={**p.sample_hashes, "test": "other"}), c, a, u),
+    "split": lambda p, c, a, u: (dataclasses.replace(
+        p, sample_hashes={**p.sample_hashes, "train": p.sample_hashes["test"]}),
+        dataclasses.replace(c, split="train"), a, u),
+    "seed": lambda p, c, a, u: (replace_config(p, seed=1), c, a, u),
+    "eot samples": lambda p, c, a, u: (replace_config(p, eot_samples=2), c, a, u),
+    "batch size": lambda p, c, a, u: (replace_config(p, batch_size=7), c, a, u),
+    "device": lambda p, c, a, u: (dataclasses.replace(p, device=torch.device("cpu", 0)), c, a, u),
+}
+
+
+def cache_key(plan, cell, attack_config, user_model) -> str:
+    defense = plan.build(plan.defenses[0])
+    return Worker(plan, user_model).cache_key(cell, defense, attack_config, "{}")
+
+
+@pytest.mark.parametrize("part", [*PARTS, "bench's code"])
+def test_each_part_of_the_key_changes_it(plan, part, monkeypatch):
+    cell = plan.cells[0]
+    attack_config = json.dumps(plan.build(cell.attack).config(), sort_keys=True)
+    before = cache_key(plan, cell, attack_config, None)
+    assert cache_key(plan, cell, attack_config, None) == before  # stable
+    if part == "bench's code":
+        monkeypatch.setattr(worker_module, "code_version", lambda: "edited")
+        changed = (plan, cell, attack_config, None)
+    else:
+        changed = PARTS[part](plan, cell, attack_config, None)
+    assert cache_key(*changed) != before
+
+
+# ---- runs ---------------------------------------------------------------------------------
+
+def test_the_same_command_twice_computes_no_cell(tmp_path, computed, capsys):
+    command = ["run", "--preset", "smoke", "--n-train", "1000", "--n-eval", "40", "--model",
+               "sample_models:tiny_mlp", "--attacks", "fgsm,pgd-linf,fgm", "--defenses", "none",
+               "--cache-dir", str(tmp_path / "cache")]
+    assert main([*command, "--out", str(tmp_path / "first")]) == 0
+    assert computed == {"fgsm": 1, "pgd-linf": 1, "fgm": 1, "defended models": 1}
+    capsys.readouterr()
+    computed.clear()
+    assert main([*command, "--out", str(tmp_path / "second")]) == 0
+    assert computed == {}  # no cell attacked, and the defended model not even loaded
+    assert "3 cells reused from the cache" in capsys.readouterr().out
+    first, second = results(tmp_path / "first"), results(tmp_path / "second")
+    worst = first[first["attack"] == "worst-case"]  # its certificates come from the cache
+    assert len(worst) and worst["certified_accuracy"].notna().all()
+    pd.testing.assert_frame_equal(first, second)
+    assert (manifest(tmp_path / "second")["reused_cells"],
+            manifest(tmp_path / "first")["reused_cells"]) == (3, 0)
+    assert len(manifest(tmp_path / "second")["reused_cell_keys"]) == 3
+
+    computed.clear()
+    assert main([*command, "--out", str(tmp_path / "fresh"), "--fresh"]) == 0
+    assert computed == {"fgsm": 1, "pgd-linf": 1, "fgm": 1, "defended models": 1}
+    assert "reused" not in capsys.readouterr().out
+    assert manifest(tmp_path / "fresh")["reused_cells"] == 0
+    pd.testing.assert_frame_equal(results(tmp_path / "fresh"), first)
+
+
+def test_adding_an_attack_computes_only_its_cells(tmp_path, computed):
+    run_matrix(attacks="fgsm", cache_dir=tmp_path, **TINY)
+    computed.clear()
+    frame = run_matrix(attacks="fgsm,fgm", cache_dir=tmp_path, **TINY)
+    assert computed == {"fgm": 1, "defended models": 1}
+    assert frame.attrs["manifest"]["reused_cells"] == 1
+    assert list(frame["attack"]) == ["fgsm", "fgm"]
+
+
+def test_fresh_reads_no_model_from_the_cache(tmp_path, monkeypatch):
+    run_matrix(attacks="fgsm", cache_dir=tmp_path, **TINY)
+    loads = []
+    monkeypatch.setattr(ModelCache, "load", lambda *args: loads.append(1) or False)
+    run_matrix(attacks="fgsm", cache_dir=tmp_path, fresh=True, **TINY)
+    assert loads == []
+
+
+def test_a_corrupt_entry_is_recomputed_and_replaced(tmp_path, computed):
+    first = run_matrix(attacks="fgsm", cache_dir=tmp_path, **TINY)
+    (entry,) = (tmp_path / "cells").glob("*.parquet")
+    key = entry.stem
+    entry.write_bytes(entry.read_bytes()[:100])  # cut by a crash
+    computed.clear()
+    again = run_matrix(attacks="fgsm", cache_dir=tmp_path, **TINY)
+    assert computed["fgsm"] == 1
+    assert CellCache(tmp_path / "cells").load(key) is not None  # written whole again
+    pd.testing.assert_frame_equal(first.drop(columns="seconds"), again.drop(columns="seconds"))
+
+
+def test_an_entry_of_another_key_is_not_trusted(tmp_path):
+    cache = CellCache(tmp_path)
+    cache.store("a", cell(1))
+    cache.path("a").rename(cache.path("b"))
+    assert cache.load("b") is None
+
+
+# ---- the entries --------------------------------------------------------------------------
+
+def cell(value: int, n: int = 50) -> CachedCell:
+    labels = torch.arange(n) % 10
+    outcome = CellOutcome(torch.ones(n, dtype=torch.bool), (labels + value) % 10, labels,
+                          torch.full((n,), value))
+    return CachedCell({"attack": "fgsm", "robust_accuracy": value / 10, "valid": True},
+                      outcome, torch.zeros(n, dtype=torch.bool), {"history": None})
+
+
+def test_an_entry_reads_back_as_written(tmp_path):
+    cache = CellCache(tmp_path)
+    cache.store("k", cell(3))
+    read = cache.load("k")
+    assert read is not None and read.row == cell(3).row and read.extras == {"history": None}
+    for name in ("clean_correct", "adv_pred", "labels", "queries"):
+        assert torch.equal(getattr(read.outcome, name), getattr(cell(3).outcome, name))
+    assert torch.equal(read.certified, cell(3).certified)
+    invalid = CachedCell({"valid": False}, None)
+    cache.store("invalid", invalid)
+    assert cache.load("invalid") == invalid
+
+
+def write_many(root, value: int) -> None:
+    cache = CellCache(root)
+    for _ in range(30):
+        cache.store("same", cell(value, n=2000))
+
+
+def test_concurrent_writers_leave_a_readable_entry(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=write_many, args=(tmp_path, value)) for value in (1, 2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    read = CellCache(tmp_path).load("same")
+    assert read is not None and read.row["robust_accuracy"] in (0.1, 0.2)
+    value = int(read.outcome.queries[0])
+    assert torch.equal(read.outcome.adv_pred, cell(value, n=2000).outcome.adv_pred)
+    assert [path.name for path in tmp_path.iterdir()] == ["same.parquet"]  # no temp file left
+
+
+# ---- bench cache --------------------------------------------------------------------------
+
+def test_cache_list_and_clear(tmp_path, capsys):
+    ModelCache(tmp_path).save("m", {"p": 1}, nn.Linear(3, 2))
+    for key in ("a", "b"):
+        CellCache(tmp_path / "cells").store(key, cell(1))
+    (tmp_path / "someone-elses.txt").write_text("kept")
+    where = ["--cache-dir", str(tmp_path)]
+    assert main(["cache", "list", *where]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["models", "1", "entries"]
+    assert lines[1].split()[:3] == ["cells", "2", "entries"]
+    assert lines[1].endswith(str(tmp_path / "cells"))
+
+    assert main(["cache", "clear", "--cells", *where]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("freed ") and out.strip().endswith(": 2 cells")
+    assert not list((tmp_path / "cells").iterdir())
+    assert ModelCache(tmp_path).path("m").is_file()
+    assert main(["cache", "clear", *where]) == 0
+    assert capsys.readouterr().out.strip().endswith(": 1 models, 0 cells")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cells", "someone-elses.txt"]
+
+
+@pytest.mark.parametrize("argv, fix", [
+    (["cache"], "list|clear"),
+    (["cache", "clear", "--models", "--cells"], "not allowed with argument"),
+    (["run", "--resume", "somewhere", "--fresh"], "drop one of the two"),
+])
+def test_usage_errors_are_one_line(argv, fix, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fix in err and len(err.strip().splitlines()) == 1
