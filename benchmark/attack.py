@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, final
 
@@ -74,10 +74,16 @@ def criterion_for(y: torch.Tensor, targets: torch.Tensor | None) -> Criterion:
 
 @dataclass
 class AttackContext:
-    """What an attack gets besides the batch: a seeded generator and, if targeted, the targets."""
+    """What an attack gets besides the batch: a seeded generator, the targets if targeted, and
+    ``record``, where it may report per-sample values for its row. The one the harness reads
+    today: ``record["norm_before_projection"]`` (one value per sample: the perturbation size a
+    minimum-norm attack needed before projecting onto the ε-ball, inf where it found none),
+    whose median becomes the row's ``median_norm``. It is the attack's own report: the harness
+    checks its shape, not its truth."""
 
     generator: torch.Generator
     targets: torch.Tensor | None = None
+    record: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def criterion(self, y: torch.Tensor) -> Criterion:
         """The batch's criterion: misclassify ``y``, or reach ``targets`` when given."""

@@ -25,8 +25,8 @@ How an upstream attack is made honest:
   keeping the ε most-changed pixels) and the box, and says so (``projected: true`` in
   ``attack_config``). The gate checks the result as it checks any attack's. The size of each
   unprojected perturbation is kept as ``last_norms`` (``inf`` where the attack gave the image back
-  unchanged) and written to ``ctx.record["norm_before_projection"]`` when the context has a
-  ``record`` dict, for a ``median_norm`` column once the row code reads it.
+  unchanged) and written to ``ctx.record["norm_before_projection"]``: the row's ``median_norm``
+  (the field's way of comparing minimum-norm attacks) is their median over attacked samples.
 
 Arguments are each upstream constructor's own (``--set ta-cw.c=10``), with upstream's defaults
 unless ``SPECS`` says otherwise; ε, the norm, the seed and verbosity are the harness's.
@@ -233,9 +233,7 @@ class TorchattacksAttack(Attack):
             else:
                 raw = attack(x, labels).detach()
         x_adv = self.finish(x, raw.to(device=x.device, dtype=x.dtype), threat)
-        record = getattr(ctx, "record", None)  # per-sample values for the row, where supported
-        if isinstance(record, dict):
-            record["norm_before_projection"] = self.last_norms
+        ctx.record["norm_before_projection"] = self.last_norms  # the row's median_norm
         return x_adv
 
     def finish(self, x: torch.Tensor, raw: torch.Tensor, threat: ThreatModel) -> torch.Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -192,7 +193,6 @@ def test_minimum_norm_output_is_projected_and_says_so(trained_cnn, correct):
     attack, threat = cls(steps=30, c=10.0, lr=0.05), ThreatModel("l2", 0.3)
     oracle = Oracle(trained_cnn, "gradient", len(y))
     ctx = AttackContext(torch.Generator())
-    ctx.record = {}  # where the harness offers one, the sizes before projection go there too
     result = attack.perturb(oracle, x, y, threat, ctx)
     assert result.x_adv is not None  # the gate accepts it
     assert torch.equal(ctx.record["norm_before_projection"], attack.last_norms)
@@ -202,6 +202,31 @@ def test_minimum_norm_output_is_projected_and_says_so(trained_cnn, correct):
     assert attack.config()["upstream"] == f"torchattacks.CW {torchattacks.__version__}"
     assert "projected" not in arguments_of(cls)  # the user cannot turn it off
     assert BY_NAME["ta-square"]().config()["projected"] is False
+
+
+def test_a_cell_reports_the_median_norm_minimum_norm_attacks_needed(trained_cnn, batch):
+    x, y = batch[0][:12], batch[1][:12]
+    clean = predict(trained_cnn, x, 12, torch.device("cpu"))
+    attack = BY_NAME["ta-deepfool"](steps=20)
+    outcome = attack_cell(trained_cnn, attack, Split(x, y), clean, ThreatModel("l2", 0.3),
+                          batch_size=5, device=torch.device("cpu"), seed=0)
+    attacked = clean == y
+    needed = outcome.needed_norm
+    assert bool(needed[~attacked].isnan().all()) and not bool(needed[attacked].isnan().any())
+    # DeepFool steps just past the boundary: where the projected example still fools the
+    # model, the size it needed was within the ball
+    fooled = attacked & ~outcome.adv_correct
+    assert bool((needed[fooled] <= 0.3 + 1e-4).all())
+
+
+def test_median_norm_column_in_a_run(tmp_path):
+    from advbench import run_matrix
+
+    frame = run_matrix(attacks="ta-deepfool,fgm", defenses="none", preset="smoke",
+                       n_train=2000, n_eval=20, eps={"l2": [0.5]}, cache_dir=tmp_path)
+    rows = frame.set_index("attack")
+    assert 0 < rows.loc["ta-deepfool", "median_norm"] < float("inf")
+    assert pd.isna(rows.loc["fgm", "median_norm"])  # FGM reports none: not a minimum-norm attack
 
 
 def test_l0_projection_keeps_the_most_changed_pixels():

@@ -32,7 +32,8 @@ COLUMNS = [
     "clean_accuracy", "clean_accuracy_ci_low", "clean_accuracy_ci_high",
     "robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high",
     "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean",
-    "queries_success_mean", "queries_success_median", "query_budget", "eot_samples", "adaptive",
+    "queries_success_mean", "queries_success_median", "query_budget", "median_norm",
+    "eot_samples", "adaptive",
     "batch_size", "certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
     "certifier", "certified_broken", "abstain_rate",
     *(column for radius in RADIUS_GRID for column in radius_columns(radius)),
@@ -40,9 +41,17 @@ COLUMNS = [
     "valid", "status", "invalid_reason", "seconds", "seed", "attack_config", "defense_config",
     "cell_key", "schema_version",
 ]
+TEXT_COLUMNS = {"dataset", "model", "defense", "attack", "norm", "split", "targeted", "adaptive",
+                "certifier", "broken_by", "flags", "status", "invalid_reason", "attack_config",
+                "defense_config", "cell_key"}
 REQUIRED = ["dataset", "model", "defense", "attack", "norm", "eps", "split", "n_samples",
             "clean_accuracy", "robust_accuracy", "attack_success_rate", "valid",
             "invalid_reason", "schema_version"]
+
+
+def blank_row() -> dict[str, Any]:
+    """Every column, empty: "" for text, NaN for numbers (a cell fills in what it measured)."""
+    return {column: "" if column in TEXT_COLUMNS else float("nan") for column in COLUMNS}
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:

@@ -19,6 +19,7 @@ from advbench.running.guard import Pristine, Seal, SealBroken, fingerprint, iden
 from advbench.threat import ThreatModel
 
 SHOWN = 8  # adversarial examples a cell keeps for its pictures
+NEEDED_NORM = "norm_before_projection"  # what minimum-norm attacks report, per sample
 
 
 @dataclass
@@ -34,6 +35,10 @@ class CellOutcome:
     # for them: the run's pictures are drawn from these, never by running the attack again.
     shown: torch.Tensor | None = None
     shown_adv: torch.Tensor | None = None
+    # Per sample, the size of the perturbation a minimum-norm attack needed before it was
+    # projected onto the ε-ball (its ``ctx.record["norm_before_projection"]``; NaN where not
+    # attacked, inf where it found none); None when the attack reports none.
+    needed_norm: torch.Tensor | None = None
 
     @property
     def adv_correct(self) -> torch.Tensor:
@@ -126,6 +131,8 @@ def _attack_batches(
     eligible = clean_correct if targets is None else clean_correct & (targets != y_all)
     attacked = torch.nonzero(eligible).flatten()
     shown, shown_adv = attacked[:SHOWN], []
+    needed_norm = torch.full((len(y_all),), float("nan"))
+    reported = False
     ledger = fingerprint([adv_pred, queries])
     for start in range(0, len(attacked), batch_size):
         index = attacked[start : start + batch_size]
@@ -155,9 +162,13 @@ def _attack_batches(
         queries[index] = (oracle.queries if watch is None else watch.queries).cpu()
         ledger = fingerprint([adv_pred, queries])
         shown_adv.append(result.x_adv[: max(0, len(shown) - start)].detach().cpu())
+        needed = ctx.record.get(NEEDED_NORM)
+        if isinstance(needed, torch.Tensor) and needed.shape == (len(index),):
+            needed_norm[index], reported = needed.detach().float().cpu().clamp(min=0), True
         on_batch(len(index))
     return CellOutcome(clean_correct, adv_pred, y_all, queries, shown=shown,
-                       shown_adv=torch.cat(shown_adv) if shown_adv else None)
+                       shown_adv=torch.cat(shown_adv) if shown_adv else None,
+                       needed_norm=needed_norm if reported else None)
 
 
 def either_fooled(first: CellOutcome, second: CellOutcome) -> CellOutcome:
@@ -169,9 +180,13 @@ def either_fooled(first: CellOutcome, second: CellOutcome) -> CellOutcome:
         only_second = first.adv_correct[first.shown] & ~second.adv_correct[first.shown]
         shown_adv = torch.where(only_second.view(-1, *[1] * (shown_adv.dim() - 1)),
                                 second.shown_adv, shown_adv)
+    needed = first.needed_norm
+    if needed is not None and second.needed_norm is not None:
+        needed = torch.fmin(needed, second.needed_norm)
     return CellOutcome(first.clean_correct, adv_pred, first.labels,
                        first.queries + second.queries,
-                       first.invalid_reason or second.invalid_reason, first.shown, shown_adv)
+                       first.invalid_reason or second.invalid_reason, first.shown, shown_adv,
+                       needed)
 
 
 def tampered(x: torch.Tensor, y: torch.Tensor, x_expected: torch.Tensor,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +30,13 @@ from advbench.defense import Certifier, DatasetInfo, Defense, Reseedable, TrainC
 from advbench.oracle import Oracle
 from advbench.plugin_system.loader import one_line
 from advbench.reporting.pictures import cell_stem
-from advbench.reporting.results import RADIUS_GRID, SCHEMA_VERSION, radius_columns, wilson_interval
+from advbench.reporting.results import (
+    RADIUS_GRID,
+    SCHEMA_VERSION,
+    blank_row,
+    radius_columns,
+    wilson_interval,
+)
 from advbench.reporting.sanity import ZERO_GRADIENT_LIMIT, zero_gradient_fraction
 from advbench.running.cell_cache import code_version
 from advbench.running.evaluate import (
@@ -103,6 +110,7 @@ class Defended:
     seal: Seal | None = None  # the model and what its cells are graded with, sealed
     bpda: bool = False  # gradient attacks also run with the unwrapped model's gradients
     surrogate: nn.Module | None = None  # that unwrapped model, when ``bpda``
+    seconds: dict[str, float] = field(default_factory=dict)  # phase → time preparing it
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "model": None, "seal": None, "surrogate": None}
@@ -258,7 +266,9 @@ class Worker:
         evaluation = self.evaluation()
         evaluation.restore()  # whatever ran outside a cell (e.g. a picture) changed is undone
         self.check_train_data("before this defense (by an earlier plugin)")
+        started = time.perf_counter()
         base, history, line = self.trained_model(defense)
+        trained = time.perf_counter()
         weights = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
         model = defense.wrap(base).eval()
         changed = evaluation.changed()
@@ -290,6 +300,9 @@ class Worker:
             state.log.append(f"{type(defense).name}: the defense wraps its trained model, "
                              "gradient attacks also run with BPDA (the unwrapped model's "
                              "gradients)")
+        state.seconds["training"] = trained - started
+        certifying = time.perf_counter()
+        state.seconds["preparation"] = certifying - trained
         if isinstance(model, Certifier):
             self.certify_own(state, model)
         if unsupported_reason(model) is None and not randomized:
@@ -300,6 +313,7 @@ class Worker:
                     certified = certify(model, data.x.to(plan.device), data.y.to(plan.device),
                                         eps, CERTIFIER)
                     state.certified[(split, eps)] = certified.cpu()
+        state.seconds["certification"] = time.perf_counter() - certifying
         self.seal(state)
         return state
 
@@ -365,7 +379,8 @@ class Worker:
             outcome: CellOutcome | None, seconds: float, error: str | None) -> dict[str, Any]:
         plan = self.plan
         data = plan.evaluation[cell.split]
-        row: dict[str, Any] = {
+        row = blank_row()
+        row.update({
             "dataset": plan.dataset.name, "model": plan.model_plugin.name,
             "defense": cell.defense.name, "attack": cell.attack_name,
             "norm": cell.threat.norm, "eps": cell.threat.eps, "split": cell.split,
@@ -374,19 +389,11 @@ class Worker:
             "defense_config": json.dumps(defense.config() if defense else {}, sort_keys=True),
             "seconds": round(seconds, 3), "schema_version": SCHEMA_VERSION,
             "targeted": plan.config.targeted or "",
-        }
+        })
         row["cell_key"] = self.cell_key(cell, row["attack_config"], row["defense_config"])
         nan = float("nan")
-        row.update(clean_accuracy=nan, clean_accuracy_ci_low=nan, clean_accuracy_ci_high=nan,
-                   robust_accuracy=nan, robust_accuracy_ci_low=nan, robust_accuracy_ci_high=nan,
-                   attack_success_rate=nan, targeted_success_rate=nan, queries_mean=nan,
-                   queries_success_mean=nan, queries_success_median=nan,
-                   query_budget=(attack.max_queries if attack else None) or nan,
-                   broken_by="", eot_samples=1, adaptive="", batch_size=plan.config.batch_size,
-                   certified_accuracy=nan,
-                   certified_accuracy_ci_low=nan, certified_accuracy_ci_high=nan, certifier="",
-                   certified_broken=nan, abstain_rate=nan)
-        row.update({column: nan for radius in RADIUS_GRID for column in radius_columns(radius)})
+        row.update(query_budget=(attack.max_queries if attack else None) or nan, eot_samples=1,
+                   batch_size=plan.config.batch_size)
         if outcome is not None:
             n = row["n_samples"] = len(outcome.labels)  # the graded samples, not a rebound split
             clean, robust = int(outcome.clean_correct.sum()), int(outcome.robust.sum())
@@ -404,6 +411,9 @@ class Worker:
             if len(fooled):
                 row.update(queries_success_mean=float(fooled.mean()),
                            queries_success_median=float(fooled.median()))
+            needed = outcome.needed_norm
+            if needed is not None and bool((~needed.isnan()).any()):
+                row["median_norm"] = float(np.median(needed[~needed.isnan()].numpy()))
         reason = error or (outcome.invalid_reason if outcome else None)
         row["valid"] = reason is None
         row["status"] = "ok" if reason is None else ("error" if error else "invalid")
