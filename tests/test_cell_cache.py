@@ -226,7 +226,7 @@ def write_many(root, value: int) -> None:
 
 
 def test_concurrent_writers_leave_a_readable_entry(tmp_path):
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")  # no re-import: quick
     writers = [context.Process(target=write_many, args=(tmp_path, value)) for value in (1, 2)]
     for writer in writers:
         writer.start()
