@@ -6,7 +6,7 @@ import gzip
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -187,3 +187,34 @@ def download_with_torchvision(dataset_class: type, root: Path) -> bool:
     except Exception:  # no network, a proxy, a full disk: the caller explains what to do
         return False
     return True
+
+
+class IdxDataset(Dataset):
+    """A dataset in MNIST's IDX format, found in torchvision's on-disk layout: the one loader
+    MNIST-like plugins share. A subclass declares, besides :class:`Dataset`'s attributes,
+    ``title`` (the name in messages), ``torchvision_class`` (the downloader; its class name is
+    the ``<name>/raw/`` folder) and, optionally, ``system_folders`` (where a system package puts
+    the files) and ``missing_hint`` (what to do when nothing is found)."""
+
+    title: ClassVar[str]
+    torchvision_class: ClassVar[Any]
+    system_folders: ClassVar[tuple[Path, ...]] = ()
+    missing_hint: ClassVar[str] = ""
+
+    def load(self, split: str, root: Path | None) -> Split:
+        """From ``root`` alone when given (refused if the files are not there); otherwise the
+        download folder, then the system folders, then a download where a network exists."""
+        raw = self.torchvision_class.__name__
+        if root is not None:
+            return load_idx_root(self, split, root, self.title, raw)
+        cache = default_data_root()
+        folders = [cache, cache / raw / "raw", *self.system_folders]
+        loaded = load_idx_split(self, split, folders)
+        if loaded is None and download_with_torchvision(self.torchvision_class, cache):
+            loaded = load_idx_split(self, split, folders)
+        if loaded is None:
+            raise BenchError(self.missing_hint or (
+                f"{self.title} not found under {cache} and the download failed: pass "
+                f"--data-root DIR holding {raw}/raw/ (torchvision's layout), or run once where "
+                "a network is reachable"))
+        return loaded
