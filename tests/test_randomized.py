@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from dataclasses import dataclass
 
+import pandas as pd
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from advbench import ThreatModel, hookimpl, load_registry, run_matrix
 from advbench.algorithms.smoothing import SmoothedClassifier
 from advbench.reporting.results import RADIUS_GRID, radius_columns
 from advbench.running.evaluate import attack_cell, is_randomized, predict
+from advbench.running.worker import Worker
 from advbench_plugins.gaussian_smoothing import GaussianSmoothing
 from advbench_plugins.pgd_l2 import PGDL2
 
@@ -76,10 +79,28 @@ def test_randomized_defense_gets_eot_and_certified_l2_columns(smoothing_run):
     assert grid[0].notna().all() and (l2["certified_accuracy"] <= l2[grid[-1].name]).all()
 
 
-def test_smoothing_run_is_reproducible_and_resumes_identically(smoothing_run, tmp_path):
+def test_smoothing_run_is_reproducible_and_resumes_identically(smoothing_run, tmp_path,
+                                                               monkeypatch):
     frame, root = smoothing_run
     registry = load_registry(extra=[SmallSmoothingPlugin()])
-    again = run_matrix(attacks="fgm,pgd-l2", defenses="small-smoothing", registry=registry,
-                       preset="smoke", n_train=2000, n_eval=60, cache_dir=root / "cache")
-    columns = ["robust_accuracy", "clean_accuracy", "certified_accuracy"]
-    assert frame[columns].equals(again[columns])
+    common = dict(attacks="fgm,pgd-l2", defenses="small-smoothing", registry=registry,
+                  preset="smoke", n_train=2000, n_eval=60)
+    # Ctrl-C in the second cell, then --resume: every cell is computed again (the cut run has
+    # a cell cache of its own, the trained model only) and draws the noise of the run in one go.
+    shutil.copytree(root / "cache", tmp_path / "cache", ignore=shutil.ignore_patterns("cells"))
+    cut = dict(out=tmp_path / "cut", cache_dir=tmp_path / "cache", **common)
+    run_cell = Worker.run_cell
+
+    def interrupted(self, cell, *args):
+        if cell.attack_name == "pgd-l2":
+            raise KeyboardInterrupt
+        return run_cell(self, cell, *args)
+
+    monkeypatch.setattr(Worker, "run_cell", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(**cut)
+    monkeypatch.setattr(Worker, "run_cell", run_cell)
+    resumed = run_matrix(resume=True, **cut)
+    assert resumed.attrs["manifest"]["resumed_cells"] == 1
+    assert resumed.attrs["manifest"]["reused_cells"] == 0
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), frame.drop(columns="seconds"))
