@@ -201,19 +201,19 @@ def test_an_entry_of_another_key_is_not_trusted(tmp_path):
 def cell(value: int, n: int = 50) -> CachedCell:
     labels = torch.arange(n) % 10
     outcome = CellOutcome(torch.ones(n, dtype=torch.bool), (labels + value) % 10, labels,
-                          torch.full((n,), value))
+                          torch.full((n,), value), needed_norm=torch.rand(n))
     return CachedCell({"attack": "fgsm", "robust_accuracy": value / 10, "valid": True},
                       outcome, torch.zeros(n, dtype=torch.bool), {"history": None})
 
 
 def test_an_entry_reads_back_as_written(tmp_path):
-    cache = CellCache(tmp_path)
-    cache.store("k", cell(3))
+    cache, written = CellCache(tmp_path), cell(3)
+    cache.store("k", written)
     read = cache.load("k")
-    assert read is not None and read.row == cell(3).row and read.extras == {"history": None}
-    for name in ("clean_correct", "adv_pred", "labels", "queries"):
-        assert torch.equal(getattr(read.outcome, name), getattr(cell(3).outcome, name))
-    assert torch.equal(read.certified, cell(3).certified)
+    assert read is not None and read.row == written.row and read.extras == {"history": None}
+    for name in ("clean_correct", "adv_pred", "labels", "queries", "needed_norm"):
+        assert torch.equal(getattr(read.outcome, name), getattr(written.outcome, name))
+    assert torch.equal(read.certified, written.certified)
     invalid = CachedCell({"valid": False}, None)
     cache.store("invalid", invalid)
     assert cache.load("invalid") == invalid

@@ -80,6 +80,8 @@ class CellCache:
             columns = {name: getattr(cell.outcome, name).numpy() for name in OUTCOME_COLUMNS}
             if cell.certified is not None:
                 columns["certified"] = cell.certified.numpy()
+            if cell.outcome.needed_norm is not None:
+                columns["needed_norm"] = cell.outcome.needed_norm.numpy()
         meta = {"format": FORMAT, "key": key, "row": cell.row, "extras": cell.extras,
                 "samples": cell.outcome is not None}
         table = pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False)
@@ -101,10 +103,11 @@ class CellCache:
             frame = table.to_pandas()
             outcome, certified = None, None
             if meta["samples"]:
-                outcome = CellOutcome(*(torch.from_numpy(frame[name].to_numpy().copy())
-                                        for name in OUTCOME_COLUMNS))
-                if "certified" in frame.columns:
-                    certified = torch.from_numpy(frame["certified"].to_numpy().copy())
+                column = {name: torch.from_numpy(frame[name].to_numpy().copy())
+                          for name in frame.columns}
+                outcome = CellOutcome(*(column[name] for name in OUTCOME_COLUMNS),
+                                      needed_norm=column.get("needed_norm"))
+                certified = column.get("certified")
             return CachedCell(dict(meta["row"]), outcome, certified, dict(meta["extras"]))
         except Exception:  # truncated, foreign or hand-edited: the cell is computed again
             return None
