@@ -148,6 +148,9 @@ def test_cache_key_has_the_data_and_the_defense_version(registry, tmp_path):
     bumped = Source(entry.source.plugin, entry.source.distribution, entry.source.version + ".1")
     plan.defenses = [dataclasses.replace(entry, source=bumped)]
     assert key_of(plan) != key
+    assert plan.model_source == ("advbench", entry.source.version)  # seed-cnn is built in
+    plan.model_source = ("advbench", "9")  # a fixed architecture: retrained, not reloaded
+    assert key_of(plan) != key_of(dataclasses.replace(plan, model_source=("advbench", "8")))
 
 
 def test_another_data_root_does_not_reuse_the_cached_model(tmp_path):

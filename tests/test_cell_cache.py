@@ -89,6 +89,8 @@ PARTS = {
     "defended model: training data": lambda p, c, a, u: (other_train_data(p), c, a, u),
     "defended model: defense version": lambda p, c, a, u: (other_defense_version(p), c, a, u),
     "defended model: training config": lambda p, c, a, u: (other_training(p), c, a, u),
+    "defended model: model plugin version": lambda p, c, a, u: (dataclasses.replace(
+        p, model_source=(p.model_source[0], "9")), c, a, u),
     "defended model: user weights": lambda p, c, a, u: (p, c, a, nn.Linear(2, 2)),
     "attack class": lambda p, c, a, u: (p, dataclasses.replace(c, attack=dataclasses.replace(
         c.attack, cls=type("Other", (c.attack.cls,), {}))), a, u),
@@ -151,6 +153,12 @@ def test_the_same_command_twice_computes_no_cell(tmp_path, computed, capsys):
     assert (manifest(tmp_path / "second")["reused_cells"],
             manifest(tmp_path / "first")["reused_cells"]) == (3, 0)
     assert len(manifest(tmp_path / "second")["reused_cell_keys"]) == 3
+    # the cells' pictures come with them, copied byte for byte, not drawn again
+    pictures = sorted(p.name for p in (tmp_path / "first" / "figures").glob("*_examples.png"))
+    assert len(pictures) == 3
+    for name in pictures:
+        assert ((tmp_path / "second" / "figures" / name).read_bytes()
+                == (tmp_path / "first" / "figures" / name).read_bytes())
 
     computed.clear()
     assert main([*command, "--out", str(tmp_path / "fresh"), "--fresh"]) == 0

@@ -9,6 +9,7 @@ results files, so an interrupted run can be resumed whatever ran it.
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import functools
@@ -229,6 +230,7 @@ class Runner:
         self.samples: list[pd.DataFrame] = []
         self.histories: dict[str, dict[str, Any]] = {}
         self.attack_pictures: list[Path] = []
+        self.pictures_of: dict[str, list[Path]] = {}  # cell stem → its pictures, for the cache
         self.smoothing_curves: dict[str, list[float]] = {}
         self.owners: dict[Any, tuple[Group, Cell]] = {}
 
@@ -296,6 +298,9 @@ class Runner:
         if cached.extras.get("curve") is not None:
             self.smoothing_curves.setdefault(f"{cell.defense.name}_{cell.split}",
                                              cached.extras["curve"])
+        pictures = {name: base64.b64decode(png)
+                    for name, png in (cached.extras.get("pictures") or {}).items()}
+        self.write_pictures(pictures, self.attack_pictures)
 
     def store(self, group: Group) -> None:
         """Put the defense's computed cells (not those that raised) in the cell cache, after
@@ -309,7 +314,12 @@ class Runner:
             if keys is None:
                 continue
             certified = state.certified.get((cell.split, cell.threat.eps))
-            extras = {"history": state.history, "curve": state.curves.get(cell.split)}
+            stem = cell_stem(cell.attack_name, cell.defense.name, cell.split, cell.threat.norm,
+                             cell.threat.eps)
+            pictures = {path.name: base64.b64encode(path.read_bytes()).decode()
+                        for path in self.pictures_of.get(stem, []) if path.is_file()}
+            extras = {"history": state.history, "curve": state.curves.get(cell.split),
+                      "pictures": pictures}
             try:
                 self.cell_cache.store(keys[1], CachedCell(
                     row, outcome if row["valid"] else None,
@@ -397,14 +407,12 @@ class Runner:
         folder = self.out / "figures"
         stem = cell_stem(cell.attack_name, cell.defense.name, cell.split, cell.threat.norm,
                          cell.threat.eps)
+        drawn = self.pictures_of.setdefault(stem, [])
         try:
-            folder.mkdir(exist_ok=True)
-            for name, png in result.figures.items():
-                write_atomic(folder / name, lambda path, png=png: path.write_bytes(png))
-                self.attack_pictures.append(folder / name)
+            self.write_pictures(result.figures, drawn)
             if outcome.shown is not None and outcome.shown_adv is not None and len(outcome.shown):
                 data, shown = self.plan.evaluation[cell.split], outcome.shown
-                self.attack_pictures.append(adversarial_examples_grid(
+                drawn.append(adversarial_examples_grid(
                     data.x[shown], outcome.shown_adv, data.y[shown], data.y[shown],
                     outcome.adv_pred[shown], self.plan.dataset.classes,
                     f"{cell.attack_name} · {cell.threat.norm} ε={cell.threat.eps:.3g} · {stem}",
@@ -412,6 +420,18 @@ class Runner:
         except Exception as exc:
             self.log_error(f"pictures of {cell.attack_name}", "".join(
                 traceback.format_exception(exc)))
+        self.attack_pictures += drawn
+
+    def write_pictures(self, pictures: dict[str, bytes], written: list[Path]) -> None:
+        """PNG files (name → bytes) into the run's ``figures/``: drawn by a worker, or a cached
+        cell's, copied rather than drawn again."""
+        if self.out is None:
+            return
+        folder = self.out / "figures"
+        folder.mkdir(exist_ok=True)
+        for name, png in pictures.items():
+            write_atomic(folder / name, lambda path, png=png: path.write_bytes(png))
+            written.append(folder / name)
 
     def draw_sweeps(self, group: Group) -> None:
         """Seed figure 8 per attack, split and norm swept over several ε: the first kept sample

@@ -132,6 +132,9 @@ class Plan:
     settings: dict[str, TrainSettings]  # per defense: the preset may train some less
     preset: Preset
     cells: list[Cell] = field(default_factory=list)
+    # Where the model plugin came from (distribution and version, or the imported factory): a
+    # fixed architecture must not load the old one's cached weights.
+    model_source: tuple[str, str] = ("", "")
 
     def build(self, entry: Entry) -> Any:
         """An attack or defense instance: the preset's arguments for it, then the user's."""
@@ -320,6 +323,11 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
                                               n_train=n_train) for entry in defenses}
     plan = Plan(config, dataset, model_plugin, defenses, attacks, eps, device, train,
                 evaluation, hashes, settings, preset)
+    if ":" not in config.model:
+        source = registry.get("model", config.model).source
+        plan.model_source = (source.distribution, source.version)
+    else:
+        plan.model_source = ("import", config.model)
     for entry in attacks + defenses:
         check_arguments(plan, entry)
     plan.cells = [

@@ -36,6 +36,7 @@ from advbench.reporting.results import (
     blank_row,
     radius_columns,
     wilson_interval,
+    write_atomic,
 )
 from advbench.reporting.sanity import ZERO_GRADIENT_LIMIT, zero_gradient_fraction
 from advbench.running.cell_cache import code_version
@@ -155,11 +156,12 @@ class Worker:
 
     def model_parts(self, defense: Defense) -> dict[str, Any]:
         """Everything that shapes the trained model, hashed into its cache key: the training
-        data itself (not its indices: another --data-root must retrain) and the defense's
-        distribution and version (a fixed training bug must not load the old model)."""
+        data itself (not its indices: another --data-root must retrain) and the defense's and
+        the model plugin's distribution and version (a fixed bug must not load the old model)."""
         plan = self.plan
         source = next(entry.source for entry in plan.defenses if entry.cls is type(defense))
         return {"dataset": plan.dataset.name, "model": plan.model_plugin.name,
+                "model_source": list(plan.model_source),
                 "defense": type(defense).name,
                 "defense_config": defense.resolved_training_config(self.train_context(defense)),
                 "defense_source": [source.distribution, source.version],
@@ -209,7 +211,8 @@ class Worker:
         if use_cache:
             self.cache.save(key, parts, model)
             if history is not None:
-                history_path.write_text(json.dumps(history))
+                text = json.dumps(history)
+                write_atomic(history_path, lambda path: path.write_text(text))
         return model.eval(), history, (f"{type(defense).name}: trained in "
                                        f"{time.perf_counter() - started:.0f} s")
 
