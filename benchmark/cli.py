@@ -269,6 +269,7 @@ def command_run(args: argparse.Namespace) -> int:
     from advbench.reporting.leaderboard import to_rich
     from advbench.running.driver import run_matrix
     from advbench.running.executors import get_executor
+    from advbench.running.progress import phase_summary
 
     config = config_from_args(args)
     if args.workers is not None and args.executor != "processes":
@@ -291,6 +292,8 @@ def command_run(args: argparse.Namespace) -> int:
     seconds = frame.attrs["manifest"]["wall_seconds"]
     console.print(f"wrote {config.out}/ (results.csv, results.parquet, leaderboard.md, "
                   f"manifest.json) in {seconds:.0f} s")
+    console.print(phase_summary(frame.attrs["manifest"]["phases"],
+                                frame.attrs["manifest"]["total_seconds"]))
     reused = frame.attrs["manifest"]["reused_cells"]
     if reused:
         console.print(f"{reused} cells reused from the cache (--fresh computes them again)")

@@ -141,7 +141,14 @@ def test_the_same_command_twice_computes_no_cell(tmp_path, computed, capsys):
                "--cache-dir", str(tmp_path / "cache")]
     assert main([*command, "--out", str(tmp_path / "first")]) == 0
     assert computed == {"fgsm": 1, "pgd-linf": 1, "fgm": 1, "defended models": 1}
-    capsys.readouterr()
+    # where the time went: per phase in the manifest, one line in the output
+    phases = manifest(tmp_path / "first")["phases"]
+    assert set(phases["cells_by"]) == {"fgsm", "pgd-linf", "fgm"}
+    assert phases["cells"] == pytest.approx(sum(phases["cells_by"].values()), abs=0.2)
+    assert set(phases["training_by"]) == {"none"} and phases["data"] > 0
+    assert sum(v for k, v in phases.items() if not k.endswith("_by")) <= (
+        manifest(tmp_path / "first")["total_seconds"] + 0.5)
+    assert "time: " in capsys.readouterr().out
     computed.clear()
     assert main([*command, "--out", str(tmp_path / "second")]) == 0
     assert computed == {}  # no cell attacked, and the defended model not even loaded

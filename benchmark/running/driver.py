@@ -63,7 +63,7 @@ from advbench.running.evaluate import CellOutcome
 from advbench.running.executors import Executor, LocalExecutor, Outcome, get_executor
 from advbench.running.model_cache import cache_roots
 from advbench.running.plan import WORST_CASE, Cell, Plan, RunConfig, build_plan
-from advbench.running.progress import RunProgress
+from advbench.running.progress import RunProgress, Stopwatch
 from advbench.running.worker import (
     CellResult,
     Defended,
@@ -217,8 +217,9 @@ class Runner:
 
     def __init__(self, plan: Plan, registry: Registry, user_model: nn.Module | None,
                  progress: RunProgress, out: Path | None, previous: Previous | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, stopwatch: Stopwatch | None = None) -> None:
         self.plan, self.registry = plan, registry
+        self.stopwatch = stopwatch or Stopwatch()
         self.progress, self.out, self.previous = progress, out, previous or {}
         self.resumed_cells = 0
         self.cell_cache = CellCache(cache_roots(plan.config.cache_dir)[1])
@@ -243,12 +244,19 @@ class Runner:
                 "clean_correct": outcome.clean_correct.numpy(),
                 "adv_pred": outcome.adv_pred.numpy(), "label": outcome.labels.numpy(),
                 "queries": outcome.queries.numpy(), "robust": outcome.robust.numpy()}))
-        if self.out is not None:  # samples first: a row on disk always has its samples
-            samples = pd.concat(self.samples, ignore_index=True) if self.samples else None
-            if samples is not None:
-                write_atomic(self.out / "samples.parquet",
-                             lambda p: samples.to_parquet(p, index=False))
-            write_results(self.out, self.rows)
+        if self.out is None:
+            return
+        with self.stopwatch.phase("writing"):
+            self.write_rows()
+
+    def write_rows(self) -> None:
+        """Rewrite the run folder's results and per-sample files (atomically)."""
+        assert self.out is not None
+        samples = pd.concat(self.samples, ignore_index=True) if self.samples else None
+        if samples is not None:  # samples first: a row on disk always has its samples
+            write_atomic(self.out / "samples.parquet",
+                         lambda p: samples.to_parquet(p, index=False))
+        write_results(self.out, self.rows)
 
     def record(self, group: Group, cell: Cell, row: dict[str, Any],
                outcome: CellOutcome | None) -> None:
@@ -361,11 +369,13 @@ class Runner:
         if isinstance(result, CellResult):
             if result.trace:
                 self.log_error(f"cell {cell.defense.name} × {cell.attack_name}", result.trace)
+            self.stopwatch.add("cells", float(result.row["seconds"]), cell.attack_name)
             self.record(group, cell, result.row, result.outcome)
             if result.row["status"] != "error":
                 group.computed.append((cell, result.row, result.outcome))
             if result.outcome is not None and result.row["valid"]:
-                self.draw(cell, result)
+                with self.stopwatch.phase("pictures"):
+                    self.draw(cell, result)
         else:
             failure = (str(result) if isinstance(result, DefenseFailed)
                        else f"worker failed: {one_line(result)}")
@@ -387,6 +397,9 @@ class Runner:
             except Exception:
                 group.prepared = None
                 return None
+            for phase, seconds in group.state.seconds.items():
+                self.stopwatch.add(phase, seconds,
+                                   group.entry.name if phase == "training" else None)
             for line in group.state.log:
                 self.progress.log(line)
             if group.state.history is not None:
@@ -463,12 +476,16 @@ class Runner:
         if group.defense is None:
             return
         self.defended(group)
-        self.draw_sweeps(group)
-        self.record_worst_cases(group)
-        self.flag(group.rows, group.state, group.finished)
+        with self.stopwatch.phase("pictures"):
+            self.draw_sweeps(group)
+        with self.stopwatch.phase("worst case and sanity"):
+            self.record_worst_cases(group)
+            self.flag(group.rows, group.state, group.finished)
         if self.out is not None:
-            write_results(self.out, self.rows)
-        self.store(group)
+            with self.stopwatch.phase("writing"):
+                write_results(self.out, self.rows)
+        with self.stopwatch.phase("cell cache"):
+            self.store(group)
 
     def flag(self, rows: list[dict[str, Any]], state: Defended | None,
              finished: Sequence[tuple[Cell, CellOutcome]] = ()) -> None:
@@ -618,7 +635,9 @@ def run_matrix(
     registry = registry or load_registry(strict=config.strict_plugins)
     if model is not None:
         registry = registry_with_user_model(registry, config.model)
-    plan = build_plan(config, registry)
+    stopwatch, begun = Stopwatch(), time.perf_counter()
+    with stopwatch.phase("data"):  # resolving the plan loads and checks the data
+        plan = build_plan(config, registry)
     if isinstance(executor, str):
         executor = get_executor(executor)
     out = Path(config.out) if config.out is not None else None
@@ -633,7 +652,7 @@ def run_matrix(
         write_json(out / "manifest.json", run_manifest)
     wall = time.perf_counter()
     with RunProgress(progress, console) as bars:
-        runner = Runner(plan, registry, model, bars, out, previous, executor)
+        runner = Runner(plan, registry, model, bars, out, previous, executor, stopwatch)
         frame = runner.run()
     run_manifest["wall_seconds"] = round(time.perf_counter() - wall, 1)
     run_manifest["resumed_cells"] = runner.resumed_cells
@@ -642,13 +661,21 @@ def run_matrix(
     if out is not None:
         figures = out / "figures"
         figures.mkdir(exist_ok=True)
-        written = eps_sweep_figures(frame, figures) + runner.figures(figures)
+        with stopwatch.phase("figures"):
+            written = eps_sweep_figures(frame, figures) + runner.figures(figures)
         run_manifest["figures"] = list(dict.fromkeys(
             earlier + [str(p.relative_to(out)) for p in written]))
+        with stopwatch.phase("writing"):
+            run_manifest["phases"] = stopwatch.record()
+            write_json(out / "manifest.json", run_manifest)
+            text = to_markdown(frame, run_manifest)
+            write_atomic(out / "leaderboard.md", lambda p: p.write_text(text))
+            write_site(frame, out, run_manifest)  # index.html, the same tables as a web page
+    run_manifest["phases"] = stopwatch.record()
+    # wall_seconds: the matrix (as leaderboard.md shows it); total_seconds: data to last file
+    run_manifest["total_seconds"] = round(time.perf_counter() - begun, 1)
+    if out is not None:
         write_json(out / "manifest.json", run_manifest)
-        text = to_markdown(frame, run_manifest)
-        write_atomic(out / "leaderboard.md", lambda p: p.write_text(text))
-        write_site(frame, out, run_manifest)  # index.html, the same tables as a web page
     frame.attrs["manifest"] = run_manifest
     return frame
 
