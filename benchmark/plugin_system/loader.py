@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
 import pluggy
@@ -94,29 +94,25 @@ class Loader:
             dist = ep.dist.name if ep.dist else "unknown"
             if not autoload and dist != OWN_DISTRIBUTION:
                 continue
-            source = Source(ep.name, dist, ep.dist.version if ep.dist else "-")
-            try:
-                plugin = ep.load()
-            except PluginUnavailable as exc:
-                self.registry.unavailable.append(Failure(source, str(exc)))
-                continue
-            except Exception as exc:
-                self.fail(source, one_line(exc))
-                continue
-            self.register(plugin, source)
+            self.load_one(Source(ep.name, dist, ep.dist.version if ep.dist else "-"), ep.load)
 
     def load_modules(self, names: Iterable[str]) -> None:
         for name in names:
-            source = Source(name, *distribution_of(name))
-            try:
-                plugin = importlib.import_module(name)
-            except PluginUnavailable as exc:
-                self.registry.unavailable.append(Failure(source, str(exc)))
-                continue
-            except Exception as exc:
-                self.fail(source, one_line(exc))
-                continue
-            self.register(plugin, source)
+            self.load_one(Source(name, *distribution_of(name)),
+                          lambda name=name: importlib.import_module(name))
+
+    def load_one(self, source: Source, load: Callable[[], object]) -> None:
+        """Import one plugin module and register it; a plugin whose optional dependency is
+        missing is listed as unavailable, any other failure is recorded, never raised."""
+        try:
+            plugin = load()
+        except PluginUnavailable as exc:
+            self.registry.unavailable.append(Failure(source, str(exc)))
+            return
+        except Exception as exc:
+            self.fail(source, one_line(exc))
+            return
+        self.register(plugin, source)
 
     def collect(self) -> Registry:
         """Call every hook implementation on its own and register the classes it returns."""
