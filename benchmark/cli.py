@@ -155,7 +155,8 @@ def config_from_args(args: argparse.Namespace):
 
 def flag_config(args: argparse.Namespace):
     """The configuration the flags give."""
-    from advbench.running.driver import RunConfig, default_out
+    from advbench.running.plan import RunConfig
+    from advbench.running.run_folder import default_out
 
     return RunConfig(
         attacks=args.attacks, defenses=args.defenses, dataset=args.dataset, model=args.model,
@@ -195,8 +196,8 @@ def resumed_config(folder: Path):
 def check_resume_flags(args: argparse.Namespace, resumed: Any) -> None:
     """A flag given with --resume that would change the recorded run is refused, by name:
     the resumed run keeps its configuration, and silence would hide that."""
-    from advbench.running.driver import config_record
     from advbench.running.plan import flag
+    from advbench.running.run_folder import config_record
 
     wanted = config_record(flag_config(args))
     recorded = config_record(resumed)

@@ -4,24 +4,20 @@
 anything (``advbench.running.plan``); an executor (``advbench.running.executors``: in-process by
 default, or a pool of processes, or Ray) trains each defended model once and runs its cells
 (``advbench.running.worker``); the driver alone records each result as it arrives and rewrites the
-results files, so an interrupted run can be resumed whatever ran it.
+results files, so an interrupted run can be resumed whatever ran it. The run folder itself
+(creating, resuming, the manifest) is ``advbench.running.run_folder``.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import dataclasses
-import functools
 import json
-import platform
-import sys
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +29,8 @@ from torch import nn
 from advbench.algorithms.adversarial_training import plot_training_curves
 from advbench.algorithms.smoothing import plot_certified_accuracy
 from advbench.defense import Defense
-from advbench.errors import BenchError, UsageError
-from advbench.models import ModelPlugin
 from advbench.plugin_system.loader import load_registry, one_line
-from advbench.plugin_system.registry import Entry, Registry, Source
+from advbench.plugin_system.registry import Entry, Registry
 from advbench.reporting.figures import eps_sweep_figures
 from advbench.reporting.leaderboard import to_markdown
 from advbench.reporting.pictures import (
@@ -48,10 +42,8 @@ from advbench.reporting.pictures import (
 )
 from advbench.reporting.results import (
     RADIUS_GRID,
-    SCHEMA_VERSION,
     radius_columns,
     to_frame,
-    validate_results,
     write_atomic,
     write_json,
     write_results,
@@ -64,6 +56,14 @@ from advbench.running.executors import Executor, LocalExecutor, Outcome, get_exe
 from advbench.running.model_cache import cache_roots
 from advbench.running.plan import WORST_CASE, Cell, Plan, RunConfig, build_plan
 from advbench.running.progress import RunProgress, Stopwatch
+from advbench.running.run_folder import (
+    Previous,
+    earlier_figures,
+    load_previous,
+    manifest,
+    prepare_out,
+)
+from advbench.running.user_model import registry_with_user_model
 from advbench.running.worker import (
     CellResult,
     Defended,
@@ -71,128 +71,6 @@ from advbench.running.worker import (
     Worker,
     reseed,
 )
-
-
-def config_record(config: RunConfig) -> dict[str, Any]:
-    """The config as the manifest stores it (JSON types); ``out``, ``resume`` and ``fresh``
-    (which change where results go or come from, not what they are) excluded."""
-    record = {key: (str(value) if isinstance(value, Path) else value)
-              for key, value in dataclasses.asdict(config).items()}
-    return json.loads(json.dumps({k: v for k, v in record.items()
-                                  if k not in ("out", "resume", "fresh")}, default=str))
-
-
-def prepare_out(out: Path, config: RunConfig) -> bool:
-    """Create the run folder, refusing an unwritable one before any work is done. A non-empty
-    folder is resumed when asked to, or when it holds a run of the same config (the same
-    command started again); anything else there is refused. Returns whether to resume."""
-    label = f"--resume {out}" if config.resume else f"--out {out}"
-    resuming = False
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        manifest_path = out / "manifest.json"
-        if not out.is_dir() or not manifest_path.is_file():
-            raise UsageError(f"--out {out}: exists and is not an empty folder or a bench run; "
-                             "choose a new one")
-        try:
-            previous = json.loads(manifest_path.read_text()).get("config")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise UsageError(f"{label}: unreadable manifest.json ({one_line(exc)})") from exc
-        if not (config.resume or previous == config_record(config)):
-            raise UsageError(f"--out {out}: holds a run with another configuration; choose a "
-                             "new folder, or resume it with: bench run --resume " + str(out))
-        resuming = True
-    try:  # a resumed folder too: its results are rewritten as each cell ends
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"{label}: cannot write there ({exc.strerror}); "
-                         "choose a writable folder") from exc
-    return resuming
-
-
-Previous = dict[str, tuple[dict[str, Any], CellOutcome]]
-RESULT_COLUMNS = ("cell_key", "status", "attack")  # what resuming reads of results.parquet
-SAMPLE_COLUMNS = ("cell_key", "sample", "clean_correct", "adv_pred", "label", "queries")
-
-
-def check_columns(path: Path, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
-    """A readable file of a resumed run that lacks the columns bench wrote is not this run's
-    (replaced by another parquet file): refused in one line naming it, never a KeyError."""
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise UsageError(f"--resume {path.parent}: {path} is not a bench file of this run "
-                         f"(no column {', '.join(missing)}); put back the run's own file, or "
-                         "delete it to run those cells again")
-
-
-def load_previous(out: Path) -> Previous:
-    """Finished cells of an interrupted run, by cell key: their rows and per-sample outcomes.
-    Cells that raised are not reused (they run again); worst-case rows are recomputed."""
-    results, samples = out / "results.parquet", out / "samples.parquet"
-    if not results.is_file() or not samples.is_file():
-        return {}
-    try:
-        rows, per_sample = pd.read_parquet(results), pd.read_parquet(samples)
-    except Exception:  # a file cut by a crash is never trusted: those cells run again
-        return {}
-    try:  # a hand-edited number is refused, not carried into the finished run
-        validate_results(rows, results)
-    except UsageError as exc:
-        raise UsageError(f"--resume {out}: {exc}") from None
-    check_columns(results, rows, RESULT_COLUMNS)
-    check_columns(samples, per_sample, SAMPLE_COLUMNS)
-    previous: Previous = {}
-    for key, part in per_sample.groupby("cell_key", sort=False):
-        match = rows[(rows["cell_key"] == key) & (rows["status"] != "error")
-                     & (rows["attack"] != WORST_CASE)]
-        if len(match) != 1:
-            continue
-        part = part.sort_values("sample")
-        outcome = CellOutcome(
-            torch.tensor(part["clean_correct"].to_numpy()),
-            torch.tensor(part["adv_pred"].to_numpy()), torch.tensor(part["label"].to_numpy()),
-            torch.tensor(part["queries"].to_numpy()))
-        previous[key] = (match.iloc[0].to_dict(), outcome)
-    return previous
-
-
-def earlier_figures(out: Path) -> list[str]:
-    """The figures already in the folder of a resumed run (an interrupted run lists none in its
-    manifest): its reused cells draw none again."""
-    return [f"figures/{path.name}" for path in sorted((out / "figures").glob("*.png"))]
-
-
-def default_out() -> Path:
-    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def versions(registry: Registry) -> dict[str, str]:
-    found = {"python": platform.python_version(), "torch": torch.__version__,
-             "advbench": dist_version("advbench")}
-    for kind_entries in registry.entries.values():
-        for entry in kind_entries.values():
-            found[entry.source.distribution] = entry.source.version
-    return found
-
-
-def manifest(plan: Plan, registry: Registry, started: str) -> dict[str, Any]:
-    config = config_record(plan.config)
-    return {
-        "schema_version": SCHEMA_VERSION, "started": started,
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],  # no install path
-        "config": config, "seed": plan.config.seed, "device": str(plan.device),
-        "dataset": plan.dataset.name, "model": plan.model_plugin.name,
-        "training": {name: dataclasses.asdict(settings)
-                     for name, settings in plan.settings.items()}, "eps": plan.eps,
-        "samples": {split: {"n": len(data), "sha256": plan.sample_hashes[split]}
-                    for split, data in plan.evaluation.items()},
-        "data": {k: v.files for k, v in {"train": plan.train, **plan.evaluation}.items()},
-        "versions": versions(registry),
-        "plugin_failures": [f"{f.source}: {f.error}" for f in registry.failures],
-        "cells": len(plan.cells),
-    }
 
 
 @dataclass
@@ -678,27 +556,6 @@ def run_matrix(
         write_json(out / "manifest.json", run_manifest)
     frame.attrs["manifest"] = run_manifest
     return frame
-
-
-class UserModel(ModelPlugin):
-    """Stands for a module the user passed in; never built (the runner copies the module)."""
-
-    description = "a trained torch.nn.Module passed to run_matrix"
-
-    def __init__(self, name: str = "user-model") -> None:
-        self.name = name
-
-    def build(self, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-        raise BenchError("a user-supplied model is copied, not built")
-
-
-def registry_with_user_model(registry: Registry, name: str) -> Registry:
-    """A copy of ``registry`` where ``name`` resolves to the user's module."""
-    extended = copy.copy(registry)
-    extended.entries = {kind: dict(entries) for kind, entries in registry.entries.items()}
-    factory = functools.partial(UserModel, name)  # a module-level class: it pickles
-    extended.entries["model"][name] = Entry(name, "model", factory, Source("user", "local", "-"))
-    return extended
 
 
 def evaluate_model(model: nn.Module, dataset: str = "fashion-mnist", **overrides: Any
