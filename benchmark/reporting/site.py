@@ -492,7 +492,9 @@ def cell(row: pd.Series | None, text: str, notes: list[str], figures: Figures,
                          float(row["eps"]))
         result.examples = figures.href(f"figures/{stem}_examples.png")
         sweep = cell_stem(row["attack"], row["defense"], row["split"], row["norm"])
-        result.eps = figures.href(f"figures/{sweep}_eps.png")
+        # the ε sweep's picture; runs before 0.2 drew one per cell, with the ε in its name
+        result.eps = (figures.href(f"figures/{sweep}_eps.png")
+                      or figures.href(f"figures/{stem}_eps.png"))
     return result
 
 

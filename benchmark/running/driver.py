@@ -69,6 +69,7 @@ from advbench.running.worker import (
     Defended,
     DefenseFailed,
     Worker,
+    is_bound_certificate,
     reseed,
 )
 
@@ -441,7 +442,7 @@ class Runner:
         row.update({column: member[column] for column in shared if column in member})
         row["adaptive"] = next((r["adaptive"] for r in group.rows if r.get("adaptive")), "")
         certified = group.certified.get((row["split"], row["eps"]))
-        if certified is not None and row["certifier"] not in ("", "randomized-smoothing"):
+        if certified is not None and is_bound_certificate(row["certifier"]):
             row["certified_broken"] = int((certified & ~combined.robust).sum())
 
     def log_error(self, what: str, trace: str) -> None:
