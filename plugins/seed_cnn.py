@@ -1,7 +1,13 @@
-"""The seed report's CNN: (Conv + ReLU + MaxPool) × 3 + AvgPool + FC + ReLU + FC."""
+"""The seed report's CNN: (Conv + ReLU + MaxPool) × 3 + AvgPool + FC + ReLU + FC.
+
+Built in channels-last memory format: on CPU its max-pooling is about ten times faster in that
+layout (measured in ``benchmarks/bench_layout.py``), a forward pass about twice, a training
+step about a third. Values are the same up to float rounding (1e-8 on the logits).
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from advbench import ModelPlugin, hookimpl
@@ -17,7 +23,7 @@ class SeedCNN(ModelPlugin):
         for width in (32, 64, 128):
             layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
             channels = width
-        return nn.Sequential(
+        model = nn.Sequential(
             *layers,
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
@@ -25,6 +31,7 @@ class SeedCNN(ModelPlugin):
             nn.ReLU(),
             nn.Linear(128, num_classes),
         )
+        return model.to(memory_format=torch.channels_last)
 
 
 @hookimpl
