@@ -13,6 +13,7 @@ rounding.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -75,8 +76,8 @@ def test_channels_last_against_contiguous():
     for name, run in passes.items():
         times = {"contiguous": float("inf"), "channels-last": float("inf")}
         for _ in range(3):  # interleaved rounds
-            times["contiguous"] = min(times["contiguous"], best_of(lambda: run(contiguous)))
-            times["channels-last"] = min(times["channels-last"], best_of(lambda: run(last)))
+            for layout, model in (("contiguous", contiguous), ("channels-last", last)):
+                times[layout] = min(times[layout], best_of(functools.partial(run, model)))
         print(f"[bench_layout] {name:18s} contiguous {times['contiguous'] * 1e3:6.1f} ms  "
               f"channels-last {times['channels-last'] * 1e3:6.1f} ms  speed-up "
               f"{times['contiguous'] / times['channels-last']:.2f}x")
