@@ -7,11 +7,12 @@ install line, runs say nothing, and every other plugin loads.
 
 How an upstream attack is made honest:
 
-- **Every model call is an oracle query.** torchattacks gets :class:`OracleModel`, an
-  ``nn.Module`` holding no model, only the oracle: its forward is ``oracle.logits`` (gradient
-  access) or, for score-based attacks, the log of ``oracle.scores`` (no gradient; a softmax of
-  log-probabilities gives the probabilities back, and their differences are the logit margins,
-  so Square, SPSA, Pixle and OnePixel compute exactly what they would from logits).
+- **Every model call is an oracle query.** torchattacks gets
+  :class:`advbench.adapters.OracleModel`, an ``nn.Module`` holding no model, only the oracle:
+  its forward is ``oracle.logits`` (gradient access) or, for score-based attacks, the log of
+  ``oracle.scores`` (no gradient; a softmax of log-probabilities gives the probabilities back,
+  and their differences are the logit margins, so Square, SPSA, Pixle and OnePixel compute
+  exactly what they would from logits).
 - **Each sample pays for its own queries.** Attacks that work one image at a time upstream
   (``per_sample``) are called one image at a time, and every query is charged to that image:
   exact. Batched attacks charge a full-batch call row by row; a call on fewer or more rows (Square
@@ -35,20 +36,16 @@ Adapted attacks see one gradient per query, no EOT average, against randomized d
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
-from torch import nn
 
 from advbench import Attack, AttackContext, Oracle, PluginUnavailable, ThreatModel, hookimpl
-from advbench.threat import clip_to_box, perturbation_size, project
+from advbench.adapters import OracleModel, draw_seed, project_minimum_norm, seeded_global_rng
 
 try:
     import torchattacks
@@ -120,73 +117,6 @@ SPECS = (
 )
 
 
-class OracleModel(nn.Module):
-    """The defended model as torchattacks sees it: no weights, every forward an oracle query.
-
-    ``access`` is the attack's declared one: ``gradient`` asks for ``oracle.logits`` (refused by
-    a lesser oracle), anything else for scores. ``owner`` set: every row is charged to that
-    sample. Otherwise a call on the whole batch is charged row by row and any other call row by
-    row to the nearest clean image of ``clean``.
-    """
-
-    def __init__(self, oracle: Oracle, clean: torch.Tensor, norm: str, access: str) -> None:
-        super().__init__()
-        # torchattacks reads the device from the parameters; this one holds nothing.
-        self.anchor = nn.Parameter(torch.empty(0, device=clean.device), requires_grad=False)
-        self.oracle, self.clean, self.norm = oracle, clean.detach().flatten(1), norm
-        self.access = access
-        self.owner: int | None = None
-        self.rows = 0
-
-    def charge_index(self, x: torch.Tensor) -> torch.Tensor:
-        n, device = x.shape[0], self.oracle.queries.device
-        if self.owner is not None:
-            return torch.full((n,), self.owner, dtype=torch.long, device=device)
-        if n == self.clean.shape[0]:
-            return torch.arange(n, device=device)
-        return nearest(x.detach().flatten(1).to(self.clean.dtype), self.clean, self.norm).to(device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        index = self.charge_index(x)
-        self.rows += x.shape[0]
-        if self.access == "gradient":
-            return self.oracle.logits(x, index)
-        scores = self.oracle.scores(x, index)
-        return scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
-
-
-def nearest(rows: torch.Tensor, clean: torch.Tensor, norm: str) -> torch.Tensor:
-    """Index of the clean image nearest to each row, in chunks that keep memory small."""
-    p = math.inf if norm == "linf" else 2.0
-    chunk = max(1, 2**24 // max(1, clean.numel()))
-    return torch.cat([torch.cdist(rows[i:i + chunk], clean, p=p).argmin(dim=1)
-                      for i in range(0, rows.shape[0], chunk)])
-
-
-def project_l0(delta: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Keep, per sample, the ``pixels`` spatial positions changed most (all channels)."""
-    if pixels <= 0:
-        return torch.zeros_like(delta)
-    size = delta.abs().sum(dim=1).flatten(1)
-    keep = torch.zeros_like(size, dtype=torch.bool)
-    keep.scatter_(1, size.topk(min(pixels, size.shape[1]), dim=1).indices, True)
-    return delta * keep.view(delta.shape[0], 1, *delta.shape[2:])
-
-
-@contextlib.contextmanager
-def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """The global torch (CPU and ``device``) and numpy RNGs seeded, then restored."""
-    devices = [device] if device.type == "cuda" else []
-    state = np.random.get_state()
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        try:
-            yield
-        finally:
-            np.random.set_state(state)
-
-
 class TorchattacksAttack(Attack):
     """Base of the adapted attacks; each subclass is built from one ``Spec``."""
 
@@ -209,8 +139,7 @@ class TorchattacksAttack(Attack):
             ctx: AttackContext) -> torch.Tensor:
         if threat.eps == 0 or x.shape[0] == 0:
             return x
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator,
-                                 device=ctx.generator.device))
+        seed = draw_seed(ctx.generator)
         model = OracleModel(oracle, x, threat.norm, self.access)
         with seeded_global_rng(seed, x.device), torch.enable_grad():
             attack = self.upstream_class(model, **self.arguments(threat, seed))
@@ -238,14 +167,8 @@ class TorchattacksAttack(Attack):
 
     def finish(self, x: torch.Tensor, raw: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
         """Clip to the box, record each perturbation's size, project onto the ball."""
-        delta = clip_to_box(raw) - x
-        size = perturbation_size(delta, threat.norm)
-        self.last_norms = torch.where(size > 0, size, torch.inf).cpu()
-        if threat.norm == "l0":
-            delta = project_l0(delta, int(threat.eps))
-        else:
-            delta = project(delta, threat)
-        return clip_to_box(x + delta)
+        x_adv, self.last_norms = project_minimum_norm(x, raw, threat)
+        return x_adv
 
 
 def field_for(name: str, default: Any, spec: Spec) -> tuple[str, Any, Any]:

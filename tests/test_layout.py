@@ -13,7 +13,7 @@ CORE = ROOT / "benchmark"
 # What a plugin may import: the package itself, the base types at its top, and the building blocks.
 PUBLIC = {"advbench", "advbench.errors", "advbench.threat", "advbench.oracle", "advbench.gate",
           "advbench.attack", "advbench.defense", "advbench.data", "advbench.models",
-          "advbench.hookspecs", "advbench.conformance"}
+          "advbench.hookspecs", "advbench.conformance", "advbench.adapters"}
 PUBLIC_PACKAGES = ("advbench.algorithms",)
 
 

@@ -17,6 +17,7 @@ import torchattacks  # noqa: E402
 
 import advbench_plugins.torchattacks_adapter as ta  # noqa: E402
 from advbench import AccessError, AttackContext, Oracle, Split, ThreatModel  # noqa: E402
+from advbench.adapters import OracleModel, nearest, project_l0, seeded_global_rng  # noqa: E402
 from advbench.conformance import check_attack  # noqa: E402
 from advbench.errors import UsageError  # noqa: E402
 from advbench.plugin_system.loader import load_registry  # noqa: E402
@@ -128,7 +129,7 @@ def test_a_per_sample_attack_charges_each_image_its_own_model_calls(name, tiny):
 
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(3)))
     alone, truth = Counting(net), []
-    with ta.seeded_global_rng(seed, x.device):
+    with seeded_global_rng(seed, x.device):
         upstream = cls.upstream_class(alone, **attack.arguments(threat, seed))
         labels = y
         if cls.spec.always_targeted:  # as upstream's own untargeted mode: class y + 1
@@ -157,7 +158,7 @@ def test_a_batched_attack_pays_for_every_model_call_of_upstream(name, tiny):
 
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(5)))
     alone = Counting(net)
-    with ta.seeded_global_rng(seed, x.device):
+    with seeded_global_rng(seed, x.device):
         expected = cls.upstream_class(alone, **attack.arguments(threat, seed))(x, y)
     assert alone.rows == counting.rows
     torch.testing.assert_close(result.x_adv, expected.clamp(0, 1), atol=1e-5, rtol=0)
@@ -169,14 +170,14 @@ def test_subset_calls_are_charged_to_the_nearest_clean_image(batch):
     x = batch[0][:20]
     pick = torch.tensor([7, 2, 2, 11, 0])
     noisy = (x[pick] + 0.1 * torch.randn(x[pick].shape).sign()).clamp(0, 1)
-    assert ta.nearest(noisy.flatten(1), x.flatten(1), "linf").tolist() == pick.tolist()
-    assert ta.nearest(noisy.flatten(1), x.flatten(1), "l2").tolist() == pick.tolist()
+    assert nearest(noisy.flatten(1), x.flatten(1), "linf").tolist() == pick.tolist()
+    assert nearest(noisy.flatten(1), x.flatten(1), "l2").tolist() == pick.tolist()
 
 
 def test_a_score_based_attack_never_sees_a_gradient(trained_cnn, correct):
     x, y = correct
     oracle = Oracle(trained_cnn, "scores", len(y))
-    model = ta.OracleModel(oracle, x, "linf", "scores")
+    model = OracleModel(oracle, x, "linf", "scores")
     out = model(x.clone().requires_grad_(True))
     assert not out.requires_grad  # nothing to differentiate
     torch.testing.assert_close(out.softmax(dim=1), trained_cnn(x).softmax(dim=1))
@@ -232,7 +233,7 @@ def test_median_norm_column_in_a_run(tmp_path):
 def test_l0_projection_keeps_the_most_changed_pixels():
     delta = torch.zeros(1, 3, 4, 4)
     delta[0, :, 0, 0], delta[0, 0, 1, 1], delta[0, 2, 3, 3] = 0.5, 0.9, 0.1
-    kept = ta.project_l0(delta, 2)
+    kept = project_l0(delta, 2)
     assert perturbation_size(kept, "l0").item() == 2
     assert kept[0, :, 0, 0].tolist() == [0.5] * 3 and kept[0, 0, 1, 1] == 0.9
     assert kept[0, 2, 3, 3] == 0

@@ -1,0 +1,121 @@
+"""What an adapter needs to bring a whole attack library (torchattacks, ART) into bench honestly.
+
+Built-in plugins may import only bench's public API, never one another, so the pieces every
+adapter shares live here rather than in one adapter: the oracle dressed as an ``nn.Module``
+(:class:`OracleModel`, each row of each call charged to its own sample, :func:`nearest`), the
+global RNGs seeded from the cell's generator and restored (:func:`seeded_global_rng`,
+:func:`draw_seed`), and the projection of a minimum-norm attack's output onto the threat model's
+ball with the size it needed before (:func:`project_minimum_norm`, :func:`project_l0`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from advbench.oracle import Oracle
+from advbench.threat import ThreatModel, clip_to_box, perturbation_size, project
+
+
+class OracleModel(nn.Module):
+    """The defended model as a library sees it: no weights, every forward an oracle query.
+
+    ``access`` is the attack's declared one: ``gradient`` asks for ``oracle.logits`` (refused by
+    a lesser oracle), ``scores`` for the log of ``oracle.scores`` (no gradient; their softmax
+    gives the probabilities back and their differences are the logit margins), ``decision`` for
+    ``oracle.labels`` (a long tensor, −1 where the model abstains). ``owner`` set: every row is
+    charged to that sample. Otherwise a call on the whole batch is charged row by row and any
+    other call row by row to the nearest clean image of ``clean``.
+    """
+
+    def __init__(self, oracle: Oracle, clean: torch.Tensor, norm: str, access: str) -> None:
+        super().__init__()
+        # Libraries read the device from the parameters; this one holds nothing.
+        self.anchor = nn.Parameter(torch.empty(0, device=clean.device), requires_grad=False)
+        self.oracle, self.clean, self.norm = oracle, clean.detach().flatten(1), norm
+        self.access = access
+        self.owner: int | None = None
+        self.rows = 0
+
+    def charge_index(self, x: torch.Tensor) -> torch.Tensor:
+        """The sample each row of ``x`` is charged to."""
+        n, device = x.shape[0], self.oracle.queries.device
+        if self.owner is not None:
+            return torch.full((n,), self.owner, dtype=torch.long, device=device)
+        if n == self.clean.shape[0]:
+            return torch.arange(n, device=device)
+        return nearest(x.detach().flatten(1).to(self.clean.dtype), self.clean, self.norm).to(device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index = self.charge_index(x)
+        self.rows += x.shape[0]
+        x = x.to(self.clean.device)
+        if self.access == "gradient":
+            return self.oracle.logits(x, index)
+        if self.access == "decision":
+            return self.oracle.labels(x, index)
+        scores = self.oracle.scores(x, index)
+        return scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
+
+
+def nearest(rows: torch.Tensor, clean: torch.Tensor, norm: str) -> torch.Tensor:
+    """Index of the clean image nearest to each row, in chunks that keep memory small."""
+    p = math.inf if norm == "linf" else 2.0
+    chunk = max(1, 2**24 // max(1, clean.numel()))
+    return torch.cat([torch.cdist(rows[i:i + chunk], clean, p=p).argmin(dim=1)
+                      for i in range(0, rows.shape[0], chunk)])
+
+
+def project_l0(delta: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Keep, per sample, the ``pixels`` spatial positions changed most (all channels)."""
+    if pixels <= 0:
+        return torch.zeros_like(delta)
+    size = delta.abs().sum(dim=1).flatten(1)
+    keep = torch.zeros_like(size, dtype=torch.bool)
+    keep.scatter_(1, size.topk(min(pixels, size.shape[1]), dim=1).indices, True)
+    return delta * keep.view(delta.shape[0], 1, *delta.shape[2:])
+
+
+def project_minimum_norm(x: torch.Tensor, raw: torch.Tensor,
+                         threat: ThreatModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """``raw`` clipped to the box and projected onto the ε-ball around ``x`` (L∞ clamp, L2
+    rescale, L0 keeping the ε most-changed pixels), and each perturbation's size before the
+    projection, on the CPU (``inf`` where the attack gave the image back unchanged): what a
+    minimum-norm attack reports as ``ctx.record["norm_before_projection"]``."""
+    delta = clip_to_box(raw) - x
+    size = perturbation_size(delta, threat.norm)
+    norms = torch.where(size > 0, size, torch.inf).cpu()
+    if threat.norm == "l0":
+        delta = project_l0(delta, int(threat.eps))
+    else:
+        delta = project(delta, threat)
+    return clip_to_box(x + delta), norms
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """One seed for a library's global RNGs, drawn from the cell's generator."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """The global torch (CPU and ``device``), numpy and Python RNGs seeded, then restored:
+    libraries draw from them (ART's Square from Python's ``random``), the harness wants a run
+    reproducible from its seed and nothing else moved."""
+    devices = [device] if device.type == "cuda" else []
+    state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+            random.setstate(python_state)
