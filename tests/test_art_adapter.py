@@ -1,0 +1,235 @@
+"""The ART adapter: every adapted attack runs a gated cell, pays for each model call through the
+oracle, keeps to its access level, is reproducible from its seed, and is absent without ART."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("art", reason="the ART adapter's tests need adversarial-robustness-toolbox")
+
+import art  # noqa: E402
+from art.estimators.classification import (  # noqa: E402
+    BlackBoxClassifierNeuralNetwork,
+    PyTorchClassifier,
+)
+
+import advbench_plugins.art_adapter as aa  # noqa: E402
+from advbench import AccessError, AttackContext, Oracle, Split, ThreatModel  # noqa: E402
+from advbench.adapters import seeded_global_rng  # noqa: E402
+from advbench.conformance import check_attack  # noqa: E402
+from advbench.errors import UsageError  # noqa: E402
+from advbench.plugin_system.loader import load_registry  # noqa: E402
+from advbench.plugin_system.options import arguments_of, checked_value  # noqa: E402
+from advbench.running.evaluate import attack_cell, predict  # noqa: E402
+from advbench.threat import perturbation_size  # noqa: E402
+
+EPS = {"linf": 0.1, "l2": 1.5}
+TINY_EPS = {"linf": 0.1, "l2": 0.5}
+# Small settings, so each test takes seconds; ART's defaults are the presets' business.
+FAST = {"art-cw-l2": {"binary_search_steps": 2, "max_iter": 4, "initial_const": 1.0},
+        "art-deepfool": {"max_iter": 10},
+        "art-elastic-net": {"binary_search_steps": 2, "max_iter": 8, "initial_const": 1.0},
+        "art-square": {"max_iter": 30},
+        "art-hopskipjump": {"max_iter": 2, "max_eval": 50, "init_eval": 10, "init_size": 20},
+        "art-boundary": {"max_iter": 20, "num_trial": 4, "sample_size": 4, "init_size": 20}}
+BY_NAME = {cls.name: cls for cls in aa.ADAPTED}
+
+
+class Counting(nn.Module):
+    """``model`` counting the rows of every forward pass, as a ground truth for queries."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        return self.model(x)
+
+
+@pytest.fixture
+def tiny():
+    """A seeded 10-class conv net on random 8×8 images, labelled by its own predictions."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10)).eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    return net, x, net(x).argmax(dim=1)
+
+
+def test_every_spec_is_registered_through_the_entry_point(registry):
+    for cls in aa.ADAPTED:
+        entry = registry.get("attack", cls.name)
+        assert entry.source.plugin == "art-adapter"
+        assert entry.source.distribution == "advbench"
+        assert cls().config()["upstream"] == f"art.{cls.spec.upstream} {art.__version__}"
+    assert sorted(BY_NAME) == sorted(FAST)
+
+
+def test_missing_art_is_one_line_in_the_listing(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "art", None)  # import art now fails
+    monkeypatch.delitem(sys.modules, "advbench_plugins.art_adapter")
+    registry = load_registry()
+    assert registry.failures == []  # a missing optional dependency is no failure
+    missing = {f.source.plugin: f.error for f in registry.unavailable}
+    message = "the art-* attacks need ART: pip install 'advbench[art]'"
+    assert missing.get("art-adapter") == message
+    assert not [name for name in registry.names("attack") if name.startswith("art-")]
+    assert "fgsm" in registry.names("attack")
+    from advbench.cli import main
+    assert main(["list"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert f"unavailable art-adapter: {message}" in out
+    assert "art-cw-l2" not in out
+    with pytest.raises(ImportError, match=r"advbench\[art\]"):
+        importlib.import_module("advbench_plugins.art_adapter")
+
+
+@pytest.mark.parametrize("name", sorted(BY_NAME))
+def test_each_adapted_attack_runs_a_gated_cell(name, tiny):
+    cls, (net, x, y) = BY_NAME[name], tiny
+    clean = predict(net, x, 64, torch.device("cpu"))
+    for norm in cls.norms:
+        outcome = attack_cell(net, cls(**FAST[name]), Split(x, y), clean,
+                              ThreatModel(norm, EPS[norm]), batch_size=64,
+                              device=torch.device("cpu"), seed=0)
+        assert outcome.invalid_reason is None, (name, norm, outcome.invalid_reason)
+        assert bool((outcome.queries[outcome.clean_correct] > 0).all()), (name, norm)
+        assert int(outcome.robust.sum()) < len(y), (name, norm)  # it bites
+
+
+@pytest.mark.parametrize("name", ["art-deepfool", "art-cw-l2", "art-elastic-net"])
+def test_a_gradient_attack_charges_each_image_the_model_calls_art_made(name, tiny):
+    """ART run image by image on a counting model gives each image's true number of model
+    calls and the size of each perturbation; the adapter must charge exactly those calls (and
+    one to learn the number of classes) and report those sizes."""
+    cls, (net, x, y) = BY_NAME[name], tiny
+    attack, threat = cls(**FAST[name]), ThreatModel("l2", TINY_EPS["l2"])
+    counting = Counting(net)
+    oracle = Oracle(counting, "gradient", len(y))
+    attack.perturb(oracle, x, y, threat, AttackContext(torch.Generator().manual_seed(3)))
+    assert int(oracle.queries.sum()) == counting.rows  # every row paid, none twice
+
+    alone, truth, sizes = Counting(net), [], []
+    classifier = PyTorchClassifier(alone, nn.CrossEntropyLoss(), (1, 8, 8), 10,
+                                   clip_values=(0.0, 1.0), device_type="cpu")
+    upstream = cls.upstream_class(classifier, **attack.arguments(threat, len(y), False))
+    for i in range(len(y)):
+        before = alone.rows
+        out = torch.from_numpy(upstream.generate(x[i:i + 1].numpy(), y[i:i + 1].numpy()))
+        truth.append(alone.rows - before)
+        sizes.append(perturbation_size(out - x[i:i + 1], "l2").item())
+    truth[0] += 1  # the adapter's one query for the number of classes
+    assert oracle.queries.tolist() == truth
+    found = [s if s > 0 else float("inf") for s in sizes]
+    torch.testing.assert_close(attack.last_norms, torch.tensor(found), atol=1e-4, rtol=0)
+
+
+def test_square_pays_for_every_model_call_of_art_and_keeps_its_budget(tiny):
+    """The same seed through the adapter and straight on a counting model: the oracle's total
+    is ART's rows plus the class-count query, the outputs agree, no sample exceeds its budget."""
+    cls, (net, x, y) = BY_NAME["art-square"], tiny
+    attack, threat = cls(**FAST["art-square"]), ThreatModel("linf", TINY_EPS["linf"])
+    counting = Counting(net)
+    oracle = Oracle(counting, "scores", len(y), attack.max_queries)
+    result = attack.perturb(oracle, x, y, threat, AttackContext(torch.Generator().manual_seed(5)))
+    assert result.x_adv is not None
+    assert int(oracle.queries.sum()) == counting.rows
+
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(5)))
+    alone = Counting(net)
+    classifier = BlackBoxClassifierNeuralNetwork(
+        lambda a: alone(torch.from_numpy(a)).log_softmax(dim=1).numpy(), (1, 8, 8), 10,
+        clip_values=(0.0, 1.0))
+    with seeded_global_rng(seed, x.device):
+        upstream = cls.upstream_class(classifier, **attack.arguments(threat, len(y), False))
+        expected = upstream.generate(x.numpy(), y.numpy())
+    assert alone.rows + 1 == counting.rows
+    torch.testing.assert_close(result.x_adv, torch.from_numpy(expected), atol=1e-5, rtol=0)
+    assert int(oracle.queries.max()) <= attack.max_queries == 1 + 3 * 31
+
+
+@pytest.mark.parametrize("name", ["art-hopskipjump", "art-boundary"])
+def test_a_decision_attack_sees_labels_only_and_is_reproducible(name, tiny):
+    """Under a labels-only oracle (scores would raise AccessError) every row is paid for, the
+    same seed gives the same output, and the global RNGs are left as they were."""
+    cls, (net, x, y) = BY_NAME[name], tiny
+    outputs = []
+    numpy_state, torch_state = np.random.get_state()[1].copy(), torch.get_rng_state()
+    for _ in range(2):
+        counting = Counting(net)
+        oracle = Oracle(counting, "decision", len(y))
+        ctx = AttackContext(torch.Generator().manual_seed(7))
+        result = cls(**FAST[name]).perturb(oracle, x, y, ThreatModel("l2", 0.5), ctx)
+        assert result.x_adv is not None
+        assert int(oracle.queries.sum()) == counting.rows and bool((oracle.queries > 0).all())
+        outputs.append(result.x_adv)
+    assert torch.equal(outputs[0], outputs[1])
+    assert bool((net(outputs[0]).argmax(dim=1) != y).any())  # it bites
+    assert np.array_equal(np.random.get_state()[1], numpy_state)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+
+
+def test_a_decision_attack_goes_for_its_target(tiny):
+    net, x, y = tiny
+    targets = (y + 1) % 10
+    ctx = AttackContext(torch.Generator().manual_seed(2), targets=targets)
+    attack = BY_NAME["art-hopskipjump"](**{**FAST["art-hopskipjump"], "init_size": 100})
+    result = attack.perturb(Oracle(net, "decision", len(y)), x, y, ThreatModel("l2", 3.0), ctx)
+    assert result.x_adv is not None
+    assert bool((net(result.x_adv).argmax(dim=1) == targets).any())
+
+
+def test_access_levels_hold(tiny):
+    net, x, y = tiny
+    with pytest.raises(AccessError):  # a white-box attack under a score-only oracle fails
+        BY_NAME["art-deepfool"](max_iter=2).run(Oracle(net, "scores", len(y)), x, y,
+                                                ThreatModel("l2", 1.0),
+                                                AttackContext(torch.Generator().manual_seed(0)))
+    assert {cls.name: cls.access for cls in aa.ADAPTED} == {
+        "art-cw-l2": "gradient", "art-deepfool": "gradient", "art-elastic-net": "gradient",
+        "art-square": "scores", "art-hopskipjump": "decision", "art-boundary": "decision"}
+
+
+def test_minimum_norm_output_is_projected_and_the_median_norm_reported(tiny):
+    net, x, y = tiny
+    y = y.clone()
+    y[0] = (y[0] + 1) % 10  # misclassified: not attacked, no norm
+    clean = predict(net, x, 8, torch.device("cpu"))
+    attack = BY_NAME["art-deepfool"](max_iter=20)
+    outcome = attack_cell(net, attack, Split(x, y), clean, ThreatModel("l2", 0.1),
+                          batch_size=4, device=torch.device("cpu"), seed=0)
+    assert outcome.invalid_reason is None  # projected: the gate accepts it
+    attacked = clean == y
+    needed = outcome.needed_norm
+    assert bool(needed[~attacked].isnan().all()) and not bool(needed[attacked].isnan().any())
+    assert float(needed[attacked & torch.isfinite(needed)].max()) > 0.1  # some left the ball
+    assert attack.config()["projected"] is True
+    assert "projected" in BY_NAME["art-deepfool"].description
+    assert "projected" not in arguments_of(BY_NAME["art-deepfool"])  # the user cannot turn it off
+    assert BY_NAME["art-square"]().config()["projected"] is False
+
+
+def test_arguments_are_arts_and_typed():
+    assert checked_value(BY_NAME["art-cw-l2"], "confidence", 1) == 1.0
+    assert checked_value(BY_NAME["art-square"], "max_iter", 300) == 300
+    with pytest.raises(UsageError, match="art-elastic-net.decision_rule"):
+        checked_value(BY_NAME["art-elastic-net"], "decision_rule", "L3")
+    with pytest.raises(UsageError, match="art-deepfool.max_iter"):
+        checked_value(BY_NAME["art-deepfool"], "max_iter", -1)
+    for harness in ("eps", "norm", "targeted", "batch_size", "verbose"):
+        assert harness not in arguments_of(BY_NAME["art-square"])
+    assert BY_NAME["art-cw-l2"]().binary_search_steps == 10  # ART's default
+    assert BY_NAME["art-boundary"].presets["cpu"] == {"max_iter": 500}
+
+
+@pytest.mark.parametrize("name", sorted(BY_NAME))
+def test_conformance_kit(name):
+    check_attack(BY_NAME[name], params=FAST[name])
