@@ -6,7 +6,7 @@ import gzip
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -179,9 +179,14 @@ def load_idx_root(dataset: Dataset, split: str, root: Path, title: str, raw: str
     return loaded
 
 
-def download_with_torchvision(dataset_class: type, root: Path) -> bool:
-    """Try torchvision's downloader (needs a network); report success instead of raising."""
+def download_with_torchvision(class_name: str, root: Path) -> bool:
+    """Try torchvision's downloader ``torchvision.datasets.<class_name>`` (needs a network);
+    report success instead of raising. torchvision is imported here, not at plugin load: its
+    import pulls in every torchvision model and costs every ``bench`` command about 2 s."""
     try:
+        import torchvision.datasets
+
+        dataset_class = getattr(torchvision.datasets, class_name)
         dataset_class(str(root), train=True, download=True)
         dataset_class(str(root), train=False, download=True)
     except Exception:  # no network, a proxy, a full disk: the caller explains what to do
@@ -192,25 +197,25 @@ def download_with_torchvision(dataset_class: type, root: Path) -> bool:
 class IdxDataset(Dataset):
     """A dataset in MNIST's IDX format, found in torchvision's on-disk layout: the one loader
     MNIST-like plugins share. A subclass declares, besides :class:`Dataset`'s attributes,
-    ``title`` (the name in messages), ``torchvision_class`` (the downloader; its class name is
+    ``title`` (the name in messages), ``torchvision_name`` (torchvision's downloader class, also
     the ``<name>/raw/`` folder) and, optionally, ``system_folders`` (where a system package puts
     the files) and ``missing_hint`` (what to do when nothing is found)."""
 
     title: ClassVar[str]
-    torchvision_class: ClassVar[Any]
+    torchvision_name: ClassVar[str]
     system_folders: ClassVar[tuple[Path, ...]] = ()
     missing_hint: ClassVar[str] = ""
 
     def load(self, split: str, root: Path | None) -> Split:
         """From ``root`` alone when given (refused if the files are not there); otherwise the
         download folder, then the system folders, then a download where a network exists."""
-        raw = self.torchvision_class.__name__
+        raw = self.torchvision_name
         if root is not None:
             return load_idx_root(self, split, root, self.title, raw)
         cache = default_data_root()
         folders = [cache, cache / raw / "raw", *self.system_folders]
         loaded = load_idx_split(self, split, folders)
-        if loaded is None and download_with_torchvision(self.torchvision_class, cache):
+        if loaded is None and download_with_torchvision(raw, cache):
             loaded = load_idx_split(self, split, folders)
         if loaded is None:
             raise BenchError(self.missing_hint or (

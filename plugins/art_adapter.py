@@ -38,9 +38,9 @@ Minimum-norm attacks (CW, DeepFool, EAD, HopSkipJump, Boundary) may return point
 ``attack_config``) and each unprojected size goes to ``ctx.record["norm_before_projection"]``,
 the row's ``median_norm``. EAD minimizes an L1+L2 objective; bench has no L1 threat model, so it
 is offered under L2. Arguments are each ART constructor's own (``--set art-cw-l2.confidence=1``)
-with ART's defaults, smaller ones only in the ``smoke`` and ``cpu`` presets where ART's cost
-hours on a CPU (``--set`` overrides them); ε, the norm, targeting, batching, the seed and
-verbosity are the harness's.
+with ART's defaults, smaller ones only in the ``smoke`` and ``cpu`` presets where ART's
+defaults cost hours on a CPU (``--set`` overrides them); ε, the norm, targeting, batching, the
+seed and verbosity are the harness's.
 
 Kept although the torchattacks adapter has a namesake: CW (ART's searches c by bisection and
 the step by line search; torchattacks' keeps c fixed), DeepFool and Square, a second

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets.utils import download_and_extract_archive
 
 from advbench import BenchError, Dataset, Split, UsageError, hookimpl
 from advbench.data import (
@@ -72,7 +71,9 @@ class CIFAR10(Dataset):
             raise UsageError(f"CIFAR-10 not found under --data-root {root}: expected "
                              f"{expected} ({', '.join(missing)} missing)")
         if missing:
-            try:
+            try:  # torchvision imported only here: its import costs every command ~2 s
+                from torchvision.datasets.utils import download_and_extract_archive
+
                 download_and_extract_archive(URL, str(folder.parent))
             except Exception as exc:
                 raise BenchError(

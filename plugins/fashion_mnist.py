@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torchvision
-
 from advbench import Dataset, hookimpl
 from advbench.data import IdxDataset
 
@@ -15,7 +13,7 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 class FashionMNIST(IdxDataset):
     name = "fashion-mnist"
     title = "Fashion-MNIST"
-    torchvision_class = torchvision.datasets.FashionMNIST
+    torchvision_name = "FashionMNIST"
     system_folders = (DEBIAN_DIR,)
     missing_hint = ("Fashion-MNIST not found: run 'apt-get install dataset-fashion-mnist' or "
                     "pass --data-root DIR holding train-images-idx3-ubyte.gz and its siblings")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torchvision
-
 from advbench import Dataset, hookimpl
 from advbench.data import IdxDataset
 
@@ -11,7 +9,7 @@ from advbench.data import IdxDataset
 class MNIST(IdxDataset):
     name = "mnist"
     title = "MNIST"
-    torchvision_class = torchvision.datasets.MNIST
+    torchvision_name = "MNIST"
     num_classes = 10
     shape = (1, 28, 28)
     classes = tuple(str(digit) for digit in range(10))
