@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +23,28 @@ from torch import nn
 
 from advbench.oracle import Oracle
 from advbench.threat import ThreatModel, clip_to_box, perturbation_size, project
+
+
+@dataclass(frozen=True)
+class AdaptedSpec:
+    """One attack of an attack library, as an adapter declares it: its bench ``name``, the
+    ``upstream`` class name, its ``norms``, a one-line ``summary``, its access, targeted and
+    randomized support; ``per_sample``: called one image at a time; ``minimum_norm``: its output
+    may leave the ε-ball, so it is projected; ``choices``: allowed values of string arguments;
+    ``budget``: the per-sample query budget from the attack's arguments. Adapters subclass it
+    for what only their library needs."""
+
+    name: str
+    upstream: str
+    norms: tuple[str, ...]
+    summary: str
+    access: str = "gradient"
+    targeted: bool = False
+    randomized: bool = False
+    per_sample: bool = False
+    minimum_norm: bool = False
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    budget: Callable[[Any], int] | None = None
 
 
 class OracleModel(nn.Module):

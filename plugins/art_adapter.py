@@ -59,7 +59,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -68,7 +67,13 @@ import torch
 from torch import nn
 
 from advbench import Attack, AttackContext, Oracle, PluginUnavailable, ThreatModel, hookimpl
-from advbench.adapters import OracleModel, draw_seed, project_minimum_norm, seeded_global_rng
+from advbench.adapters import (
+    AdaptedSpec,
+    OracleModel,
+    draw_seed,
+    project_minimum_norm,
+    seeded_global_rng,
+)
 
 try:
     import art
@@ -89,27 +94,16 @@ SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 @dataclass(frozen=True)
-class Spec:
-    """One adapted attack. ``per_sample``: called one image at a time (ART loops over images
-    anyway). ``minimum_norm``: its output may leave the ε-ball, so it is projected.
-    ``random_start``: ART would draw its starting point unseeded, so the adapter draws it.
-    ``presets``: smaller arguments where ART's defaults take hours on a CPU. ``budget``: the
-    per-sample query budget from the arguments."""
+class Spec(AdaptedSpec):
+    """One adapted ART attack (the common fields: :class:`AdaptedSpec`), by default one image
+    at a time (ART loops over images anyway) and projected. ``random_start``: ART would draw its
+    starting point unseeded, so the adapter draws it. ``presets``: smaller arguments where ART's
+    defaults take hours on a CPU."""
 
-    name: str
-    upstream: str
-    norms: tuple[str, ...]
-    summary: str
-    access: str = "gradient"
-    targeted: bool = False
-    randomized: bool = False
     per_sample: bool = True
     minimum_norm: bool = True
     random_start: bool = False
-    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    budget: Callable[[Any], int] | None = None
-
 
 SPECS = (
     Spec("art-cw-l2", "CarliniL2Method", ("l2",),

@@ -38,14 +38,19 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
 
 from advbench import Attack, AttackContext, Oracle, PluginUnavailable, ThreatModel, hookimpl
-from advbench.adapters import OracleModel, draw_seed, project_minimum_norm, seeded_global_rng
+from advbench.adapters import (
+    AdaptedSpec,
+    OracleModel,
+    draw_seed,
+    project_minimum_norm,
+    seeded_global_rng,
+)
 
 try:
     import torchattacks
@@ -62,26 +67,13 @@ INT_ARGS = {"steps", "n_queries", "n_restarts", "restarts", "max_iterations", "p
 
 
 @dataclass(frozen=True)
-class Spec:
-    """One adapted attack. ``per_sample``: called one image at a time (upstream loops over
-    images anyway, or couples the batch, e.g. CW's early stop on the summed loss).
-    ``minimum_norm``: its output may leave the ε-ball, so it is projected. ``defaults``: where
-    ours differ from upstream's. ``budget``: the per-sample query budget from the arguments."""
+class Spec(AdaptedSpec):
+    """One adapted torchattacks attack (the common fields: :class:`AdaptedSpec`);
+    ``per_sample`` where upstream loops over images anyway, or couples the batch (CW's early stop
+    on the summed loss). ``defaults``: where ours differ from upstream's."""
 
-    name: str
-    upstream: str
-    norms: tuple[str, ...]
-    summary: str
-    access: str = "gradient"
-    targeted: bool = False
-    randomized: bool = False
-    per_sample: bool = False
-    minimum_norm: bool = False
     always_targeted: bool = False  # upstream's untargeted mode aims at class (y + 1) mod K
     defaults: dict[str, Any] = field(default_factory=dict)
-    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    budget: Callable[[Any], int] | None = None
-
 
 SPECS = (
     Spec("ta-cw", "CW", ("l2",), "Carlini-Wagner L2 (2017), Adam in tanh space, fixed c",

@@ -48,3 +48,17 @@ def batch(fashion) -> tuple[torch.Tensor, torch.Tensor]:
     """500 real test images and labels."""
     test = fashion["test"]
     return test.x[:500], test.y[:500]
+
+
+@pytest.fixture
+def tiny() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A seeded 10-class conv net on six random 8×8 images, labelled by its own predictions:
+    what the library adapters' tests attack, where counting queries needs no trained model,
+    only many cheap calls."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(144, 10)).eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    return net, x, net(x).argmax(dim=1)

@@ -58,18 +58,6 @@ def correct(trained_cnn, batch):
     return x[index], y[index]
 
 
-@pytest.fixture
-def tiny():
-    """A seeded 10-class conv net on random 8×8 images, labelled by its own predictions: query
-    counting needs no trained model, only many cheap calls."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10)).eval()
-    for parameter in net.parameters():
-        parameter.requires_grad_(False)
-    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    return net, x, net(x).argmax(dim=1)
-
-
 def test_every_spec_is_registered_through_the_entry_point(registry):
     for cls in ta.ADAPTED:
         entry = registry.get("attack", cls.name)
