@@ -11,16 +11,19 @@ ball with the size it needed before (:func:`project_minimum_norm`, :func:`projec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from advbench.attack import Attack
 from advbench.oracle import Oracle
 from advbench.threat import ThreatModel, clip_to_box, perturbation_size, project
 
@@ -45,6 +48,25 @@ class AdaptedSpec:
     minimum_norm: bool = False
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
     budget: Callable[[Any], int] | None = None
+
+
+class AdaptedAttack(Attack):
+    """Base of an adapter's attacks; each subclass is built from one spec and the upstream
+    class it names."""
+
+    spec: ClassVar[AdaptedSpec]
+    upstream_class: ClassVar[type]
+
+    @property
+    def max_queries(self) -> int | None:
+        return None if self.spec.budget is None else self.spec.budget(self)
+
+    def upstream_arguments(self, harness: dict[str, Any]) -> dict[str, Any]:
+        """The upstream constructor's arguments: the user's (the plugin's fields), then those
+        of ``harness`` the constructor accepts (ε, norm, seed, verbosity: the harness's)."""
+        accepted = inspect.signature(self.upstream_class).parameters
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return {**given, **{k: v for k, v in harness.items() if k in accepted}}
 
 
 class OracleModel(nn.Module):

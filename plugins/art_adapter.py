@@ -68,6 +68,7 @@ from torch import nn
 
 from advbench import Attack, AttackContext, Oracle, PluginUnavailable, ThreatModel, hookimpl
 from advbench.adapters import (
+    AdaptedAttack,
     AdaptedSpec,
     OracleModel,
     draw_seed,
@@ -134,23 +135,16 @@ SPECS = (
 )
 
 
-class ArtAttack(Attack):
+class ArtAttack(AdaptedAttack):
     """Base of the adapted attacks; each subclass is built from one ``Spec``."""
 
     spec: ClassVar[Spec]
-    upstream_class: ClassVar[type]
-
-    @property
-    def max_queries(self) -> int | None:
-        return None if self.spec.budget is None else self.spec.budget(self)
 
     def arguments(self, threat: ThreatModel, batch: int, targeted: bool) -> dict[str, Any]:
         """The ART constructor's arguments but the classifier: the user's, then the harness's."""
-        accepted = inspect.signature(self.upstream_class).parameters
-        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-        harness = {"targeted": targeted, "norm": UPSTREAM_NORM.get(threat.norm),
-                   "eps": threat.eps, "batch_size": max(1, batch), "verbose": False}
-        return {**given, **{k: v for k, v in harness.items() if k in accepted}}
+        return self.upstream_arguments({
+            "targeted": targeted, "norm": UPSTREAM_NORM.get(threat.norm), "eps": threat.eps,
+            "batch_size": max(1, batch), "verbose": False})
 
     def classifier(self, model: OracleModel, x: torch.Tensor, labels: torch.Tensor) -> Any:
         """The ART classifier of the attack's access, every call through ``model``."""

@@ -45,6 +45,7 @@ import torch
 
 from advbench import Attack, AttackContext, Oracle, PluginUnavailable, ThreatModel, hookimpl
 from advbench.adapters import (
+    AdaptedAttack,
     AdaptedSpec,
     OracleModel,
     draw_seed,
@@ -109,23 +110,16 @@ SPECS = (
 )
 
 
-class TorchattacksAttack(Attack):
+class TorchattacksAttack(AdaptedAttack):
     """Base of the adapted attacks; each subclass is built from one ``Spec``."""
 
     spec: ClassVar[Spec]
-    upstream_class: ClassVar[type]
-
-    @property
-    def max_queries(self) -> int | None:
-        return None if self.spec.budget is None else self.spec.budget(self)
 
     def arguments(self, threat: ThreatModel, seed: int) -> dict[str, Any]:
         """The upstream constructor's arguments: the user's, then the harness's."""
-        accepted = inspect.signature(self.upstream_class).parameters
-        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-        harness = {"eps": threat.eps, "norm": UPSTREAM_NORM.get(threat.norm), "seed": seed,
-                   "verbose": False, "pixels": int(threat.eps)}
-        return {**given, **{k: v for k, v in harness.items() if k in accepted}}
+        return self.upstream_arguments({
+            "eps": threat.eps, "norm": UPSTREAM_NORM.get(threat.norm), "seed": seed,
+            "verbose": False, "pixels": int(threat.eps)})
 
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
             ctx: AttackContext) -> torch.Tensor:
