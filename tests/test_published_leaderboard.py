@@ -35,3 +35,17 @@ def test_published_leaderboard_is_the_paper_preset_as_it_stands():
             plugin, config = row[kind], json.loads(row[f"{kind}_config"])
             options = paper.options_for(registry.get(kind, plugin).cls)
             assert options.items() <= config.items(), (plugin, config)
+
+
+def test_published_leaderboard_runs_every_built_in_attack_and_defense():
+    """A built-in attack added without a new published run would leave the published worst
+    case weaker than bench's own (the APGD attacks, issue #15); the library adapters are
+    optional extras and stay out of it."""
+    registry = load_registry()
+    rows = pd.read_csv(FOLDER / "results.csv")
+    adapters = ("torchattacks-adapter", "art-adapter")
+    for kind in ("attack", "defense"):
+        built_in = {name for name, entry in registry.entries[kind].items()
+                    if entry.source.distribution == "advbench"
+                    and entry.source.plugin not in adapters}
+        assert built_in <= set(rows[kind]), (kind, built_in - set(rows[kind]))

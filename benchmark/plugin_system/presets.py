@@ -38,7 +38,7 @@ PRESETS = {
     preset.name: preset
     for preset in (
         Preset("smoke", 10000, 1, 200, "seconds: checks that everything runs, numbers are rough"),
-        Preset("cpu", None, 3, 150, "default: the whole matrix in about 10 minutes on a 2-core "
+        Preset("cpu", None, 3, 150, "default: the whole matrix in about 7 minutes on a 2-core "
                "CPU; costly defenses train 1-2 epochs"),
         Preset("paper", None, 10, 500, "larger: 10 epochs (5 for FGSM-adversarial and certified "
                "training), 500 evaluation samples; over an hour on a 2-core CPU"),
