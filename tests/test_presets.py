@@ -23,10 +23,23 @@ EXPECTED_EPOCHS = {
 }
 CPU_APGD = {"apgd-ce": {"iterations": 20}, "apgd-dlr": {"iterations": 10},
             "apgd-t": {"iterations": 10, "target_classes": 3}}
+# The ART adapter's CPU sizing (its first version's): ART's defaults take hours on a CPU.
+ART = {
+    "smoke": {"art-cw-l2": {"binary_search_steps": 3, "initial_const": 1.0},
+              "art-deepfool": {"max_iter": 20},
+              "art-elastic-net": {"max_iter": 20, "binary_search_steps": 3, "initial_const": 1.0},
+              "art-hopskipjump": {"max_iter": 5, "max_eval": 500},
+              "art-boundary": {"max_iter": 100}},
+    "cpu": {"art-cw-l2": {"binary_search_steps": 5, "initial_const": 1.0},
+            "art-deepfool": {"max_iter": 50},
+            "art-elastic-net": {"max_iter": 50, "binary_search_steps": 5, "initial_const": 1.0},
+            "art-hopskipjump": {"max_iter": 10, "max_eval": 1000},
+            "art-boundary": {"max_iter": 500}},
+}
 EXPECTED_OPTIONS = {
-    "smoke": CPU_APGD,
+    "smoke": {**CPU_APGD, **ART["smoke"]},
     "cpu": {"gaussian-smoothing": {"n": 100, "m": 2}, "pixel-scan": {"values": (1.0,)},
-            **CPU_APGD},
+            **CPU_APGD, **ART["cpu"]},
     "paper": {"adv-train-pgd": {"clean_fraction": 0.3},
               "apgd-ce": {"iterations": 50}, "apgd-dlr": {"iterations": 50},
               "apgd-t": {"iterations": 20, "target_classes": 9}},
@@ -77,6 +90,19 @@ def test_a_third_party_plugin_declares_its_own_cost():
     assert PRESETS["cpu"].epochs_for(Costly) == 1
     assert PRESETS["paper"].options_for(Costly) == {}
     assert PRESETS["paper"].epochs_for(Costly) == PRESETS["paper"].epochs
+
+
+def test_set_overrides_a_preset_argument(registry):
+    """``--set`` on an argument the preset also sizes: the user's value wins (it used to be
+    passed twice and refused as a usage error)."""
+    import dataclasses
+
+    from advbench.running.plan import RunConfig, build_plan
+
+    plan = build_plan(RunConfig(attacks="fgsm", defenses="none", preset="paper"), registry)
+    entry = dataclasses.replace(registry.get("attack", "apgd-ce"), arguments=(("iterations", 7),))
+    assert PRESETS["paper"].options_for(entry.cls) == {"iterations": 50}
+    assert plan.build(entry).iterations == 7
 
 
 def string_constants(path: Path) -> set[str]:

@@ -138,7 +138,7 @@ class Plan:
 
     def build(self, entry: Entry) -> Any:
         """An attack or defense instance: the preset's arguments for it, then the user's."""
-        return entry.cls(**self.preset.options_for(entry.cls), **dict(entry.arguments))
+        return entry.cls(**{**self.preset.options_for(entry.cls), **dict(entry.arguments)})
 
 
 def resolve_device(name: str) -> torch.device:
