@@ -363,24 +363,19 @@ def test_a_cell_opens_its_figures(tab):
     assert "0.000" in cell.inner_text()
     hover = cell.get_attribute("title")
     assert "robust accuracy 0.000" in hover and "500 samples" in hover
-    eps_href = cell.locator("a.eps").get_attribute("href")
-    assert eps_href == "figures/pgd-linf_none_test_linf_0.1_eps.png"
     cell.locator("a.value").click()
     page.wait_for_load_state("load")
     assert page.url.endswith("/figures/pgd-linf_none_test_linf_0.1_examples.png")
     assert page.evaluate("document.images[0].naturalWidth") > 0
     page.go_back()
-    page.locator("section[data-norm=linf] tr[data-defense=none] td[data-attack=pgd-linf] "
-                 "a.eps").click()
-    page.wait_for_load_state("load")
-    assert page.url.endswith("/" + eps_href)
-    assert page.evaluate("document.images[0].naturalWidth") > 0
-    page.go_back()
-    flag = page.locator("section[data-norm=l2] tr[data-defense=certified-training] "
-                        "td[data-attack=random-search] .mark")
-    assert flag.inner_text() == "⚠2"
-    assert flag.get_attribute("title") == ("certified-training: a black-box attack beats every "
-                                           "white-box one (gradient masking?)")
+    # the flags people hover, each one of results.csv's (defense: flag)
+    eot = page.locator("section[data-norm=l2] tr[data-defense=gaussian-smoothing] .mark").first
+    assert "randomized defense: gradient attacks used EOT" in eot.get_attribute("title")
+    marks = page.locator("section tr .mark")
+    shown = {marks.nth(i).get_attribute("title") for i in range(marks.count())}
+    rows = pd.read_csv(PUBLISHED / "results.csv").dropna(subset=["flags"])
+    assert shown == {f"{r.defense}: {flag}" for r in rows.itertuples()
+                     for flag in r.flags.split("; ")}
     assert tab.errors == []
 
 
@@ -400,10 +395,11 @@ def test_injected_names_stay_text_in_the_browser(browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> Path:
-    """A real run (the seed CNN on 2000 Fashion-MNIST images, FGSM) into a run folder."""
+    """A real run (the seed CNN on 2000 Fashion-MNIST images, FGSM at two ε) into a run
+    folder."""
     root = tmp_path_factory.mktemp("small-run")
     run_matrix(attacks="fgsm", defenses="none", preset="smoke", n_train=2000, n_eval=60,
-               out=root / "run", cache_dir=root / "cache")
+               eps={"linf": [0.05, 0.1]}, out=root / "run", cache_dir=root / "cache")
     return root / "run"
 
 
@@ -422,10 +418,17 @@ def test_a_run_writes_its_page_next_to_leaderboard_md(small_run):
 @pytest.mark.slow
 def test_a_run_page_opens_its_pictures_in_the_browser(browser, small_run):
     tab = Tab(browser, (small_run / "index.html").as_uri())
-    link = tab.page.locator("td[data-attack=fgsm] a.value")
+    link = tab.page.locator("td[data-attack=fgsm] a.value[href$='_0.1_examples.png']")
     link.click()
     tab.page.wait_for_load_state("load")
     assert tab.page.url.endswith("/figures/fgsm_none_test_linf_0.1_examples.png")
+    assert tab.page.evaluate("document.images[0].naturalWidth") > 0
+    tab.page.go_back()
+    eps = tab.page.locator("td[data-attack=fgsm] a.eps").first  # the sweep's ε picture
+    assert eps.get_attribute("href") == "figures/fgsm_none_test_linf_eps.png"
+    eps.click()
+    tab.page.wait_for_load_state("load")
+    assert tab.page.url.endswith("/figures/fgsm_none_test_linf_eps.png")
     assert tab.page.evaluate("document.images[0].naturalWidth") > 0
     assert tab.errors == []
     tab.page.close()
