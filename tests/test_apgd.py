@@ -157,7 +157,8 @@ def test_norm_bounds_hold(registry, trained_cnn, batch, name, norm):
                      AttackContext(torch.Generator().manual_seed(0)))
     assert raw.min() >= 0 and raw.max() <= 1
     assert (perturbation_size(raw - x, norm) <= threat.eps + 1e-6).all()
-    assert robust_accuracy(trained_cnn, x, raw, y) < 0.2  # a large ε: it did move
+    clean = robust_accuracy(trained_cnn, x, x, y)
+    assert robust_accuracy(trained_cnn, x, raw, y) < 0.4 * clean  # a large ε: it did move
 
 
 @pytest.mark.slow
