@@ -254,8 +254,9 @@ def rerun(frame: pd.DataFrame, robust: float) -> pd.DataFrame:
 
 
 def test_conflicting_duplicates_name_the_cell_and_both_files(tmp_path, capsys):
-    a = written(tmp_path, rerun(published(), 0.05), "a.csv")
-    b = written(tmp_path, rerun(published(), 0.10), "b.csv")
+    frame = published().loc[lambda f: f["attack"] == "fgm"].reset_index(drop=True)
+    a = written(tmp_path, rerun(frame, 0.05), "a.csv")
+    b = written(tmp_path, rerun(frame, 0.10), "b.csv")
     assert_one_line_error(capsys, main(["leaderboard", str(a), str(b)]),
                           f"adv-train-fgsm × fgm l2 ε=1.5 is in {a} and {b} with different "
                           "robust_accuracy (0.05 vs 0.1): drop one, or pass --prefer first|last")
