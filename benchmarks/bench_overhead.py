@@ -4,7 +4,8 @@
 
 A real ``bench run`` in this process (local executor, a fresh cache folder): bench's ten attacks at
 the cpu preset's sizes (150 evaluation samples) against ``none`` and ``adv-train-fgsm``, trained on
-10 000 images. While it runs, the time is split three ways by timers around:
+10 000 images (``BENCH_OVERHEAD_FULL=1``: every defense on the whole split). While it runs,
+the time is split three ways by timers around:
 - the model: every outermost ``nn.Module`` call (forward), every ``torch.autograd.grad`` and
   ``backward`` (backward) and every optimizer step, whoever makes them (the harness's own
   predictions count here too: they are model passes);
@@ -18,6 +19,7 @@ The shares come from one run, so the machine's noise moves all three together.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +34,9 @@ from advbench.cli import main
 # bench's ten built-in attacks (``all`` would add the torchattacks adapter's where installed)
 ATTACKS = "fgsm,fgm,pgd-linf,pgd-l2,apgd-ce,apgd-dlr,apgd-t,random-search,one-pixel,pixel-scan"
 DEFENSES = "none,adv-train-fgsm"
+# BENCH_OVERHEAD_FULL=1: the whole default matrix instead (every defense, the full training
+# split: about 7 minutes), the size the README's first line runs at
+FULL = os.environ.get("BENCH_OVERHEAD_FULL") == "1"
 
 
 class Clock:
@@ -113,9 +118,9 @@ def clocked(monkeypatch) -> Iterator[Clock]:
 
 
 def test_harness_share_of_a_run(tmp_path, monkeypatch):
-    argv = ["run", "--attacks", ATTACKS, "--defenses", DEFENSES, "--n-train", "10000",
-            "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
-            "--executor", "local"]
+    size = ["--defenses", "all"] if FULL else ["--defenses", DEFENSES, "--n-train", "10000"]
+    argv = ["run", "--attacks", ATTACKS, *size, "--out", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache"), "--executor", "local"]
     with clocked(monkeypatch) as clock:
         start = time.perf_counter()
         code = main(argv)
@@ -123,7 +128,7 @@ def test_harness_share_of_a_run(tmp_path, monkeypatch):
     assert code == 0
     plugin_own = clock.plugin - clock.model_in_plugin
     harness = total - clock.model - plugin_own
-    print(f"\n[bench_overhead] bench {' '.join(argv[:5])} ... (cpu preset, 150 samples, "
+    print(f"\n[bench_overhead] bench {' '.join(argv[:6])} ... (cpu preset, 150 samples, "
           f"{torch.get_num_threads()} threads): {total:.1f} s")
     for name, seconds in (("model passes (forward, backward, optimizer)", clock.model),
                           ("plugins' own code (attack.run, defense.fit)", plugin_own),
