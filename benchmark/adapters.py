@@ -15,6 +15,7 @@ import dataclasses
 import inspect
 import math
 import random
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -67,6 +68,30 @@ class AdaptedAttack(Attack):
         accepted = inspect.signature(self.upstream_class).parameters
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         return {**given, **{k: v for k, v in harness.items() if k in accepted}}
+
+
+def adapted_class(spec: AdaptedSpec, base: type[AdaptedAttack], upstream: type,
+                  fields: list[tuple[str, Any, Any]], *, title: str, package: str, version: str,
+                  prefix: str, module: str, **namespace: Any) -> type[AdaptedAttack]:
+    """The bench attack class of one library attack: a dataclass of upstream's arguments
+    (``fields``) plus the recorded ``projected`` and ``upstream`` (``<package>.<class>
+    <version>``), named ``prefix`` + upstream's class name and put in ``module`` under that
+    name, since processes and Ray pickle attacks by name."""
+    fields = [*fields,
+              ("projected", bool, dataclasses.field(default=spec.minimum_norm, init=False)),
+              ("upstream", str, dataclasses.field(
+                  default=f"{package}.{spec.upstream} {version}", init=False))]
+    note = "; output projected onto the ε-ball" if spec.minimum_norm else ""
+    namespace = {"name": spec.name, "norms": spec.norms, "access": spec.access,
+                 "targeted": spec.targeted, "randomized": spec.randomized, "spec": spec,
+                 "upstream_class": upstream,
+                 "description": f"{title} {spec.upstream}: {spec.summary}{note}", **namespace}
+    class_name = prefix + spec.upstream
+    cls = dataclasses.make_dataclass(class_name, fields, bases=(base,), namespace=namespace,
+                                     kw_only=True)
+    cls.__module__ = module
+    setattr(sys.modules[module], class_name, cls)
+    return cls
 
 
 class OracleModel(nn.Module):

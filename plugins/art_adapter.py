@@ -71,6 +71,7 @@ from advbench.adapters import (
     AdaptedAttack,
     AdaptedSpec,
     OracleModel,
+    adapted_class,
     draw_seed,
     project_minimum_norm,
     seeded_global_rng,
@@ -249,20 +250,9 @@ def adapted(spec: Spec) -> type[ArtAttack]:
     upstream = getattr(evasion, spec.upstream)
     fields = [field_for(p, spec) for p in inspect.signature(upstream).parameters.values()
               if p.name not in HARNESS_ARGS]
-    fields += [("projected", bool, dataclasses.field(default=spec.minimum_norm, init=False)),
-               ("upstream", str, dataclasses.field(
-                   default=f"art.{spec.upstream} {art.__version__}", init=False))]
-    note = "; output projected onto the ε-ball" if spec.minimum_norm else ""
-    namespace = {"name": spec.name, "norms": spec.norms, "access": spec.access,
-                 "targeted": spec.targeted, "randomized": spec.randomized, "spec": spec,
-                 "upstream_class": upstream, "presets": spec.presets,
-                 "description": f"ART {spec.upstream}: {spec.summary}{note}"}
-    class_name = "ART" + spec.upstream
-    cls = dataclasses.make_dataclass(class_name, fields, bases=(ArtAttack,),
-                                     namespace=namespace, kw_only=True)
-    cls.__module__ = __name__
-    globals()[class_name] = cls  # importable by name: processes and Ray pickle attacks
-    return cls
+    return adapted_class(spec, ArtAttack, upstream, fields, title="ART", package="art",
+                         version=art.__version__, prefix="ART", module=__name__,
+                         presets=spec.presets)
 
 
 ADAPTED: list[type[ArtAttack]] = [adapted(spec) for spec in SPECS]

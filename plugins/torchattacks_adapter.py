@@ -48,6 +48,7 @@ from advbench.adapters import (
     AdaptedAttack,
     AdaptedSpec,
     OracleModel,
+    adapted_class,
     draw_seed,
     project_minimum_norm,
     seeded_global_rng,
@@ -182,21 +183,9 @@ def adapted(spec: Spec) -> type[TorchattacksAttack]:
     fields = [field_for(p.name, p.default, spec)
               for p in inspect.signature(upstream).parameters.values()
               if p.name not in HARNESS_ARGS]
-    fields += [("projected", bool, dataclasses.field(default=spec.minimum_norm, init=False)),
-               ("upstream", str, dataclasses.field(
-                   default=f"torchattacks.{spec.upstream} {torchattacks.__version__}",
-                   init=False))]
-    note = "; output projected onto the ε-ball" if spec.minimum_norm else ""
-    namespace = {"name": spec.name, "norms": spec.norms, "access": spec.access,
-                 "targeted": spec.targeted, "randomized": spec.randomized, "spec": spec,
-                 "upstream_class": upstream,
-                 "description": f"torchattacks {spec.upstream}: {spec.summary}{note}"}
-    class_name = "TA" + spec.upstream
-    cls = dataclasses.make_dataclass(class_name, fields, bases=(TorchattacksAttack,),
-                                     namespace=namespace, kw_only=True)
-    cls.__module__ = __name__
-    globals()[class_name] = cls  # importable by name: processes and Ray pickle attacks
-    return cls
+    return adapted_class(spec, TorchattacksAttack, upstream, fields, title="torchattacks",
+                         package="torchattacks", version=torchattacks.__version__, prefix="TA",
+                         module=__name__)
 
 
 ADAPTED = [adapted(spec) for spec in SPECS]
