@@ -90,6 +90,10 @@ def build_parser() -> Parser:
                      help="gradient draws per step against a randomized defense (EOT)")
     run.add_argument("--resume", type=Path, metavar="DIR",
                      help="finish an interrupted run in DIR with its recorded configuration")
+    run.add_argument("--cascade", action="store_true",
+                     help="AutoAttack's cascade: per defense and threat model, attacks run "
+                     "cheapest first, each on the samples every earlier one failed on (one "
+                     "trustworthy worst case, faster; per-attack columns are then cumulative)")
     run.add_argument("--targeted", metavar="random|least-likely|CLASS",
                      help="run the targeted-capable attacks toward these targets")
     run.add_argument("--strict-plugins", action="store_true",
@@ -165,7 +169,7 @@ def flag_config(args: argparse.Namespace):
         data_root=args.data_root, out=args.out or default_out(), cache_dir=args.cache_dir,
         batch_size=args.batch_size, strict_plugins=args.strict_plugins, targeted=args.targeted,
         eot_samples=args.eot_samples, options=parse_set(args.options) or None,
-        fresh=args.fresh)
+        fresh=args.fresh, cascade=args.cascade)
 
 
 def resumed_config(folder: Path):

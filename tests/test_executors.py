@@ -79,6 +79,26 @@ def test_a_failing_defense_fails_its_cells_in_a_pool_too(tmp_path):
     assert frame[frame["defense"] == "none"]["valid"].all()
 
 
+def test_a_cascade_in_a_pool_gives_the_local_cascade(tmp_path):
+    """A cascade submits each chain's next cell when the one before it comes back, to a pool
+    whose defended model is long prepared: the rows are the in-process cascade's."""
+    local = one_thread_run(tmp_path, "local-cascade", LocalExecutor(), cascade=True)
+    pooled = one_thread_run(tmp_path, "pool-cascade", ProcessExecutor(2, threads=1),
+                            cascade=True)
+    same_results(pooled, local)
+    assert (local["cascade"] == pooled["cascade"]).all()
+    assert local["cascade"].str.contains(" > ").any()
+
+
+def test_a_failing_defense_fails_every_cell_of_its_cascade_in_a_pool(tmp_path):
+    registry = load_registry(extra=[sample_plugins])
+    frame = one_thread_run(tmp_path, "fails", ProcessExecutor(1, threads=1), cascade=True,
+                           attacks="fgsm,pgd-linf", defenses="fails-training", registry=registry)
+    assert sorted(frame["attack"]) == ["fgsm", "pgd-linf"]
+    assert frame["status"].eq("error").all()
+    assert frame["invalid_reason"].str.contains("training diverged").all()
+
+
 def test_ray_gives_the_local_results_and_survives_a_dying_worker(tmp_path, local_frame,
                                                                   monkeypatch):
     ray = pytest.importorskip("ray")

@@ -38,8 +38,19 @@ def note_number(notes: list[str], text: str) -> int:
     return notes.index(text) + 1
 
 
-def cell_text(row: pd.Series, notes: list[str]) -> str:
-    """Robust accuracy (with ⚠ marks for sanity flags), or why the cell has no number."""
+def cascade_note(part: pd.DataFrame) -> str:
+    """The note of a table whose cells ran as a cascade ("" if they did not)."""
+    chains = [c for c in part.get("cascade", ()) if isinstance(c, str) and c]
+    if not chains:
+        return ""
+    longest = max(chains, key=lambda chain: chain.count(" > "))
+    return (f"cascade ({longest}): each attack ran only on the samples the attacks before it "
+            "left robust; its column is the robust accuracy against it and all of them")
+
+
+def cell_text(row: pd.Series, notes: list[str], cascade: str = "") -> str:
+    """Robust accuracy (with ⚠ marks for sanity flags, and a reference to the ``cascade``
+    note where the cell is cumulative), or why the cell has no number."""
     if not bool(row["valid"]):
         number = note_number(notes, f"{row['defense']} × {row['attack']}: "
                                     f"{row['invalid_reason']}")
@@ -47,6 +58,9 @@ def cell_text(row: pd.Series, notes: list[str]) -> str:
     flags = row.get("flags")
     flags = flags.split("; ") if isinstance(flags, str) and flags else []
     marks = [f"⚠{note_number(notes, row['defense'] + ': ' + flag)}" for flag in flags]
+    chain = str(row.get("cascade") or "")
+    if cascade and " > " in chain and chain.endswith(f" > {row['attack']}"):  # not the first
+        marks.append(f"[{note_number(notes, cascade)}]")
     return " ".join([format_accuracy(row["robust_accuracy"]), *marks])
 
 
@@ -55,13 +69,15 @@ def sections(frame: pd.DataFrame) -> Iterator[Section]:
     frame = frame.assign(column=frame["attack"] + " ε=" + frame["eps"].map(lambda e: f"{e:g}"))
     for keys, part in frame.groupby(SECTION_KEYS, sort=True):
         notes: list[str] = []
+        cascade = cascade_note(part)
         columns = sorted(part["column"].unique())
         ranked = []
         for defense, cells in part.groupby("defense", sort=True):
             by_column = {row["column"]: row for _, row in cells.iterrows()}
             valid = cells[cells["valid"].astype(bool)]
             worst = valid["robust_accuracy"].min() if len(valid) else float("nan")
-            texts = [cell_text(by_column[c], notes) if c in by_column else "" for c in columns]
+            texts = [cell_text(by_column[c], notes, cascade) if c in by_column else ""
+                     for c in columns]
             clean = cells["clean_accuracy"].iloc[0]
             ranked.append((worst, [defense, format_accuracy(clean), *texts,
                                    format_accuracy(worst)]))

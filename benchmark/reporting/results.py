@@ -33,7 +33,7 @@ COLUMNS = [
     "robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high",
     "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean",
     "queries_success_mean", "queries_success_median", "query_budget", "median_norm",
-    "eot_samples", "adaptive",
+    "eot_samples", "adaptive", "cascade",
     "batch_size", "certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
     "certifier", "certified_broken", "abstain_rate",
     *(column for radius in RADIUS_GRID for column in radius_columns(radius)),
@@ -42,6 +42,7 @@ COLUMNS = [
     "cell_key", "schema_version",
 ]
 TEXT_COLUMNS = {"dataset", "model", "defense", "attack", "norm", "split", "targeted", "adaptive",
+                "cascade",
                 "certifier", "broken_by", "flags", "status", "invalid_reason", "attack_config",
                 "defense_config", "cell_key"}
 REQUIRED = ["dataset", "model", "defense", "attack", "norm", "eps", "split", "n_samples",

@@ -54,7 +54,7 @@ from advbench.running.cell_cache import CachedCell, CellCache
 from advbench.running.evaluate import CellOutcome
 from advbench.running.executors import Executor, LocalExecutor, Outcome, get_executor
 from advbench.running.model_cache import cache_roots
-from advbench.running.plan import WORST_CASE, Cell, Plan, RunConfig, build_plan
+from advbench.running.plan import WORST_CASE, Cell, Plan, RunConfig, build_plan, chains
 from advbench.running.progress import RunProgress, Stopwatch
 from advbench.running.run_folder import (
     Previous,
@@ -91,6 +91,28 @@ class Group:
     certified: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)  # cached
 
 
+@dataclass
+class Chain:
+    """A cascade's cells of one defense, split and threat model not yet run, and the samples
+    its finished cells fooled: the next cell skips them."""
+
+    cells: list[Cell]
+    fooled: torch.Tensor | None = None
+
+    def next_cell(self) -> Cell:
+        """The next cell, skipping what the chain fooled so far."""
+        cell = self.cells.pop(0)
+        if self.fooled is None:
+            return cell
+        return dataclasses.replace(cell, skip=tuple(torch.nonzero(self.fooled).flatten().tolist()))
+
+    def absorb(self, row: dict[str, Any], outcome: CellOutcome | None) -> None:
+        """A finished cell's fooled samples (its own and those it skipped); an invalid or
+        failed cell fools none."""
+        if outcome is not None and row["valid"]:
+            self.fooled = outcome.clean_correct & ~outcome.adv_correct
+
+
 class Runner:
     """Submits a plan's tasks to an executor and records what comes back, writing as it goes."""
 
@@ -112,7 +134,7 @@ class Runner:
         self.attack_pictures: list[Path] = []
         self.pictures_of: dict[str, list[Path]] = {}  # cell stem → its pictures, for the cache
         self.smoothing_curves: dict[str, list[float]] = {}
-        self.owners: dict[Any, tuple[Group, Cell]] = {}
+        self.owners: dict[Any, tuple[Group, Cell, Chain | None]] = {}
 
     def keep(self, row: dict[str, Any], outcome: CellOutcome | None) -> None:
         """Append a row (and its per-sample outcome) and rewrite the results files."""
@@ -140,11 +162,24 @@ class Runner:
     def record(self, group: Group, cell: Cell, row: dict[str, Any],
                outcome: CellOutcome | None) -> None:
         """Keep the row of a planned cell and advance the overall bar."""
+        row["cascade"] = self.cascade_text(cell)
         group.rows.append(row)
         self.keep(row, outcome)
         self.progress.cell_done()
         if outcome is not None and row["valid"]:
             group.finished.append((cell, outcome))
+
+    def cascade_text(self, cell: Cell) -> str:
+        """In a cascade, the attacks of the cell's chain up to it (all of them for a worst
+        case), cheapest first: its robust accuracy is against all of these; else ""."""
+        if not self.plan.config.cascade:
+            return ""
+        chain = next(c for c in chains([p for p in self.plan.cells if p.defense is cell.defense])
+                     if (c[0].split, c[0].threat) == (cell.split, cell.threat))
+        names = [c.attack_name for c in chain]
+        if cell.attack is not None:
+            names = names[: names.index(cell.attack_name) + 1]
+        return " > ".join(names)
 
     def keys(self, cell: Cell, defense: Defense) -> tuple[str, str] | None:
         """The cell's key in the run folder and in the cell cache (None: the attack fails to
@@ -225,7 +260,12 @@ class Runner:
             self.log_error(f"defense {entry.name}", "".join(traceback.format_exception(exc)))
             failure = f"defense failed: {one_line(exc)}"
         group = self.groups[entry.name] = Group(entry, defense, failure)
-        for cell in (c for c in self.plan.cells if c.defense is entry):
+        planned = [c for c in self.plan.cells if c.defense is entry]
+        if defense is not None and self.plan.config.cascade:
+            for chain in chains(planned):
+                self.advance(group, Chain(chain))
+            planned = []
+        for cell in planned:
             done = self.reused(cell, defense) if defense is not None else None
             if done is not None:
                 self.record(group, cell, *done)
@@ -235,15 +275,37 @@ class Runner:
             else:
                 if group.prepared is None:
                     group.prepared = self.executor.prepare(defense)
-                self.owners[self.executor.attack(group.prepared, cell, defense)] = (group, cell)
+                self.owners[self.executor.attack(group.prepared, cell, defense)] = (
+                    group, cell, None)
                 group.waiting += 1
         if group.waiting == 0:
             self.finish(group)
         return group
 
-    def receive(self, group: Group, cell: Cell, result: Outcome) -> None:
-        """Record a cell that came back (its pictures too), and close its defense after its
-        last cell."""
+    def advance(self, group: Group, chain: Chain) -> None:
+        """Run a cascade chain on: record its next cells that are already done (resumed or
+        cached) and submit the first that is not, on the samples no earlier cell fooled."""
+        assert group.defense is not None
+        while chain.cells:
+            cell = chain.next_cell()
+            done = self.reused(cell, group.defense)
+            if done is None:
+                if group.prepared is None:
+                    group.prepared = self.executor.prepare(group.defense)
+                handle = self.executor.attack(group.prepared, cell, group.defense)
+                self.owners[handle] = (group, cell, chain)
+                group.waiting += 1
+                return
+            row, outcome = done
+            if cell.skip and outcome is not None and outcome.skipped is None:
+                outcome.skipped = torch.zeros(len(outcome.labels), dtype=torch.bool)
+                outcome.skipped[list(cell.skip)] = True  # a resumed cell's, from its samples
+            self.record(group, cell, row, outcome)
+            chain.absorb(row, outcome)
+
+    def receive(self, group: Group, cell: Cell, chain: Chain | None, result: Outcome) -> None:
+        """Record a cell that came back (its pictures too), run its cascade chain on, and close
+        its defense after its last cell."""
         group.waiting -= 1
         if isinstance(result, CellResult):
             if result.trace:
@@ -264,6 +326,10 @@ class Runner:
                 group.announced = True
             self.record(group, cell, self.worker.row(cell, None, None, None, 0.0, failure),
                         None)
+        if chain is not None:
+            chain.absorb(group.rows[-1], result.outcome if isinstance(result, CellResult)
+                         else None)
+            self.advance(group, chain)
         if group.waiting == 0:
             self.finish(group)
 
@@ -414,11 +480,11 @@ class Runner:
             worst_pred = torch.where(broken_by_any, -1, first.labels)
             combined = CellOutcome(first.clean_correct, worst_pred, first.labels,
                                    torch.stack([o.queries for _, o in members]).sum(dim=0))
-            broken = {cell.attack_name: int((o.clean_correct & ~o.adv_correct).sum())
-                      for cell, o in members}
+            broken = {cell.attack_name: int(o.fooled_here.sum()) for cell, o in members}
             cell = Cell(first_cell.defense, None, first_cell.threat, split)
             row = self.worker.row(cell, None, defense, combined, 0.0, None)
             row["broken_by"] = json.dumps(broken, sort_keys=True)
+            row["cascade"] = self.cascade_text(cell)
             if state is not None:
                 self.worker.add_certification(row, cell, combined, state)
                 row["abstain_rate"] = float((state.clean_pred[split] == -1).float().mean())

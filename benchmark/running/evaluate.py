@@ -39,6 +39,15 @@ class CellOutcome:
     # projected onto the ε-ball (its ``ctx.record["norm_before_projection"]``; NaN where not
     # attacked, inf where it found none); None when the attack reports none.
     needed_norm: torch.Tensor | None = None
+    # In a cascade, the samples earlier attacks of the chain fooled: not attacked, counted as
+    # fooled (prediction −1), so the cell's robust accuracy is that of the chain up to it.
+    skipped: torch.Tensor | None = None
+
+    @property
+    def fooled_here(self) -> torch.Tensor:
+        """Samples this cell's attack fooled itself (not those a cascade skipped)."""
+        fooled = self.clean_correct & ~self.adv_correct
+        return fooled if self.skipped is None else fooled & ~self.skipped
 
     @property
     def adv_correct(self) -> torch.Tensor:
@@ -84,6 +93,7 @@ def attack_cell(
     seal: Seal | None = None,
     sealed: bool = True,
     surrogate: nn.Module | None = None,
+    skip: tuple[int, ...] = (),
 ) -> CellOutcome:
     """Run ``attack`` on every correctly classified sample of ``data``, batch by batch.
 
@@ -94,6 +104,7 @@ def attack_cell(
     it is graded with, runs the model outside the oracle or tampers with the oracle's terms or
     counts makes the cell invalid, and the damage is undone. ``sealed=False`` is for measuring
     the seal's cost only. A ``surrogate`` gives the oracle BPDA gradients (:class:`Oracle`).
+    ``skip``: samples a cascade's earlier attacks fooled, counted as fooled, not attacked.
     """
     graded = {"evaluation images": data.x, "evaluation labels": data.y,
               "clean predictions": clean_pred}
@@ -103,11 +114,11 @@ def attack_cell(
         seal = Seal(model, [Pristine(graded)])
     if seal is None:
         return _attack_batches(model, attack, data, clean_pred, threat, batch_size, device, seed,
-                               targets, eot_samples, on_batch, None, surrogate)
+                               targets, eot_samples, on_batch, None, surrogate, skip)
     seal.covers(graded.values())
     with seal.cell():
         outcome = _attack_batches(model, attack, data, clean_pred, threat, batch_size, device,
-                                  seed, targets, eot_samples, on_batch, seal, surrogate)
+                                  seed, targets, eot_samples, on_batch, seal, surrogate, skip)
         try:
             seal.check_copies()
         except SealBroken as exc:
@@ -119,7 +130,7 @@ def _attack_batches(
     model: nn.Module, attack: Attack, data: Split, clean_pred: torch.Tensor,
     threat: ThreatModel, batch_size: int, device: torch.device, seed: int,
     targets: torch.Tensor | None, eot_samples: int, on_batch: Callable[[int], None],
-    seal: Seal | None, surrogate: nn.Module | None = None,
+    seal: Seal | None, surrogate: nn.Module | None = None, skip: tuple[int, ...] = (),
 ) -> CellOutcome:
     """The batches of :func:`attack_cell`, each checked by the seal (when there is one) before
     the harness predicts on what the attack returned."""
@@ -129,6 +140,12 @@ def _attack_batches(
     adv_pred = clean_pred.clone()
     queries = torch.zeros(len(y_all), dtype=torch.long)
     eligible = clean_correct if targets is None else clean_correct & (targets != y_all)
+    skipped = None
+    if skip:
+        skipped = torch.zeros(len(y_all), dtype=torch.bool)
+        skipped[list(skip)] = True
+        adv_pred[skipped] = -1
+        eligible = eligible & ~skipped
     attacked = torch.nonzero(eligible).flatten()
     shown, shown_adv = attacked[:SHOWN], []
     needed_norm = torch.full((len(y_all),), float("nan"))
@@ -152,12 +169,13 @@ def _attack_batches(
             reason = seal.verdict(watch, oracle, attack) or tampered(
                 x, y, x_all[index].to(device), y_all[index].to(device), adv_pred, queries, ledger)
         if reason is not None:
-            return CellOutcome(clean_correct, adv_pred, y_all, queries, reason)
+            return CellOutcome(clean_correct, adv_pred, y_all, queries, reason, skipped=skipped)
         if raised is not None:
             raise raised
         assert result is not None
         if result.x_adv is None:
-            return CellOutcome(clean_correct, adv_pred, y_all, queries, result.reason)
+            return CellOutcome(clean_correct, adv_pred, y_all, queries, result.reason,
+                               skipped=skipped)
         adv_pred[index] = predict(model, result.x_adv, batch_size, device)
         queries[index] = (oracle.queries if watch is None else watch.queries).cpu()
         ledger = fingerprint([adv_pred, queries])
@@ -168,7 +186,7 @@ def _attack_batches(
         on_batch(len(index))
     return CellOutcome(clean_correct, adv_pred, y_all, queries, shown=shown,
                        shown_adv=torch.cat(shown_adv) if shown_adv else None,
-                       needed_norm=needed_norm if reported else None)
+                       needed_norm=needed_norm if reported else None, skipped=skipped)
 
 
 def either_fooled(first: CellOutcome, second: CellOutcome) -> CellOutcome:
@@ -186,7 +204,7 @@ def either_fooled(first: CellOutcome, second: CellOutcome) -> CellOutcome:
     return CellOutcome(first.clean_correct, adv_pred, first.labels,
                        first.queries + second.queries,
                        first.invalid_reason or second.invalid_reason, first.shown, shown_adv,
-                       needed)
+                       needed, first.skipped)
 
 
 def tampered(x: torch.Tensor, y: torch.Tensor, x_expected: torch.Tensor,

@@ -57,6 +57,9 @@ class RunConfig:
     resume: bool = False  # reuse the finished cells found in ``out``
     fresh: bool = False  # compute every cell and train every model: read no cache (still write)
     eot_samples: int = 8  # gradient draws per step against a randomized defended model
+    # AutoAttack's cascade: per defense and threat model, attacks run cheapest first
+    # (``cascade_rank``), each on the samples every earlier one failed on.
+    cascade: bool = False
     # Plugin arguments, plugin → argument → values; several values run one variant each.
     options: Options | None = None
 
@@ -103,12 +106,15 @@ def check_config(config: RunConfig, where: str | None = None) -> None:
 
 @dataclass
 class Cell:
-    """One cell; ``attack`` is None for the per-sample worst case over a group of cells."""
+    """One cell; ``attack`` is None for the per-sample worst case over a group of cells.
+    ``skip``: in a cascade, the samples earlier attacks of its chain already fooled (not
+    attacked again, counted as fooled); a plan's cell is the same cell whatever it skips."""
 
     defense: Entry
     attack: Entry | None
     threat: ThreatModel
     split: str
+    skip: tuple[int, ...] = field(default=(), compare=False)
 
     @property
     def attack_name(self) -> str:
@@ -139,6 +145,27 @@ class Plan:
     def build(self, entry: Entry) -> Any:
         """An attack or defense instance: the preset's arguments for it, then the user's."""
         return entry.cls(**{**self.preset.options_for(entry.cls), **dict(entry.arguments)})
+
+
+def cascade_rank(entry: Entry) -> int:
+    """Where an attack stands in a cascade, cheapest and most informed first: single-step
+    gradient attacks, iterative gradient attacks, score-based, then decision-based ones (within
+    a rank, the order of ``--attacks``). Black-box attacks coming after every white-box one
+    keeps the gradient-masking check meaningful: what they still break, gradients missed."""
+    access = entry.cls.access
+    if access == "gradient":
+        return 0 if entry.cls.single_step else 1
+    return 2 if access == "scores" else 3
+
+
+def chains(cells: Sequence[Cell]) -> list[list[Cell]]:
+    """A cascade's chains: one defense's cells grouped by split and threat model, each chain in
+    the order of ``cells`` (the plan's, cheapest first)."""
+    grouped: dict[tuple[str, str, str, float], list[Cell]] = {}
+    for cell in cells:
+        key = (cell.defense.name, cell.split, cell.threat.norm, cell.threat.eps)
+        grouped.setdefault(key, []).append(cell)
+    return list(grouped.values())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -337,4 +364,7 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
     ]
     if not plan.cells:
         raise UsageError("the selected attacks and ε give no cell to run")
+    if config.cascade:  # stable: within a rank, the order above
+        plan.cells.sort(key=lambda cell: (defenses.index(cell.defense),
+                                          cascade_rank(cell.attack)))
     return plan

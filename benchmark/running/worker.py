@@ -353,9 +353,11 @@ class Worker:
         state.certifier, state.certified_norm = model.certifier, model.certified_norm
 
     def cell_key(self, cell: Cell, attack_config: str, defense_config: str) -> str:
-        """Hash of everything that determines a cell's numbers (the model follows from them)."""
+        """Hash of everything that determines a cell's numbers (the model follows from them);
+        a cascade's cell that skips nothing is the plain cell."""
         plan = self.plan
-        return content_key({
+        skipped = {"skip": content_key(list(cell.skip))} if cell.skip else {}
+        return content_key({**skipped,
             "dataset": plan.dataset.name, "model": plan.model_plugin.name,
             "defense": cell.defense.name, "attack": cell.attack_name,
             "norm": cell.threat.norm, "eps": cell.threat.eps, "split": cell.split,
@@ -411,12 +413,15 @@ class Worker:
             low, high = wilson_interval(clean, n)
             row.update(clean_accuracy_ci_low=low, clean_accuracy_ci_high=high)
         if outcome is not None and outcome.invalid_reason is None:
-            attacked = outcome.clean_correct
+            attacked = outcome.clean_correct  # in a cascade, not the samples it skipped
+            if outcome.skipped is not None:
+                attacked = attacked & ~outcome.skipped
             row["robust_accuracy"] = robust / n
             low, high = wilson_interval(robust, n)
             row.update(robust_accuracy_ci_low=low, robust_accuracy_ci_high=high)
             row["attack_success_rate"] = (clean - robust) / clean if clean else nan
-            row["queries_mean"] = float(outcome.queries[attacked].float().mean()) if clean else nan
+            row["queries_mean"] = (float(outcome.queries[attacked].float().mean())
+                                   if attacked.any() else nan)
             fooled = outcome.queries[attacked & ~outcome.adv_correct].float()
             if len(fooled):
                 row.update(queries_success_mean=float(fooled.mean()),
@@ -464,7 +469,7 @@ class Worker:
         targets = seal.tensor(f"targets ({split})") if plan.config.targeted else None
         self.progress.step(f"{cell.defense.name} × {cell.attack_name} {cell.threat.norm} "
                            f"ε={cell.threat.eps:g} ({cell.split})",
-                           int((clean_pred == data.y).sum()))
+                           int((clean_pred == data.y).sum()) - len(cell.skip))
         started = time.perf_counter()
         attack, outcome, error, trace = None, None, None, None
         batch_size = plan.config.batch_size
@@ -482,7 +487,8 @@ class Worker:
                         state.model, attack, data, clean_pred, cell.threat,
                         batch_size=batch_size, device=plan.device, seed=plan.config.seed,
                         targets=targets, eot_samples=state.eot_samples,
-                        on_batch=self.progress.advance, seal=seal, surrogate=surrogate)
+                        on_batch=self.progress.advance, seal=seal, surrogate=surrogate,
+                        skip=cell.skip)
                     combined = found if combined is None else either_fooled(combined, found)
                 outcome = combined
             except SealBroken as exc:

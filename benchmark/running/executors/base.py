@@ -45,7 +45,9 @@ class Executor:
         raise NotImplementedError
 
     def attack(self, prepared: Any, cell: Cell, defense: Defense) -> Any:
-        """Submit a cell, to run once ``prepared`` is done; returns its handle."""
+        """Submit a cell, to run once ``prepared`` is done; returns its handle. May be called
+        while ``completed`` is being iterated (a cascade submits a chain's next cell when the
+        one before it comes back), ``prepared`` done or not."""
         raise NotImplementedError
 
     def completed(self) -> Iterator[tuple[Any, Outcome]]:
@@ -161,6 +163,7 @@ class ProcessExecutor(Executor):
         self.running: dict[Future, int] = {}
         self.prepared: dict[int, Defended | BaseException] = {}
         self.queued = 0
+        self.failed: list[tuple[int, BaseException]] = []  # cells whose defense failed before
 
     def start(self, worker: Worker) -> None:
         super().start(worker)
@@ -189,11 +192,20 @@ class ProcessExecutor(Executor):
 
     def attack(self, prepared: int, cell: Cell, defense: Defense) -> int:
         handle = self._new_task("attack", (cell, defense))
-        self.tasks[prepared].waiting.append(handle)
+        if prepared not in self.prepared:
+            self.tasks[prepared].waiting.append(handle)
+        elif isinstance(state := self.prepared[prepared], BaseException):
+            self.failed.append((handle, state))
+        else:
+            self.tasks[handle].args = (cell, defense, state)
+            self._submit(self.tasks[handle])
         return handle
 
     def completed(self) -> Iterator[tuple[int, Outcome]]:
-        while self.running:
+        while self.running or self.failed:
+            if self.failed:
+                yield self.failed.pop(0)
+                continue
             done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
             lost = []
             for future in done:

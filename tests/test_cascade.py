@@ -1,0 +1,122 @@
+"""The cascade (``bench run --cascade``, AutoAttack's way): per defense and threat model the
+attacks run cheapest first, each only on the samples every earlier one failed on. Its rows are
+cumulative, and its worst case is the full matrix's."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import sample_plugins
+
+from advbench import load_registry, run_matrix
+from advbench.cli import main
+from advbench.reporting.leaderboard import to_markdown
+from advbench.running.worker import Worker
+
+# pgd-linf from x₀ is deterministic per sample, so the cascade must match the matrix exactly.
+COMMON = dict(preset="smoke", n_train=2000, n_eval=100, defenses="none",
+              eps={"linf": [0.05, 0.1]}, options={"pgd-linf": {"random_start": False}})
+ATTACKS = "score-random-sign,pgd-linf,fgsm"  # listed against the cascade's order
+PGD = "pgd-linf(random_start=False)"  # the variant's name
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same plan as a full matrix and as a cascade, on one trained model."""
+    root = tmp_path_factory.mktemp("cascade")
+    registry = load_registry(extra=[sample_plugins])
+    frames = {cascade: run_matrix(attacks=ATTACKS, registry=registry, cascade=cascade,
+                                  out=root / str(cascade), cache_dir=root / "cache", **COMMON)
+              for cascade in (False, True)}
+    return frames[False], frames[True], root
+
+
+def robust_of(root, frame: pd.DataFrame, attack: str, eps: float) -> pd.Series:
+    samples = pd.read_parquet(root / "samples.parquet")
+    key = frame[(frame["attack"] == attack) & (frame["eps"] == eps)]["cell_key"].iloc[0]
+    return samples[samples["cell_key"] == key].set_index("sample")
+
+
+def test_attacks_run_single_step_first_and_black_box_last(runs):
+    _, cascade, _ = runs
+    chain = cascade[cascade["eps"] == 0.1].set_index("attack")["cascade"]
+    assert chain["fgsm"] == "fgsm"
+    assert chain[PGD] == f"fgsm > {PGD}"
+    assert chain["score-random-sign"] == chain["worst-case"] == \
+        f"fgsm > {PGD} > score-random-sign"
+    assert list(cascade[cascade["eps"] == 0.1]["attack"]) == [
+        "fgsm", PGD, "score-random-sign", "worst-case"]
+
+
+def test_a_later_attack_runs_only_on_what_the_earlier_left_and_counts_it_as_fooled(runs):
+    full, cascade, root = runs
+    for eps in (0.05, 0.1):
+        fgsm = robust_of(root / "True", cascade, "fgsm", eps)
+        pgd = robust_of(root / "True", cascade, PGD, eps)
+        skipped = fgsm["clean_correct"] & ~fgsm["robust"]
+        assert skipped.any()  # FGSM fooled some: the test would otherwise prove nothing
+        assert (pgd.loc[skipped, "queries"] == 0).all()
+        assert (pgd.loc[skipped, "adv_pred"] == -1).all() and not pgd.loc[skipped, "robust"].any()
+        assert (pgd.loc[fgsm["robust"], "queries"] > 0).all()
+        # Deterministic PGD: per sample, the cascade is the union of the two full cells.
+        union = (robust_of(root / "False", full, "fgsm", eps)["robust"]
+                 & robust_of(root / "False", full, PGD, eps)["robust"])
+        assert pgd["robust"].equals(union)
+
+
+def test_rows_are_cumulative_and_the_first_is_the_plain_cell(runs):
+    full, cascade, _ = runs
+    for eps in (0.05, 0.1):
+        rows = cascade[cascade["eps"] == eps].set_index("attack")
+        plain = full[full["eps"] == eps].set_index("attack")
+        assert rows.loc["fgsm", "cell_key"] == plain.loc["fgsm", "cell_key"]
+        assert rows.loc["fgsm", "robust_accuracy"] == plain.loc["fgsm", "robust_accuracy"]
+        chain = rows.loc[["fgsm", PGD, "score-random-sign"], "robust_accuracy"]
+        assert chain.is_monotonic_decreasing
+        assert rows.loc["worst-case", "robust_accuracy"] == chain.iloc[-1]
+        assert rows.loc[PGD, "cell_key"] != plain.loc[PGD, "cell_key"]
+
+
+def test_broken_by_counts_each_sample_once_for_the_attack_that_broke_it(runs):
+    _, cascade, _ = runs
+    for _, row in cascade[cascade["attack"] == "worst-case"].iterrows():
+        broken = json.loads(row["broken_by"])
+        clean, robust = (round(row[c] * row["n_samples"])
+                         for c in ("clean_accuracy", "robust_accuracy"))
+        assert sum(broken.values()) == clean - robust
+        assert broken["fgsm"] > 0
+
+
+def test_a_resumed_cascade_reruns_nothing_and_gives_the_same_rows(runs, monkeypatch):
+    _, cascade, root = runs
+    attacked = []
+    original = Worker.run_cell
+    monkeypatch.setattr(Worker, "run_cell", lambda self, cell, *a: attacked.append(
+        cell.attack_name) or original(self, cell, *a))
+    again = run_matrix(attacks=ATTACKS, registry=load_registry(extra=[sample_plugins]),
+                       cascade=True, out=root / "True", cache_dir=root / "cache", resume=True,
+                       **COMMON)
+    assert attacked == []
+    columns = ["attack", "eps", "cell_key", "robust_accuracy", "broken_by", "cascade", "flags"]
+    pd.testing.assert_frame_equal(again[columns], cascade[columns])
+
+
+def test_the_leaderboard_says_the_columns_are_cumulative(runs):
+    _, cascade, _ = runs
+    text = to_markdown(cascade)
+    assert f"cascade (fgsm > {PGD} > score-random-sign)" in text
+    cell = next(line for line in text.splitlines() if line.startswith("| none"))
+    assert cell.count("[1]") >= 3  # every attack column refers to the note
+
+
+def test_cascade_is_a_flag_of_bench_run_recorded_in_the_manifest(tmp_path):
+    code = main(["run", "--cascade", "--preset", "smoke", "--n-train", "500", "--n-eval", "20",
+                 "--attacks", "fgsm,fgm", "--defenses", "none", "--out", str(tmp_path / "run"),
+                 "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["config"]["cascade"] is True
+    rows = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(rows["cascade"]) == {"fgsm", "fgm"}  # one attack per threat model
