@@ -124,6 +124,18 @@ def test_black_box_check_uses_the_per_sample_white_box_worst_case_when_given():
     assert flagged_attacks(stronger, "black-box attack beats") == {"random-search"}
 
 
+def test_in_a_cascade_the_black_box_check_counts_what_white_box_attacks_missed():
+    """Cascade rows are cumulative: random search after APGD leaving 0.35 where APGD's chain
+    left 0.38 broke 3 samples of 100 every white-box attack missed (AutoAttack's check)."""
+    cells = cells_of(("apgd-ce", "gradient", False, 0.38), ("random-search", "scores", False,
+                                                             0.35))
+    cells["cascade"] = ["apgd-ce", "apgd-ce > random-search"]
+    assert flagged_attacks(cells, "broke 3 more samples (gradient masking?)") == {
+        "random-search"}
+    cells.at[1, "robust_accuracy"] = 0.37  # one sample: within the slack of two
+    assert flagged_attacks(cells, "gradient masking") == set()
+
+
 def test_apgd_attacks_are_iterative_for_the_single_step_check():
     registry = load_registry()
     for name in ("apgd-ce", "apgd-dlr", "apgd-t"):
