@@ -59,7 +59,7 @@ def cell_text(row: pd.Series, notes: list[str], cascade: str = "") -> str:
     flags = flags.split("; ") if isinstance(flags, str) and flags else []
     marks = [f"⚠{note_number(notes, row['defense'] + ': ' + flag)}" for flag in flags]
     chain = str(row.get("cascade") or "")
-    if cascade and " > " in chain and chain.endswith(f" > {row['attack']}"):  # not the first
+    if cascade and chain.endswith(f" > {row['attack']}"):  # cumulative: not a chain's first
         marks.append(f"[{note_number(notes, cascade)}]")
     return " ".join([format_accuracy(row["robust_accuracy"]), *marks])
 

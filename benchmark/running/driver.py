@@ -51,7 +51,7 @@ from advbench.reporting.results import (
 from advbench.reporting.sanity import cell_flags, defense_flags, zero_gradient_fraction
 from advbench.reporting.site import write_site
 from advbench.running.cell_cache import CachedCell, CellCache
-from advbench.running.evaluate import CellOutcome
+from advbench.running.evaluate import CellOutcome, skip_mask
 from advbench.running.executors import Executor, LocalExecutor, Outcome, get_executor
 from advbench.running.model_cache import cache_roots
 from advbench.running.plan import WORST_CASE, Cell, Plan, RunConfig, build_plan, chains
@@ -298,8 +298,7 @@ class Runner:
                 return
             row, outcome = done
             if cell.skip and outcome is not None and outcome.skipped is None:
-                outcome.skipped = torch.zeros(len(outcome.labels), dtype=torch.bool)
-                outcome.skipped[list(cell.skip)] = True  # a resumed cell's, from its samples
+                outcome.skipped = skip_mask(len(outcome.labels), cell.skip)  # a resumed cell's
             self.record(group, cell, row, outcome)
             chain.absorb(row, outcome)
 

@@ -59,6 +59,13 @@ class CellOutcome:
         return self.clean_correct & self.adv_correct
 
 
+def skip_mask(n: int, skip: tuple[int, ...]) -> torch.Tensor:
+    """The samples a cascade's cell skips, as a mask over its ``n`` samples."""
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[list(skip)] = True
+    return mask
+
+
 @torch.no_grad()
 def is_randomized(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether two forward passes on the same inputs differ (a random defense)."""
@@ -142,8 +149,7 @@ def _attack_batches(
     eligible = clean_correct if targets is None else clean_correct & (targets != y_all)
     skipped = None
     if skip:
-        skipped = torch.zeros(len(y_all), dtype=torch.bool)
-        skipped[list(skip)] = True
+        skipped = skip_mask(len(y_all), skip)
         adv_pred[skipped] = -1
         eligible = eligible & ~skipped
     attacked = torch.nonzero(eligible).flatten()
