@@ -7,6 +7,7 @@ import dataclasses
 import json
 import multiprocessing
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,8 +21,10 @@ from advbench.running.cell_cache import CachedCell, CellCache
 from advbench.running.evaluate import CellOutcome
 from advbench.running.model_cache import ModelCache
 from advbench.running.plan import RunConfig, build_plan
+from advbench.data import read_idx
 from advbench.running.worker import Worker
 from advbench.threat import ThreatModel
+from test_datasets import write_idx
 
 TINY = dict(model="sample_models:tiny_mlp", preset="smoke", n_train=1000, n_eval=40,
             defenses="none")
@@ -84,6 +87,18 @@ def other_training(plan):
     return dataclasses.replace(plan, settings=settings)
 
 
+def other_evaluation(plan, labels: bool):
+    """The same sample indices, with one label, or one pixel, changed."""
+    data = plan.evaluation["test"]
+    x, y = data.x.clone(), data.y.clone()
+    if labels:
+        y[0] = (y[0] + 1) % 10
+    else:
+        x[0, 0, 0, 0] = 1 - x[0, 0, 0, 0]
+    return dataclasses.replace(plan, evaluation={"test": dataclasses.replace(
+        data, x=x, y=y, fingerprint=None)})
+
+
 # Each part: (plan, cell, attack config, user model) → the same with that part changed.
 PARTS = {
     "defended model: training data": lambda p, c, a, u: (other_train_data(p), c, a, u),
@@ -102,10 +117,13 @@ PARTS = {
     "norm": lambda p, c, a, u: (p, dataclasses.replace(c, threat=ThreatModel("l2", 0.1)), a, u),
     "eps": lambda p, c, a, u: (p, dataclasses.replace(c, threat=ThreatModel("linf", 0.2)), a, u),
     "targeted": lambda p, c, a, u: (replace_config(p, targeted="random"), c, a, u),
+    "evaluation labels": lambda p, c, a, u: (other_evaluation(p, labels=True), c, a, u),
+    "evaluation images": lambda p, c, a, u: (other_evaluation(p, labels=False), c, a, u),
     "sample hash": lambda p, c, a, u: (dataclasses.replace(
         p, sample_hashes={**p.sample_hashes, "test": "other"}), c, a, u),
     "split": lambda p, c, a, u: (dataclasses.replace(
-        p, sample_hashes={**p.sample_hashes, "train": p.sample_hashes["test"]}),
+        p, sample_hashes={**p.sample_hashes, "train": p.sample_hashes["test"]},
+        evaluation={**p.evaluation, "train": p.evaluation["test"]}),
         dataclasses.replace(c, split="train"), a, u),
     "seed": lambda p, c, a, u: (replace_config(p, seed=1), c, a, u),
     "eot samples": lambda p, c, a, u: (replace_config(p, eot_samples=2), c, a, u),
@@ -173,6 +191,35 @@ def test_the_same_command_twice_computes_no_cell(tmp_path, computed, capsys):
     assert "reused" not in capsys.readouterr().out
     assert manifest(tmp_path / "fresh")["reused_cells"] == 0
     pd.testing.assert_frame_equal(results(tmp_path / "fresh"), first)
+
+
+def shifted_labels_copy(registry, folder: Path) -> Path:
+    """Fashion-MNIST's files in ``folder`` (linked), each test label moved to the next class."""
+    folder.mkdir()
+    dataset = registry.get("dataset", "fashion-mnist").cls()
+    for split in ("train", "test"):
+        for name in dataset.load(split, None).files:
+            (folder / Path(name).name).symlink_to(name)
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    shifted = (read_idx(labels) + 1) % 10
+    labels.unlink()
+    write_idx(labels, shifted, compress=True)
+    return folder
+
+
+def test_cells_are_keyed_on_the_data_not_its_indices(tmp_path, computed, registry):
+    """Issue #30: another --data-root with as many samples reused the cell computed on
+    Fashion-MNIST (and the reverse); the key now hashes the evaluation images and labels."""
+    copy = shifted_labels_copy(registry, tmp_path / "shifted")
+    run = dict(attacks="fgsm", cache_dir=tmp_path / "cache", **TINY)
+    first = run_matrix(**run)
+    shifted = run_matrix(**run, data_root=copy)
+    assert shifted.attrs["manifest"]["reused_cells"] == 0 and computed["fgsm"] == 2
+    assert computed["defended models"] == 2  # the model itself (same training data) is cached
+    assert shifted["clean_accuracy"].iloc[0] != first["clean_accuracy"].iloc[0]
+    again = run_matrix(**run)  # the entry the copy wrote is not this data's
+    assert again.attrs["manifest"]["reused_cells"] == 1 and computed["fgsm"] == 2
+    pd.testing.assert_frame_equal(first.drop(columns="seconds"), again.drop(columns="seconds"))
 
 
 def test_adding_an_attack_computes_only_its_cells(tmp_path, computed):

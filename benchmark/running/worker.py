@@ -353,8 +353,10 @@ class Worker:
         state.certifier, state.certified_norm = model.certifier, model.certified_norm
 
     def cell_key(self, cell: Cell, attack_config: str, defense_config: str) -> str:
-        """Hash of everything that determines a cell's numbers (the model follows from them);
-        a cascade's cell that skips nothing is the plain cell."""
+        """Hash of everything that determines a cell's numbers (the model follows from them):
+        the evaluation images and labels themselves (another --data-root with as many samples
+        must not reuse a cell), not only their indices; a cascade's cell that skips nothing is
+        the plain cell."""
         plan = self.plan
         skipped = {"skip": content_key(list(cell.skip))} if cell.skip else {}
         return content_key({**skipped,
@@ -364,8 +366,20 @@ class Worker:
             "seed": plan.config.seed, "attack_config": attack_config,
             "defense_config": defense_config, "targeted": plan.config.targeted or "",
             "sample": plan.sample_hashes[cell.split],
+            "data": data_fingerprint(plan.evaluation[cell.split]),
+            "targets": self.targets_fingerprint(cell.split),
             "training": plan.settings[cell.defense.cls.name],
             "batch_size": plan.config.batch_size})
+
+    def targets_fingerprint(self, split: str) -> str:
+        """A hash of the targets of ``--targeted random`` or a class, which the data decide;
+        least-likely targets follow from the model and the data, both already in the key."""
+        config, data = self.plan.config, self.plan.evaluation[split]
+        if config.targeted in (None, "least-likely"):
+            return ""
+        return tensor_hash(choose_targets(config.targeted, nn.Identity(), data,
+                                          self.plan.dataset.num_classes, config.batch_size,
+                                          torch.device("cpu"), config.seed))
 
     def cache_key(self, cell: Cell, defense: Defense, attack_config: str,
                   defense_config: str) -> str:
