@@ -20,11 +20,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from advbench.oracle import ACCESS_LEVELS
+from advbench.oracle import ACCESS_LEVELS, counts_tensor
 
 SHOWN = 3  # names listed in a reason before "and N more"
 _BITS = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}
@@ -182,29 +183,36 @@ def rank(level: str) -> int:
 @dataclass
 class Watch:
     """One attack batch as the harness sees it: the terms it was given (kept here, not on the
-    oracle the attack holds), the queries charged per sample, and the rules it broke."""
+    oracle the attack holds), the queries charged per sample, and the rules it broke. The
+    counts are NumPy's, so that an attack inside ``torch.func`` never sees them."""
 
     access: str
     max_queries: int | None
     eot_samples: int
-    queries: torch.Tensor
+    counts: np.ndarray
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     depth: int = 0  # > 0 while the oracle runs the model
     allowance: int | None = 0  # rows the model may still see in this query (None: any)
     violations: list[str] = field(default_factory=list)
+
+    @property
+    def queries(self) -> torch.Tensor:
+        """The harness's tally per sample, as the oracle shows its own (dtype, device)."""
+        return counts_tensor(self.counts, self.device)
 
     def violate(self, reason: str) -> None:
         if reason not in self.violations:
             self.violations.append(reason)
 
     @contextlib.contextmanager
-    def query(self, level: str, index: torch.Tensor, rows: int | None) -> Iterator[None]:
-        """The oracle runs the model once on ``rows`` inputs (None: the model's own ``predict``
-        decides how often) for the samples in ``index``, at access ``level``."""
+    def query(self, level: str, positions: np.ndarray, rows: int | None) -> Iterator[None]:
+        """The oracle runs the model on ``rows`` inputs (None: the model's own ``predict``
+        decides how often) for the samples at ``positions`` (one entry per row charged), at
+        access ``level``."""
         if rank(level) > rank(self.access):
             self.violate(f"it used {level} access but declared access={self.access!r}")
-        self.queries.index_add_(0, index.to(self.queries.device), torch.ones_like(
-            index, device=self.queries.device))
-        if self.max_queries is not None and bool((self.queries > self.max_queries).any()):
+        np.add.at(self.counts, np.asarray(positions, dtype=np.int64), 1)
+        if self.max_queries is not None and bool((self.counts > self.max_queries).any()):
             self.violate(f"it went past its budget of {self.max_queries} queries per sample")
         self.depth += 1
         self.allowance = rows
@@ -304,8 +312,8 @@ class Seal:
     def watch(self, access: str, max_queries: int | None, eot_samples: int, n: int) -> Watch:
         """Arm the hooks for one attack batch of ``n`` samples under the harness's terms."""
         device = next(iter(self.model.model.parameters()), torch.empty(0)).device  # as Oracle
-        self.current = Watch(access, max_queries, eot_samples,
-                             torch.zeros(n, dtype=torch.long, device=device))
+        self.current = Watch(access, max_queries, eot_samples, np.zeros(n, dtype=np.int64),
+                             device)
         return self.current
 
     def verdict(self, watch: Watch, oracle: Any, attack: Any) -> str | None:
@@ -328,7 +336,7 @@ class Seal:
         counted = getattr(oracle, "queries", None)
         if not isinstance(counted, torch.Tensor) or not identical(counted, watch.queries):
             reasons.append(f"it changed oracle.queries (the harness counted "
-                           f"{int(watch.queries.sum())} queries)")
+                           f"{int(watch.counts.sum())} queries)")
         changed = self.model.changes()
         if changed:
             reasons.append(f"the attack modified the model: {listed(changed)}")
