@@ -23,8 +23,9 @@ seed), ``batch-size-invariant`` (``randomized=False`` only), ``targeted`` and
 ``access`` and ``query-budget`` are reported by whichever run first breaks them.
 Defense rules: ``attributes``, ``constructible``, ``config``, ``fit``, ``wrap``, ``randomized``,
 ``deterministic`` (``randomized=False`` only), ``global-rng`` (fit, wrap and forward draw
-nothing from torch's global RNG), ``training-loss`` (no ``.backward()`` inside it). The kit
-leaves the global RNG as it found it.
+nothing from torch's global RNG), ``bpda-surrogate`` (a declared surrogate gives the wrapped
+model's logit shape and an input gradient), ``training-loss`` (no ``.backward()`` inside
+it). The kit leaves the global RNG as it found it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from torch import nn
 
 from advbench.attack import Attack, AttackContext
 from advbench.data import Split
-from advbench.defense import Defense, TrainContext, TrainSettings
+from advbench.defense import Defense, TrainContext, TrainSettings, bpda_surrogate
 from advbench.oracle import ACCESS_LEVELS, AccessError, Oracle, QueryBudgetExceeded
 from advbench.plugin_system.loader import one_line
 from advbench.running.guard import Pristine, Seal, Watch
@@ -596,6 +597,28 @@ class DefenseProbe:
                  "seeded from ctx.seed), and from the wrapper's own generator, restarted by "
                  "its reseed(seed), at inference")
 
+    def bpda_surrogate(self) -> None:
+        """A declared ``bpda_surrogate`` of the fitted model is an ``nn.Module`` giving finite
+        logits of the wrapped model's shape, differentiable with respect to the input (gradient
+        attacks differentiate it under BPDA)."""
+        defense, fitted = self.fitted
+        try:
+            surrogate = bpda_surrogate(defense, fitted)
+        except Exception as exc:
+            fail(self.cls, "bpda-surrogate", f"bpda_surrogate() raised {one_line(exc)}")
+        if surrogate is fitted:
+            return
+        self.check_output("bpda-surrogate", surrogate, "the BPDA surrogate")
+        x = self.x.clone().requires_grad_(True)
+        try:
+            with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+                (grad,) = torch.autograd.grad(surrogate(x).sum(), x)
+        except RuntimeError as exc:
+            fail(self.cls, "bpda-surrogate", f"the BPDA surrogate is not differentiable with "
+                 f"respect to its input ({one_line(exc)})")
+        if not bool(torch.isfinite(grad).all()):
+            fail(self.cls, "bpda-surrogate", "the BPDA surrogate's input gradient is not finite")
+
     def training_loss(self) -> None:
         """``training_loss`` returns a scalar attached to the graph and leaves ``backward`` to
         the training loop (a ``.backward()`` left inside frees the graph or doubles the
@@ -633,6 +656,7 @@ class DefenseProbe:
         yield "randomized", self.randomized
         yield "deterministic", self.deterministic
         yield "global-rng", self.global_rng
+        yield "bpda-surrogate", self.bpda_surrogate
         yield "training-loss", self.training_loss
 
 

@@ -187,3 +187,23 @@ class Defense:
     def wrap(self, model: nn.Module) -> nn.Module:
         """The classifier attacks will face, built around the trained model."""
         return model
+
+    def bpda_surrogate(self, model: nn.Module) -> nn.Module | None:
+        """A differentiable stand-in for ``wrap(model)`` that gradient attacks differentiate
+        under BPDA (Athalye, Carlini & Wagner 2018), while predictions stay the wrapped
+        model's: e.g. the wrapper without its non-differentiable step. Build it around
+        ``model`` itself (share its parameters, copy nothing) and keep it deterministic. None
+        (the default): ``model``, as if the whole wrapper were the identity."""
+        return None
+
+
+def bpda_surrogate(defense: Defense, model: nn.Module) -> nn.Module:
+    """What gradient attacks differentiate when the harness uses BPDA on ``defense``: its own
+    :meth:`Defense.bpda_surrogate` of the trained ``model``, else ``model`` itself."""
+    surrogate = defense.bpda_surrogate(model)
+    if surrogate is None:
+        return model
+    if not isinstance(surrogate, nn.Module):
+        raise TypeError(f"bpda_surrogate() returned {type(surrogate).__name__}, not an "
+                        "nn.Module (or None for the trained model itself)")
+    return surrogate.eval()

@@ -26,7 +26,14 @@ from advbench.algorithms.smoothing import certified_accuracy
 from advbench.algorithms.training import training_steps
 from advbench.attack import Attack
 from advbench.data import Split
-from advbench.defense import Certifier, DatasetInfo, Defense, Reseedable, TrainContext
+from advbench.defense import (
+    Certifier,
+    DatasetInfo,
+    Defense,
+    Reseedable,
+    TrainContext,
+    bpda_surrogate,
+)
 from advbench.oracle import Oracle
 from advbench.plugin_system.loader import one_line
 from advbench.reporting.pictures import cell_stem
@@ -304,12 +311,14 @@ class Worker:
         if randomized:
             state.log.append(f"{type(defense).name}: randomized model detected, gradient "
                              f"attacks use EOT over {config.eot_samples} draws")
-        if model is not base and (not randomized or zero_gradient_fraction(
+        surrogate = bpda_surrogate(defense, base)  # the defense's own, else the identity
+        if model is not base and (surrogate is not base or not randomized or zero_gradient_fraction(
                 model, next(iter(plan.evaluation.values())), plan.device) > ZERO_GRADIENT_LIMIT):
-            state.bpda, state.surrogate = True, base
+            state.bpda, state.surrogate = True, surrogate
             state.log.append(f"{type(defense).name}: the defense wraps its trained model, "
-                             "gradient attacks also run with BPDA (the unwrapped model's "
-                             "gradients)")
+                             "gradient attacks also run with BPDA (" + (
+                                 "its bpda_surrogate's" if surrogate is not base else
+                                 "the unwrapped model's") + " gradients)")
         state.seconds["training"] = trained - started
         certifying = time.perf_counter()
         state.seconds["preparation"] = certifying - trained
@@ -333,7 +342,7 @@ class Worker:
             base = self.base_model()
             base.load_state_dict(state.weights)
             state.model = defense.wrap(base.eval()).eval()
-            state.surrogate = base if state.bpda else None
+            state.surrogate = bpda_surrogate(defense, base) if state.bpda else None
         self.seal(state)
         return state
 
@@ -496,6 +505,8 @@ class Worker:
                 combined = None
                 for surrogate in surrogates:  # the same seeds for each run
                     reseed(state.model, cell_seed(cell))
+                    if surrogate is not None:
+                        reseed(surrogate, cell_seed(cell))
                     torch.manual_seed(cell_seed(cell))
                     found = attack_cell(
                         state.model, attack, data, clean_pred, cell.threat,
