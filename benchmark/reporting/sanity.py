@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -18,11 +19,12 @@ from advbench.oracle import Oracle
 ZERO_GRADIENT_LIMIT = 0.05
 UNBOUNDED = {"linf": 1.0}
 UNBOUNDED_LIMIT = 0.05
+SLACK_SAMPLES = 2  # smaller differences are noise of random attacks, not a finding
 
 
 def slack(n: int) -> float:
-    """Two samples' worth: smaller differences are noise of random attacks, not a finding."""
-    return 2.0 / max(n, 1)
+    """Two samples' worth, as a share of ``n``."""
+    return SLACK_SAMPLES / max(n, 1)
 
 
 def eps_zero_differs(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
@@ -61,29 +63,58 @@ def single_step_beats_iterative(cells: pd.DataFrame) -> Iterator[tuple[int, str]
                 yield index, "a single-step attack beats this iterative one"
 
 
-def white_box_robust_accuracy(white: pd.DataFrame) -> float:
-    """What the white-box attacks of one threat model leave robust, at their strongest.
+def per_sample(rows: pd.DataFrame) -> list[list[bool]] | None:
+    """The rows' per-sample outcomes (``robust_samples``: one boolean per evaluation sample,
+    robust = correct before and after the attack), or None where a row lacks one or their
+    lengths differ."""
+    if "robust_samples" not in rows or rows.empty:
+        return None
+    masks = list(rows["robust_samples"])
+    if any(not isinstance(mask, (list, tuple, np.ndarray)) or len(mask) == 0 for mask in masks):
+        return None
+    if len({len(mask) for mask in masks}) != 1:
+        return None
+    return [[bool(robust) for robust in mask] for mask in masks]
 
-    With per-sample outcomes (a ``robust_samples`` column: one boolean per evaluation sample,
-    robust = correct before and after the attack) it is the per-sample worst case, a sample
-    counting as robust only if every white-box attack failed on it; without, the robust
-    accuracy of the strongest single white-box attack (APGD, when the run has it)."""
-    if "robust_samples" in white and white["robust_samples"].notna().all():
-        masks = [list(samples) for samples in white["robust_samples"]]
-        if len({len(mask) for mask in masks}) == 1 and masks[0]:
-            robust = [all(column) for column in zip(*masks, strict=True)]
-            return sum(robust) / len(robust)
-    return float(white["robust_accuracy"].min())
+
+def robust_to_all(masks: list[list[bool]]) -> list[bool]:
+    """Per sample: robust to every one of the attacks (the per-sample worst case)."""
+    return [all(column) for column in zip(*masks, strict=True)]
+
+
+def white_box_robust_accuracy(white: pd.DataFrame) -> float:
+    """What the white-box attacks of one threat model leave robust, at their strongest: with
+    per-sample outcomes the per-sample worst case (robust only if every white-box attack failed
+    on it); without, the robust accuracy of the strongest single white-box attack."""
+    masks = per_sample(white)
+    if masks is None:
+        return float(white["robust_accuracy"].min())
+    robust = robust_to_all(masks)
+    return sum(robust) / len(robust)
+
+
+def missed_by_white_box(white: pd.DataFrame, black: pd.DataFrame) -> int | None:
+    """AutoAttack's per-sample check: how many samples the one black-box row of ``black``
+    broke that every white-box attack left robust (None without per-sample outcomes for all of
+    them). A cascade's rows are cumulative: there it counts what the black-box attacks up to
+    that row broke after the white-box ones."""
+    masks = per_sample(pd.concat([white, black]))
+    if masks is None:
+        return None
+    survived_white, black_robust = robust_to_all(masks[:-1]), masks[-1]
+    return sum(w and not b for w, b in zip(survived_white, black_robust, strict=True))
 
 
 def black_box_beats_white_box(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
-    """A black-box attack leaving clearly fewer robust samples than the strongest white-box
-    evidence (:func:`white_box_robust_accuracy`): the gradients mislead, the model is not
-    robust. Comparing with the strongest white-box attack, not with each, keeps the flag about
+    """Black-box attacks that break what the gradients missed: the gradients mislead, the
+    model is not as robust as white-box attacks say. With per-sample outcomes (in every mode)
+    it is AutoAttack's check: more than two samples broken that every white-box attack left
+    robust, flagged with the count. Without them, the totals: a black-box attack leaving
+    clearly fewer robust samples than the strongest white-box evidence
+    (:func:`white_box_robust_accuracy`); in a cascade the rows' difference is the count.
+    Comparing with the white-box attacks together, not with each, keeps the flag about
     gradient masking rather than about a weak white-box attack (fixed-step PGD against a
-    model where random search does better). In a cascade the rows are cumulative, so this is
-    AutoAttack's check, sharper than the full matrix's: the black-box attack broke more than
-    two samples' worth that every white-box attack missed."""
+    model where random search does better)."""
     for _, group in cells.groupby(["norm", "eps", "split"]):
         white = group[group["access"] == "gradient"]
         black = group[group["access"] != "gradient"]
@@ -92,14 +123,18 @@ def black_box_beats_white_box(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
         n = group["n_samples"].iloc[0]
         strongest = white_box_robust_accuracy(white)
         for index, row in black.iterrows():
-            if row["robust_accuracy"] >= strongest - slack(n):
-                continue
-            if isinstance(row.get("cascade"), str) and row["cascade"]:  # cumulative rows
-                more = round((strongest - row["robust_accuracy"]) * n)
-                yield index, (f"after every white-box attack of the cascade, a black-box attack "
-                              f"broke {more} more samples (gradient masking?)")
-            else:
-                yield index, "a black-box attack beats every white-box one (gradient masking?)"
+            cumulative = isinstance(row.get("cascade"), str) and bool(row["cascade"])
+            missed = missed_by_white_box(white, black.loc[[index]])
+            if missed is None and cumulative:
+                missed = round((strongest - row["robust_accuracy"]) * n)
+            if missed is None:
+                if row["robust_accuracy"] < strongest - slack(n):
+                    yield index, "a black-box attack beats every white-box one (gradient masking?)"
+            elif missed > SLACK_SAMPLES:
+                yield index, (f"after every white-box attack of the cascade, black-box attacks "
+                              f"broke {missed} more samples (gradient masking?)" if cumulative
+                              else f"a black-box attack broke {missed} samples every white-box "
+                              "attack missed (gradient masking?)")
 
 
 def certified_sample_broken(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
