@@ -90,10 +90,12 @@ def build_parser() -> Parser:
                      help="gradient draws per step against a randomized defense (EOT)")
     run.add_argument("--resume", type=Path, metavar="DIR",
                      help="finish an interrupted run in DIR with its recorded configuration")
-    run.add_argument("--cascade", action="store_true",
+    run.add_argument("--cascade", action=argparse.BooleanOptionalAction,
                      help="AutoAttack's cascade: per defense and threat model, attacks run "
                      "cheapest first, each on the samples every earlier one failed on (one "
-                     "trustworthy worst case, faster; per-attack columns are then cumulative)")
+                     "trustworthy worst case, faster; per-attack columns are then cumulative). "
+                     "Default: the preset's (cpu and paper cascade, smoke does not); "
+                     "--no-cascade gives every attack its own full-matrix row")
     run.add_argument("--targeted", metavar="random|least-likely|CLASS",
                      help="run the targeted-capable attacks toward these targets")
     run.add_argument("--strict-plugins", action="store_true",

@@ -31,8 +31,8 @@ class APGDT(APGDTargetedAttack):
     description = "targeted Auto-PGD on the DLR loss over the top-k classes (Croce & Hein 2020)"
     # Sized to the cpu matrix like apgd-ce (measurements in advbench_plugins.apgd_ce).
     presets = {"smoke": {"iterations": 10, "target_classes": 3},
-               "cpu": {"iterations": 10, "target_classes": 3},
-               "paper": {"iterations": 20, "target_classes": 9}}
+               "cpu": {"iterations": 100, "target_classes": 9},
+               "paper": {"iterations": 100, "target_classes": 9}}
 
 
 @hookimpl

@@ -120,3 +120,33 @@ def test_cascade_is_a_flag_of_bench_run_recorded_in_the_manifest(tmp_path):
     assert manifest["config"]["cascade"] is True
     rows = pd.read_csv(tmp_path / "run" / "results.csv")
     assert set(rows["cascade"]) == {"fgsm", "fgm"}  # one attack per threat model
+
+
+@pytest.mark.parametrize(("preset", "given", "expected"), [
+    ("cpu", None, True), ("paper", None, True), ("smoke", None, False),
+    ("cpu", False, False), ("smoke", True, True)])
+def test_the_preset_decides_the_mode_unless_the_flag_does(preset, given, expected):
+    """The default run (cpu) and the published one (paper) cascade; smoke, which checks that
+    every attack runs, gives each attack every sample; ``--cascade``/``--no-cascade`` win."""
+    from advbench.running.plan import RunConfig, build_plan
+
+    plan = build_plan(RunConfig(attacks="fgsm,pgd-linf", defenses="none", preset=preset,
+                                cascade=given), load_registry())
+    assert plan.config.cascade is expected
+
+
+def test_no_cascade_gives_every_attack_its_own_row_and_the_manifest_says_which(tmp_path):
+    """At the default preset without a flag the run cascades; ``--no-cascade`` gives the full
+    matrix. The manifest records the mode either way, and the same command started again
+    resumes its folder (the recorded config is the decided one)."""
+    common = ["--n-train", "500", "--n-eval", "20", "--attacks", "fgsm,pgd-linf",
+              "--defenses", "none", "--cache-dir", str(tmp_path / "cache")]
+    for flags, name, cascade in (([], "default", True), (["--no-cascade"], "full", False)):
+        out = tmp_path / name
+        assert main(["run", *common, *flags, "--out", str(out)]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["config"]["cascade"] is cascade
+        rows = pd.read_csv(out / "results.csv", keep_default_na=False).set_index("attack")
+        assert rows.loc["pgd-linf", "cascade"] == ("fgsm > pgd-linf" if cascade else "")
+        assert ("cascade (fgsm > pgd-linf)" in (out / "leaderboard.md").read_text()) is cascade
+    assert main(["run", *common, "--out", str(tmp_path / "default")]) == 0

@@ -22,8 +22,12 @@ EXPECTED_EPOCHS = {
             "gaussian-smoothing": 2},
     "paper": {"adv-train-fgsm": 5, "adv-train-pgd": 10, "certified-training": 5},
 }
-CPU_APGD = {"apgd-ce": {"iterations": 20}, "apgd-dlr": {"iterations": 10},
-            "apgd-t": {"iterations": 10, "target_classes": 3}}
+SMOKE_APGD = {"apgd-ce": {"iterations": 20}, "apgd-dlr": {"iterations": 10},
+              "apgd-t": {"iterations": 10, "target_classes": 3}}
+# The cpu preset cascades (#25): AutoAttack's APGD-CE 100 and APGD-T 100 × 9 run only on the
+# samples cheaper attacks left, and stop on each sample they fool.
+CPU_APGD = {"apgd-ce": {"iterations": 100}, "apgd-dlr": {"iterations": 10},
+            "apgd-t": {"iterations": 100, "target_classes": 9}}
 # The ART adapter's CPU sizing (its first version's): ART's defaults take hours on a CPU.
 ART = {
     "smoke": {"art-cw-l2": {"binary_search_steps": 3, "initial_const": 1.0},
@@ -37,13 +41,22 @@ ART = {
             "art-hopskipjump": {"max_iter": 10, "max_eval": 1000},
             "art-boundary": {"max_iter": 500}},
 }
+# FAB (fab-linf, fab-l2, fab-t), as its plugins size it.
+FAB = {
+    "smoke": {"fab-linf": {"iterations": 10}, "fab-l2": {"iterations": 10},
+              "fab-t": {"iterations": 10, "target_classes": 3}},
+    "cpu": {"fab-linf": {"iterations": 20}, "fab-l2": {"iterations": 20},
+            "fab-t": {"iterations": 20, "target_classes": 3}},
+    "paper": {"fab-linf": {"iterations": 100}, "fab-l2": {"iterations": 100},
+              "fab-t": {"iterations": 100, "target_classes": 9}},
+}
 EXPECTED_OPTIONS = {
-    "smoke": {**CPU_APGD, **ART["smoke"]},
+    "smoke": {**SMOKE_APGD, **ART["smoke"], **FAB["smoke"]},
     "cpu": {"gaussian-smoothing": {"n": 100, "m": 2}, "pixel-scan": {"values": (1.0,)},
-            **CPU_APGD, **ART["cpu"]},
+            **CPU_APGD, **ART["cpu"], **FAB["cpu"]},
     "paper": {"adv-train-pgd": {"clean_fraction": 0.3},
               "apgd-ce": {"iterations": 100, "restarts": 5}, "apgd-dlr": {"iterations": 50},
-              "apgd-t": {"iterations": 20, "target_classes": 9}},
+              "apgd-t": {"iterations": 100, "target_classes": 9}, **FAB["paper"]},
 }
 # The run's defaults (RunConfig, the CLI, evaluate_model) name the baseline plugins; "none" is
 # also an ordinary word there (``reduction="none"``, CSP's ``'none'``).

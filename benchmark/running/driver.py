@@ -582,6 +582,7 @@ def run_matrix(
     stopwatch, begun = Stopwatch(), time.perf_counter()
     with stopwatch.phase("data"):  # resolving the plan loads and checks the data
         plan = build_plan(config, registry)
+        config = plan.config  # with the preset's decisions (cascade)
     if isinstance(executor, str):
         executor = get_executor(executor)
     out = Path(config.out) if config.out is not None else None

@@ -58,8 +58,9 @@ class RunConfig:
     fresh: bool = False  # compute every cell and train every model: read no cache (still write)
     eot_samples: int = 8  # gradient draws per step against a randomized defended model
     # AutoAttack's cascade: per defense and threat model, attacks run cheapest first
-    # (``cascade_rank``), each on the samples every earlier one failed on.
-    cascade: bool = False
+    # (``cascade_rank``), each on the samples every earlier one failed on. None: the preset's
+    # choice (``Preset.cascade``: cpu and paper cascade, smoke runs the full matrix).
+    cascade: bool | None = None
     # Plugin arguments, plugin → argument → values; several values run one variant each.
     options: Options | None = None
 
@@ -315,6 +316,8 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
     """Resolve and check every input; raises UsageError/BenchError before anything is written."""
     check_config(config)
     preset = get_preset(config.preset)
+    if config.cascade is None:  # recorded as decided, so a resumed run keeps it
+        config = dataclasses.replace(config, cascade=preset.cascade)
     if config.split not in SPLIT_CHOICES:
         raise UsageError(f"--split {config.split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
     check_selection("attack", config.attacks)
