@@ -197,13 +197,20 @@ class Defense:
         return None
 
 
-def bpda_surrogate(defense: Defense, model: nn.Module) -> nn.Module:
-    """What gradient attacks differentiate when the harness uses BPDA on ``defense``: its own
-    :meth:`Defense.bpda_surrogate` of the trained ``model``, else ``model`` itself."""
+def declared_surrogate(defense: Defense, model: nn.Module) -> nn.Module | None:
+    """``defense``'s own BPDA surrogate of the trained ``model`` in eval mode (None when it
+    declares none); a defense that declares one gets BPDA whenever it wraps its model."""
     surrogate = defense.bpda_surrogate(model)
     if surrogate is None:
-        return model
+        return None
     if not isinstance(surrogate, nn.Module):
         raise TypeError(f"bpda_surrogate() returned {type(surrogate).__name__}, not an "
                         "nn.Module (or None for the trained model itself)")
     return surrogate.eval()
+
+
+def bpda_surrogate(defense: Defense, model: nn.Module) -> nn.Module:
+    """What gradient attacks differentiate when the harness uses BPDA on ``defense``: its own
+    :meth:`Defense.bpda_surrogate` of the trained ``model``, else ``model`` itself."""
+    declared = declared_surrogate(defense, model)
+    return model if declared is None else declared

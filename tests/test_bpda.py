@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from advbench import Defense, hookimpl, load_registry, run_matrix
+from advbench.conformance import ConformanceError, check_defense
+from advbench.defense import bpda_surrogate
 from advbench.oracle import Oracle
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples" / "bench-example-plugin"))
@@ -93,3 +95,124 @@ def test_wrappers_get_bpda_and_lose_their_masked_robustness(masked):
 def test_masking_flags_stay_visible(masked):
     flags = masked.loc[("input-quantization", "fgsm"), "flags"]
     assert "input gradients are zero" in flags
+
+
+# A defense's own surrogate (issue #26 point 5) ---------------------------------------------------
+
+
+class Negated(nn.Module):
+    """``−model(x)``: a surrogate whose every gradient is the opposite of the model's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.model(x)
+
+
+@dataclass(kw_only=True)
+class FlippedQuantization(input_quantization.InputQuantization):
+    name = "flipped-quantization"
+    description = "input quantization whose declared BPDA surrogate is the negated model"
+
+    def bpda_surrogate(self, model: nn.Module) -> nn.Module:
+        return Negated(model)
+
+
+class NoisyLogits(nn.Module):
+    """Logits plus Gaussian noise from the module's own generator: randomized, but with
+    gradients (so the harness would not use BPDA on it unless the defense asks)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.generator = model, torch.Generator().manual_seed(0)
+
+    def reseed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return logits + torch.randn(logits.shape, generator=self.generator).to(logits.device)
+
+
+@dataclass(kw_only=True)
+class NoisyWithSurrogate(Defense):
+    name = "noisy-with-surrogate"
+    randomized = True
+    description = "noisy logits; its BPDA surrogate is the trained model"
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return NoisyLogits(model)
+
+    def bpda_surrogate(self, model: nn.Module) -> nn.Module:
+        return model
+
+
+class SurrogatePlugins:
+    @hookimpl
+    def bench_defenses(self) -> list[type[Defense]]:
+        return [FlippedQuantization, NoisyWithSurrogate]
+
+
+def test_a_declared_surrogate_gives_its_gradient_the_closed_form():
+    """On a linear model f(x) = Wx + b, with the loss Σ f_y(x): the gradient is exactly
+    −W_y through the negated surrogate, +W_y through the default (the trained model), and zero
+    through the quantized model itself; the values are always the quantized model's."""
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 1, 0])
+    defense = FlippedQuantization()
+    wrapped = defense.wrap(linear)
+    W = linear[1].weight.detach()
+    expected = W[y].view(5, 1, 4, 4)
+
+    def label_logits(logits, labels):
+        return logits.gather(1, labels[:, None]).sum()
+
+    for surrogate, sign in ((bpda_surrogate(defense, linear), -1),
+                            (bpda_surrogate(input_quantization.InputQuantization(), linear), 1),
+                            (None, 0)):
+        oracle = Oracle(wrapped, "gradient", 5, surrogate=surrogate)
+        grad, logits = oracle.gradient(x, y, loss=label_logits)
+        assert torch.allclose(grad, sign * expected, atol=1e-6), sign
+        assert torch.equal(logits, wrapped(x))
+
+
+def test_a_surrogate_that_is_not_a_module_is_refused_by_the_kit():
+    @dataclass(kw_only=True)
+    class Broken(Defense):
+        name = "broken-surrogate"
+
+        def wrap(self, model):
+            return Negated(model)
+
+        def bpda_surrogate(self, model):
+            return lambda x: model(x)
+
+    with pytest.raises(ConformanceError, match="bpda-surrogate.*not an nn.Module"):
+        check_defense(Broken)
+    check_defense(FlippedQuantization)
+
+
+@pytest.fixture(scope="module")
+def declared(tmp_path_factory):
+    registry = load_registry(extra=[input_quantization, SurrogatePlugins()])
+    frame = run_matrix(attacks="fgsm", registry=registry, preset="smoke", n_train=4000,
+                       n_eval=60, defenses="input-quantization,flipped-quantization,"
+                       "noisy-with-surrogate", eps={"linf": [0.1]},
+                       cache_dir=tmp_path_factory.mktemp("surrogate-cache"))
+    return frame.set_index(["defense", "attack"])
+
+
+@pytest.mark.slow
+def test_the_harness_differentiates_the_declared_surrogate(declared):
+    """The same quantized defense, BPDA through the identity and through a negated surrogate:
+    FGSM along the negated model's gradient walks toward the label and fools (almost) nothing,
+    along the identity's it fools many; predictions are the quantized model's in both."""
+    identity = declared.loc[("input-quantization", "fgsm")]
+    flipped = declared.loc[("flipped-quantization", "fgsm")]
+    assert identity["adaptive"] == flipped["adaptive"] == "bpda"
+    assert flipped["robust_accuracy"] >= flipped["clean_accuracy"] - 0.05
+    assert identity["robust_accuracy"] < flipped["robust_accuracy"] - 0.2
+    assert declared.loc[("noisy-with-surrogate", "fgsm"), "adaptive"] == "eot+bpda"

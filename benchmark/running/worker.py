@@ -33,6 +33,7 @@ from advbench.defense import (
     Reseedable,
     TrainContext,
     bpda_surrogate,
+    declared_surrogate,
 )
 from advbench.oracle import Oracle
 from advbench.plugin_system.loader import one_line
@@ -60,6 +61,7 @@ from advbench.running.model_cache import (
     cache_roots,
     content_key,
     data_fingerprint,
+    read_history,
     tensor_hash,
 )
 from advbench.running.plan import Cell, Plan, choose_targets
@@ -212,8 +214,9 @@ class Worker:
         use_cache = self.user_model is None
         history_path = self.cache.path(key).with_suffix(".history.json")
         if use_cache and not plan.config.fresh and self.cache.load(key, parts, model):
-            history = json.loads(history_path.read_text()) if history_path.is_file() else None
-            return model.eval(), history, f"{type(defense).name}: loaded cached model {key}"
+            history, dropped = read_history(history_path)
+            return model.eval(), history, (f"{type(defense).name}: loaded cached model {key}"
+                                           + (f" ({dropped})" if dropped else ""))
         settings = plan.settings[type(defense).name]
         steps = training_steps(len(plan.train), settings.batch_size, settings.epochs)
         self.progress.step(f"train {type(defense).name}", steps)
@@ -311,14 +314,14 @@ class Worker:
         if randomized:
             state.log.append(f"{type(defense).name}: randomized model detected, gradient "
                              f"attacks use EOT over {config.eot_samples} draws")
-        surrogate = bpda_surrogate(defense, base)  # the defense's own, else the identity
-        if model is not base and (surrogate is not base or not randomized or zero_gradient_fraction(
+        declared = declared_surrogate(defense, base)  # None: the wrapper as the identity
+        if model is not base and (declared is not None or not randomized or zero_gradient_fraction(
                 model, next(iter(plan.evaluation.values())), plan.device) > ZERO_GRADIENT_LIMIT):
-            state.bpda, state.surrogate = True, surrogate
+            state.bpda, state.surrogate = True, base if declared is None else declared
             state.log.append(f"{type(defense).name}: the defense wraps its trained model, "
                              "gradient attacks also run with BPDA (" + (
-                                 "its bpda_surrogate's" if surrogate is not base else
-                                 "the unwrapped model's") + " gradients)")
+                                 "the unwrapped model's" if declared is None else
+                                 "its bpda_surrogate's") + " gradients)")
         state.seconds["training"] = trained - started
         certifying = time.perf_counter()
         state.seconds["preparation"] = certifying - trained
