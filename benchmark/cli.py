@@ -65,7 +65,8 @@ def build_parser() -> Parser:
     run.add_argument("--model", default="seed-cnn",
                      help="model plugin name, or package.module:factory")
     run.add_argument("--eps", action="append", default=[], metavar="NORM=V[,V...]",
-                     help="ε per norm, repeatable (default: the dataset's)")
+                     help="ε per norm, repeatable; runs only the norms given (default: the "
+                     "dataset's ε for every norm an attack supports)")
     run.add_argument("--preset", default="cpu", help="smoke, cpu (default) or paper")
     run.add_argument("--set", action="append", default=[], dest="options",
                      metavar="PLUGIN.KEY=V[,V...]",
@@ -87,7 +88,8 @@ def build_parser() -> Parser:
     run.add_argument("--fresh", action="store_true", help="compute every cell and train every "
                      "model again, reading no cache (the new results are still cached)")
     run.add_argument("--eot-samples", type=int, default=8,
-                     help="gradient draws per step against a randomized defense (EOT)")
+                     help="against a randomized defense: gradient draws per step (EOT), and "
+                     "draws whose mean softmax grades each prediction, clean and adversarial")
     run.add_argument("--resume", type=Path, metavar="DIR",
                      help="finish an interrupted run in DIR with its recorded configuration")
     run.add_argument("--cascade", action=argparse.BooleanOptionalAction,
@@ -345,13 +347,14 @@ def command_list(args: argparse.Namespace) -> int:
         return 0
     table = Table(title="bench plugins")
     for column in ("kind", "name", "distribution", "capabilities", "description"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # folded on a narrow terminal, never cut
     for record in records:
         capabilities = describe_capabilities(record["capabilities"])
         table.add_row(record["kind"], record["name"],
                       f"{record['distribution']} {record['version']}", capabilities,
                       record["description"])
-    console = Console()
+    # Piped or redirected, nothing is cut to a guessed width: each row on one whole line.
+    console = Console() if sys.stdout.isatty() else Console(width=100_000)
     console.print(table)
     for failure in failures:
         console.print(f"[red]failed to load[/red] {escape(failure['plugin'])} "

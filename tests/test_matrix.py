@@ -70,7 +70,8 @@ def test_leaderboard_command_renders_the_results(cli_run, capsys):
     out = cli_run[1]
     assert main(["leaderboard", str(out / "results.csv"), str(out / "results.parquet")]) == 0
     text = capsys.readouterr().out
-    assert "| defense" in text and "fgsm ε=0.1" in text and "fgm ε=1.5" in text
+    assert "| defense" in text and "linf ε=0.1\n" in text and "l2 ε=1.5\n" in text
+    assert "| worst case " in text and "| fgsm " in text and "| fgm " in text
     run_board = (out / "leaderboard.md").read_text()
     first_table = text.split("## ")[1]
     assert first_table in run_board

@@ -57,12 +57,16 @@ def test_zero_gradients_and_black_box_beating_white_box(flagged):
         frame, "quantized", "score-random-sign", 0.2)
 
 
-def test_randomness_detected_eps_zero_differs_and_eot_used(flagged):
+def test_randomness_detected_eot_used_and_its_noise_not_an_attack(flagged):
+    """Issue #26: a randomized defense is graded by the mean of 8 draws and an unchanged input
+    keeps its clean prediction, so ε = 0 equals clean accuracy even for noisy logits."""
     frame, _ = flagged
     noisy = frame[frame["defense"] == "noisy-logits"]
-    assert (noisy["eot_samples"] == 8).all()
+    assert (noisy["eot_samples"] == 8).all() and (noisy["prediction_draws"] == 8).all()
     assert "randomized defense" in flags_of(frame, "noisy-logits", "fgsm")
-    assert "ε=0 differs" in flags_of(frame, "noisy-logits", "fgsm", 0.0)
+    assert "ε=0 differs" not in flags_of(frame, "noisy-logits", eps=0.0)
+    zero = noisy[noisy["eps"] == 0]
+    assert (zero["robust_accuracy"] == zero["clean_accuracy"]).all()
 
 
 def test_flags_show_in_the_leaderboard(flagged):

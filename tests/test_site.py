@@ -177,8 +177,8 @@ def test_a_cell_without_a_number_has_no_interval(tmp_path):
     page = Page(render_site(to_frame([broken, row("none", "fgsm", 0.3)]), tmp_path)["index.html"])
     cells = [attrs for tag, attrs in page.elements if tag == "td"]
     assert [(c["class"], c["data-sort"]) for c in cells] == [  # in leaderboard.md's order
-        ("clean", ""), ("error", ""), ("worst", ""),
-        ("clean", "0.9"), ("ok", "0.3"), ("worst", "0.3")]
+        ("clean", ""), ("worst", ""), ("by", ""), ("error", ""),
+        ("clean", "0.9"), ("worst", "0.3"), ("by", "fgsm"), ("ok", "0.3")]
     shown = "".join(page.text)
     assert "0.850–0.950" in shown and shown.count("–") == 3  # none's three intervals only
     assert "broken × fgsm: raised ValueError" in shown
@@ -324,7 +324,7 @@ def test_clicking_a_header_sorts_the_rows(tab):
         == "descending"
     header.get_by_text("clean", exact=True).click()
     assert tab.defenses(section) == list(clean.sort_values().index)
-    header.get_by_text("pgd-linf ε=0.1").click()
+    header.get_by_text("pgd-linf", exact=True).click()
     assert tab.defenses(section) == list(pgd.sort_values(ascending=False).index)
     header.get_by_text("defense", exact=True).click()  # names: A to Z
     assert tab.defenses(section) == sorted(clean.index)
@@ -347,7 +347,7 @@ def test_filters_hide_rows_columns_and_sections(tab):
     page.select_option("select[name=attack]", "fgsm")  # an L∞ attack: only that table
     assert page.locator("section.board:visible").count() == 1
     assert page.locator("section[data-norm=linf] thead th:visible").all_inner_texts() == [
-        "defense", "clean", "fgsm ε=0.1", "worst attack"]
+        "defense", "clean", "worst case", "worst attack", "fgsm"]
     page.select_option("select[name=attack]", "")
     page.fill("input[name=text]", "adv-train")
     assert tab.defenses("section[data-norm=l2]") == ["adv-train-fgsm", "adv-train-pgd"]
@@ -377,6 +377,32 @@ def test_a_cell_opens_its_figures(tab):
     assert shown == {f"{r.defense}: {flag}" for r in rows.itertuples()
                      for flag in r.flags.split("; ")}
     assert tab.errors == []
+
+
+@pytest.mark.parametrize("norm", ["l0", "l2", "linf"])
+def test_the_worst_case_is_visible_without_scrolling_at_1400_px(browser, published_site, norm):
+    """What readers come for, per threat model: clean accuracy, the worst case and the attack
+    that reached it, in the first columns, inside the table's visible area at 1400 px."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(published_site.as_uri())
+    section = page.locator(f"section[data-norm={norm}]")
+    heads = section.locator("thead th").all_inner_texts()
+    assert heads[:4] == ["defense", "clean", "worst case", "worst attack"]
+    scroll = section.locator(".scroll")
+    assert scroll.evaluate("e => e.scrollLeft") == 0
+    box = scroll.bounding_box()
+    for css in ("td.clean", "td.worst", "td.by"):
+        cells = section.locator(f"tbody {css}")
+        assert cells.count() == 5
+        for i in range(cells.count()):
+            cell = cells.nth(i).bounding_box()
+            assert box["x"] <= cell["x"] and cell["x"] + cell["width"] <= box["x"] + box["width"]
+            assert cell["x"] + cell["width"] <= 1400
+    worst = section.locator("tbody tr").first.locator("td.worst .value").inner_text()
+    frame = read_results(PUBLISHED / "results.csv")
+    rows = frame[(frame["norm"] == norm) & (frame["attack"] == "worst-case")]
+    assert worst == f"{rows['robust_accuracy'].max():.3f}"  # best first
+    page.close()
 
 
 def test_injected_names_stay_text_in_the_browser(browser, tmp_path):

@@ -172,7 +172,7 @@ def test_runs_at_different_eps_never_share_a_cached_adversarially_trained_model(
 
 def test_the_worker_hands_the_run_to_training(registry):
     config = RunConfig(attacks="fgsm,pgd-l2", defenses="none", preset="smoke", n_train=60,
-                       n_eval=20, eps={"linf": [0.05, 0.1]}, device="cpu")
+                       n_eval=20, eps={"linf": [0.05, 0.1], "l2": [1.5]}, device="cpu")
     plan = build_plan(config, registry)
     ctx = Worker(plan, None).train_context(plan.build(plan.defenses[0]))
     assert sorted((t.norm, t.eps) for t in ctx.threats) == [("l2", 1.5), ("linf", 0.05),

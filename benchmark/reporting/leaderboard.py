@@ -1,9 +1,11 @@
-"""The leaderboard: one table per dataset, model, split and threat model; defenses as rows,
-attacks as columns, robust accuracy in the cells. Markdown for files, rich for terminals."""
+"""The leaderboard: one table per dataset, model, split and threat model (norm and ε); defenses
+as rows, their worst case first, then attacks as columns, robust accuracy in the cells. Markdown
+for files, rich for terminals."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,8 @@ from tabulate import tabulate
 
 from advbench.errors import UsageError
 
-SECTION_KEYS = ["dataset", "model", "split", "norm"]
+SECTION_KEYS = ["dataset", "model", "split", "norm", "eps"]  # one threat model each
+WORST_CASE = "worst-case"  # the per-sample worst case's rows (advbench.running.plan)
 
 
 @dataclass
@@ -48,9 +51,19 @@ def cascade_note(part: pd.DataFrame) -> str:
             "left robust; its column is the robust accuracy against it and all of them")
 
 
-def cell_text(row: pd.Series, notes: list[str], cascade: str = "") -> str:
+def norm_text(row: pd.Series) -> str:
+    """The median perturbation a minimum-norm attack needed (``median_norm``), as shown beside
+    its robust accuracy; "" for attacks that report none."""
+    value = row.get("median_norm")
+    if value is None or pd.isna(value):
+        return ""
+    return f"median norm {'∞' if math.isinf(float(value)) else format(float(value), '.3g')}"
+
+
+def cell_text(row: pd.Series, notes: list[str], cascade: str = "", norm: bool = True) -> str:
     """Robust accuracy (with ⚠ marks for sanity flags, and a reference to the ``cascade``
-    note where the cell is cumulative), or why the cell has no number."""
+    note where the cell is cumulative) and, with ``norm``, the median norm a minimum-norm
+    attack needed, or why the cell has no number."""
     if not bool(row["valid"]):
         number = note_number(notes, f"{row['defense']} × {row['attack']}: "
                                     f"{row['invalid_reason']}")
@@ -61,31 +74,62 @@ def cell_text(row: pd.Series, notes: list[str], cascade: str = "") -> str:
     chain = str(row.get("cascade") or "")
     if cascade and chain.endswith(f" > {row['attack']}"):  # cumulative: not a chain's first
         marks.append(f"[{note_number(notes, cascade)}]")
-    return " ".join([format_accuracy(row["robust_accuracy"]), *marks])
+    needed = norm_text(row) if norm else ""
+    return " ".join([format_accuracy(row["robust_accuracy"]), *marks,
+                     *([f"({needed})"] if needed else [])])
+
+
+def draws_note(cells: pd.DataFrame) -> str:
+    """How a randomized defense's predictions were graded ("" for a deterministic one)."""
+    draws = cells["prediction_draws"] if "prediction_draws" in cells else pd.Series(dtype=float)
+    draws = draws.dropna()
+    if draws.empty or draws.max() <= 1:
+        return ""
+    return (f"{cells['defense'].iloc[0]}: randomized, each prediction (clean and adversarial "
+            f"alike) is the mean softmax of {int(draws.max())} draws")
+
+
+def strongest(cells: pd.DataFrame) -> tuple[float, str, pd.Series | None]:
+    """A row's worst case and the attack that reached it, within one threat model: the
+    per-sample worst case when the run made one (robust only if every attack failed), else the
+    lowest valid cell; the attack named is the single one leaving the fewest robust samples
+    (``+k`` when k others tie with it). NaN and "" without a valid cell."""
+    valid = cells[cells["valid"].astype(bool) & cells["robust_accuracy"].notna()]
+    union = valid[valid["attack"] == WORST_CASE]
+    single = valid[valid["attack"] != WORST_CASE]
+    if single.empty:
+        return float("nan"), "", None
+    lowest = single["robust_accuracy"].astype(float).min()
+    tied = sorted(single.loc[single["robust_accuracy"] == lowest, "attack"].astype(str))
+    name = tied[0] + (f" +{len(tied) - 1}" if len(tied) > 1 else "")
+    row = union.iloc[0] if len(union) else single[single["attack"] == tied[0]].iloc[0]
+    return float(row["robust_accuracy"]), name, row
 
 
 def sections(frame: pd.DataFrame) -> Iterator[Section]:
-    """Build one table per section; rows sorted by worst-case robust accuracy, best first."""
-    frame = frame.assign(column=frame["attack"] + " ε=" + frame["eps"].map(lambda e: f"{e:g}"))
+    """One table per threat model (dataset, model, split, norm and ε): per defense its clean
+    accuracy, the worst case and the attack that reached it first, then one column per attack;
+    rows sorted by the worst case, best first."""
     for keys, part in frame.groupby(SECTION_KEYS, sort=True):
         notes: list[str] = []
         cascade = cascade_note(part)
-        columns = sorted(part["column"].unique())
+        columns = sorted(set(part["attack"].astype(str)) - {WORST_CASE})
         ranked = []
         for defense, cells in part.groupby("defense", sort=True):
-            by_column = {row["column"]: row for _, row in cells.iterrows()}
-            valid = cells[cells["valid"].astype(bool)]
-            worst = valid["robust_accuracy"].min() if len(valid) else float("nan")
-            texts = [cell_text(by_column[c], notes, cascade) if c in by_column else ""
+            by_attack = {row["attack"]: row for _, row in cells.iterrows()}
+            worst, attack, row = strongest(cells)
+            clean = format_accuracy(cells["clean_accuracy"].iloc[0])
+            if note := draws_note(cells):
+                clean += f" [{note_number(notes, note)}]"
+            worst_text = "—" if row is None else cell_text(row, notes, norm=False)
+            texts = [cell_text(by_attack[c], notes, cascade) if c in by_attack else ""
                      for c in columns]
-            clean = cells["clean_accuracy"].iloc[0]
-            ranked.append((worst, [defense, format_accuracy(clean), *texts,
-                                   format_accuracy(worst)]))
+            ranked.append((worst, [str(defense), clean, worst_text, attack or "—", *texts]))
         ranked.sort(key=lambda item: -1.0 if pd.isna(item[0]) else -float(item[0]))
-        dataset, model, split, norm = keys
+        dataset, model, split, norm, eps = keys
         yield Section(
-            title=f"{dataset} · {model} · {split} split · {norm}",
-            headers=["defense", "clean", *columns, "worst attack"],
+            title=f"{dataset} · {model} · {split} split · {norm} ε={eps:g}",
+            headers=["defense", "clean", "worst case", "worst attack", *columns],
             rows=[row for _, row in ranked],
             notes=notes,
         )
@@ -94,8 +138,10 @@ def sections(frame: pd.DataFrame) -> Iterator[Section]:
 def to_markdown(frame: pd.DataFrame, manifest: dict[str, Any] | None = None) -> str:
     """The Markdown leaderboard (GitHub pipe tables) with the run's manifest under it."""
     parts = ["# bench leaderboard", "",
-             "Robust accuracy (correct before and after the attack) on the evaluation samples; "
-             "`worst attack` is the lowest valid cell of the row.", ""]
+             "Robust accuracy (correct before and after the attack) on the evaluation samples, "
+             "one table per threat model. `worst case`: a sample counts as robust only if every "
+             "attack failed on it; `worst attack`: the single attack leaving the fewest robust "
+             "samples (+k: k others tie).", ""]
     for section in sections(frame):
         parts += [f"## {section.title}", "",
                   tabulate(section.rows, headers=section.headers, tablefmt="pipe",

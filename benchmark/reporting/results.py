@@ -33,7 +33,7 @@ COLUMNS = [
     "robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high",
     "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean",
     "queries_success_mean", "queries_success_median", "query_budget", "median_norm",
-    "eot_samples", "adaptive", "cascade",
+    "eot_samples", "prediction_draws", "adaptive", "cascade",
     "batch_size", "certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
     "certifier", "certified_broken", "abstain_rate",
     *(column for radius in RADIUS_GRID for column in radius_columns(radius)),
@@ -119,8 +119,8 @@ FRACTIONS = [*(column for name in INTERVALS for column in (name, f"{name}_ci_low
                                                            f"{name}_ci_high")),
              "attack_success_rate", "targeted_success_rate", "abstain_rate",
              "zero_grad_fraction"]
-COUNTS = ["n_samples", "query_budget", "certified_broken", "eot_samples", "batch_size", "seed",
-          "schema_version"]
+COUNTS = ["n_samples", "query_budget", "certified_broken", "eot_samples", "prediction_draws",
+          "batch_size", "seed", "schema_version"]
 NON_NEGATIVE = ["eps", "queries_mean", "queries_success_mean", "queries_success_median",
                 "seconds"]
 NEEDED = ["eps", "n_samples", "schema_version"]  # numbers every row must have

@@ -30,12 +30,20 @@ import pandas as pd
 from jinja2 import Environment, StrictUndefined
 
 from advbench.errors import BenchError
-from advbench.reporting.leaderboard import CELL_PICTURES, SECTION_KEYS, manifest_summary, sections
+from advbench.reporting.leaderboard import (
+    CELL_PICTURES,
+    SECTION_KEYS,
+    WORST_CASE,
+    manifest_summary,
+    sections,
+    strongest,
+)
 from advbench.reporting.pictures import cell_stem
 from advbench.reporting.results import write_atomic
 
 PAGE_KEYS = ["dataset", "model"]
 MARK = re.compile(r"⚠(\d+)|\[(\d+)\]")  # the note references leaderboard.cell_text writes
+NORM = re.compile(r"\((median norm [^)]*)\)")  # leaderboard.norm_text, as cell_text appends it
 
 STYLE = """
 :root { color-scheme: light; --ink: #1f2328; --muted: #656d76; --line: #d8dee4;
@@ -77,7 +85,8 @@ tbody th { font-weight: 600; white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fbfcfd; }
 tbody tr:hover { background: var(--hover); }
 td { text-align: right; white-space: nowrap; }
-td.worst { font-weight: 600; border-left: 1px solid var(--line); }
+td.worst { font-weight: 600; }
+td.by { border-right: 1px solid var(--line); text-align: left; color: var(--muted); }
 td.clean { border-right: 1px solid var(--line); }
 .value { font-size: 15px; }
 .ci { display: block; color: var(--muted); font-size: 11.5px; }
@@ -201,9 +210,10 @@ TEMPLATE = """<!DOCTYPE html>
 {% if page %}
 <p class="subtitle">{{ page.dataset }} · {{ page.model }}</p>
 <p class="lede">Robust accuracy: the fraction of evaluation samples classified correctly both
-before and after the attack, with its 95&nbsp;% Wilson interval underneath. <em>worst-case</em>
+before and after the attack, with its 95&nbsp;% Wilson interval underneath. <em>worst case</em>
 counts a sample as robust only if every attack of the threat model failed on it; <em>worst
-attack</em> is the lowest valid cell of the row. A number links to the cell's clean against
+attack</em> is the single attack leaving the fewest robust samples (+k: k others tie). One table
+per threat model: a norm and its ε. A number links to the cell's clean against
 adversarial examples, <span class="eps">ε</span> to one image attacked across ε; a
 <span class="mark">⚠</span> or <span class="mark">[n]</span> mark is explained on hover and in
 the notes under its table. <small>Click a column header to sort.</small></p>
@@ -222,7 +232,8 @@ the notes under its table. <small>Click a column header to sort.</small></p>
 <output id="count" aria-live="polite"></output>
 </div>
 {% for table in page.tables %}
-<section class="board" data-norm="{{ table.norm }}" data-split="{{ table.split }}">
+<section class="board" data-norm="{{ table.norm }}" data-eps="{{ table.eps }}"
+ data-split="{{ table.split }}">
 <h2>{{ table.title }}</h2>
 <div class="scroll"><table class="board">
 <thead><tr>{% for head in table.headers %}<th scope="col" data-type="{{ head.type }}"
@@ -241,7 +252,8 @@ the notes under its table. <small>Click a column header to sort.</small></p>
 {%- endfor %}
 {%- if cell.eps %}<a class="eps" href="{{ cell.eps }}" title="one image attacked across ε">ε</a>
 {%- endif %}
-{%- if cell.ci %}<span class="ci">{{ cell.ci }}</span>{% endif %}</td>
+{%- if cell.ci %}<span class="ci">{{ cell.ci }}</span>{% endif %}
+{%- if cell.norm %}<span class="ci norm">{{ cell.norm }}</span>{% endif %}</td>
 {% endfor %}</tr>
 {% endfor %}</tbody>
 </table></div>
@@ -302,6 +314,7 @@ class Cell:
     examples: str = ""
     eps: str = ""
     marks: list[Mark] = field(default_factory=list)
+    norm: str = ""  # the median norm a minimum-norm attack needed
 
 
 @dataclass
@@ -322,6 +335,7 @@ class Board:
     title: str
     split: str
     norm: str
+    eps: str
     headers: list[Header]
     rows: list[Row]
     notes: list[str]
@@ -377,11 +391,6 @@ class Figures:
                        for path in (root / "figures").glob("*.png")})
 
 
-def column_label(attack: str, eps: float) -> str:
-    """A table column as :func:`advbench.reporting.leaderboard.sections` names it."""
-    return f"{attack} ε={eps:g}"
-
-
 def number(value: Any) -> float | None:
     try:
         value = float(value)
@@ -429,45 +438,51 @@ def describe(row: pd.Series) -> str:
         parts.append(f"certified accuracy {certified:.3f}")
     if (queries := number(row.get("queries_mean"))) is not None:
         parts.append(f"{queries:.1f} queries per sample")
+    if (needed := number(row.get("median_norm"))) is not None:
+        parts.append(f"median {row['norm']} norm needed {needed:.4g}")
     return "\n".join(parts)
 
 
 def board(keys: tuple, part: pd.DataFrame, figures: Figures) -> Board:
-    """One table of ``leaderboard.md`` with each cell's interval, hover text and pictures."""
+    """One table of ``leaderboard.md`` with each cell's interval, hover text and pictures: the
+    clean accuracy, the worst case and the attack that reached it first, then the attacks."""
     section = next(sections(part))
-    dataset, model, split, norm = keys
-    by_cell = {(row["defense"], column_label(row["attack"], float(row["eps"]))): row
-               for _, row in part.iterrows()}
-    labels = section.headers[2:-1]
-    attack_of = {column_label(row["attack"], float(row["eps"])): str(row["attack"])
-                 for _, row in part.iterrows()}
-    headers = ([Header(section.headers[0], "text"), Header(section.headers[1])]
-               + [Header(label, attack=attack_of.get(label, "")) for label in labels]
-               + [Header(section.headers[-1])])
+    dataset, model, split, norm, eps = keys
+    by_cell = {(row["defense"], str(row["attack"])): row for _, row in part.iterrows()}
+    attacks = section.headers[4:]
+    headers = ([Header(section.headers[0], "text"), Header(section.headers[1]),
+                Header(section.headers[2]), Header(section.headers[3], "text")]
+               + [Header(attack, attack=attack) for attack in attacks])
     rows = []
     for texts in section.rows:
         defense = texts[0]
-        cells_of = part[part["defense"] == defense]
-        first = cells_of.iloc[0]
+        first = part[part["defense"] == defense].iloc[0]
         text, marks = split_marks(texts[1], section.notes)
         clean = Cell(text, css="clean", marks=marks, ci=interval(first, "clean_accuracy"),
                      title=f"{defense}: clean accuracy", sort=sortable(first["clean_accuracy"]))
-        cells = [clean]
-        for label, cell_text in zip(labels, texts[2:-1], strict=True):
-            cells.append(cell(by_cell.get((defense, label)), cell_text, section.notes, figures,
-                              attack_of.get(label, "")))
-        valid = cells_of[cells_of["valid"].astype(bool)].dropna(subset=["robust_accuracy"])
-        worst = valid.loc[valid["robust_accuracy"].astype(float).idxmin()] if len(valid) else None
-        text, marks = split_marks(texts[-1], section.notes)
-        cells.append(Cell(
-            text, css="worst", marks=marks,
-            sort="" if worst is None else sortable(worst["robust_accuracy"]),
-            ci=interval(worst, "robust_accuracy"),
-            title="" if worst is None else (f"{defense}: lowest valid cell, "
-                                            f"{column_label(worst['attack'], worst['eps'])}")))
+        _, named, worst = strongest(part[part["defense"] == defense])
+        text, marks = split_marks(texts[2], section.notes)
+        text, norm_line = split_norm(text)
+        what = ("" if worst is None else "per-sample worst case over every attack"
+                if worst["attack"] == WORST_CASE else f"lowest valid cell, {worst['attack']}")
+        worst_cell = Cell(text, css="worst", marks=marks, ci=interval(worst, "robust_accuracy"),
+                          sort="" if worst is None else sortable(worst["robust_accuracy"]),
+                          title=f"{defense}: {what}" if what else "", norm=norm_line)
+        by = Cell(texts[3], css="by", sort=named, title=f"{defense}: the single attack leaving "
+                  "the fewest robust samples" if named else "")
+        cells = [clean, worst_cell, by]
+        for attack, cell_text in zip(attacks, texts[4:], strict=True):
+            cells.append(cell(by_cell.get((defense, attack)), cell_text, section.notes,
+                              figures, attack))
         rows.append(Row(defense, cells))
-    title = f"{split} split · {norm}"
-    return Board(title, str(split), str(norm), headers, rows, list(section.notes))
+    title = f"{split} split · {norm} ε={eps:g}"
+    return Board(title, str(split), str(norm), f"{eps:g}", headers, rows, list(section.notes))
+
+
+def split_norm(text: str) -> tuple[str, str]:
+    """A cell's text without the median norm :func:`norm_text` appended, and that norm."""
+    match = NORM.search(text)
+    return (text, "") if match is None else (NORM.sub("", text).strip(), match.group(1))
 
 
 def sortable(value: Any) -> str:
@@ -480,10 +495,11 @@ def cell(row: pd.Series | None, text: str, notes: list[str], figures: Figures,
     """One attack cell: the leaderboard's text, the robust accuracy to sort by, its interval,
     hover text, and links to the cell's pictures where they exist."""
     text, marks = split_marks(text, notes)
+    text, norm_line = split_norm(text)
     if row is None:
         return Cell(text, attack=attack, css="missing")
     valid = bool(row["valid"])
-    result = Cell(text, attack=attack, marks=marks, title=describe(row),
+    result = Cell(text, attack=attack, marks=marks, title=describe(row), norm=norm_line,
                   css="ok" if valid else str(row.get("status") or "invalid"))
     if valid:
         result.sort = sortable(row["robust_accuracy"])

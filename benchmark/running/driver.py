@@ -51,7 +51,7 @@ from advbench.reporting.results import (
 from advbench.reporting.sanity import cell_flags, defense_flags, zero_gradient_fraction
 from advbench.reporting.site import write_site
 from advbench.running.cell_cache import CachedCell, CellCache
-from advbench.running.evaluate import CellOutcome, skip_mask
+from advbench.running.evaluate import CellOutcome, prediction_draws, skip_mask
 from advbench.running.executors import Executor, LocalExecutor, Outcome, get_executor
 from advbench.running.model_cache import cache_roots
 from advbench.running.plan import WORST_CASE, Cell, Plan, RunConfig, build_plan, chains
@@ -144,7 +144,10 @@ class Runner:
                 "cell_key": row["cell_key"], "sample": range(len(outcome.labels)),
                 "clean_correct": outcome.clean_correct.numpy(),
                 "adv_pred": outcome.adv_pred.numpy(), "label": outcome.labels.numpy(),
-                "queries": outcome.queries.numpy(), "robust": outcome.robust.numpy()}))
+                "queries": outcome.queries.numpy(), "robust": outcome.robust.numpy(),
+                # the size a minimum-norm attack needed (NaN: not attacked, or none reported)
+                "needed_norm": (float("nan") if outcome.needed_norm is None
+                                else outcome.needed_norm.numpy())}))
         if self.out is None:
             return
         with self.stopwatch.phase("writing"):
@@ -450,16 +453,24 @@ class Runner:
         robust = {(cell.attack_name, cell.threat.norm, cell.threat.eps, cell.split):
                   outcome.robust.tolist() for cell, outcome in finished}
         cells = pd.DataFrame([{**row, "access": attacks[row["attack"]].cls.access,
+            draws = prediction_draws(state.model, eot)
                                "single_step": bool(attacks[row["attack"]].cls.single_step),
                                "robust_samples": robust.get((row["attack"], row["norm"],
                                                              row["eps"], row["split"]))}
+            recorded = rows[0].get("prediction_draws") if rows else None
+            draws = 1 if recorded is None or pd.isna(recorded) else int(recorded)
                               for row in checked])
         found = cell_flags(cells) if checked else {}
         per_row = {id(row): found.get(i, []) for i, row in enumerate(checked)}
         common = defense_flags(zero, eot, bpda)
         for row in rows:
             row["zero_grad_fraction"], row["eot_samples"] = zero, eot
-            row["flags"] = "; ".join(common + per_row.get(id(row), []))
+            row["prediction_draws"] = draws
+            own = per_row.get(id(row), [])
+            if (row["attack"] == WORST_CASE and row["valid"] and row["eps"] == 0
+                    and row["robust_accuracy"] != row["clean_accuracy"]):
+                own = ["ε=0 differs from clean accuracy"]  # the invariant holds here too
+            row["flags"] = "; ".join(common + own)
 
     def record_worst_cases(self, group: Group) -> None:
         """Per split, norm and ε with two attacks or more: a sample is robust only if every

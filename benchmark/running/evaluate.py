@@ -73,15 +73,59 @@ def is_randomized(model: nn.Module, x: torch.Tensor) -> bool:
     return not torch.equal(model(x), model(x))
 
 
+def has_own_predict(model: nn.Module) -> bool:
+    """Whether the model decides for itself (``predict``, e.g. smoothing's vote with
+    abstention): the harness then calls it once and never votes over it again."""
+    return callable(getattr(model, "predict", None))
+
+
+def prediction_draws(model: nn.Module, draws: int) -> int:
+    """The forward passes behind each graded prediction: ``draws`` for a model graded by the
+    mean of its softmax, 1 for one with its own ``predict``."""
+    return 1 if has_own_predict(model) else max(1, draws)
+
+
+@torch.no_grad()
+def decide(model: nn.Module, x: torch.Tensor, draws: int = 1) -> torch.Tensor:
+    """The graded decision on one batch. A randomized model's prediction is a random variable:
+    it is graded by the argmax of its softmax averaged over ``draws`` forward passes (the same
+    rule for clean and adversarial inputs), so that one unlucky draw of the defense's noise is
+    not an attack's success. A model with its own ``predict`` is asked once."""
+    if draws <= 1 or has_own_predict(model):
+        return model_labels(model, x)
+    total = model(x).softmax(dim=1)
+    for _ in range(draws - 1):
+        total += model(x).softmax(dim=1)
+    return total.argmax(dim=1)
+
+
 @torch.no_grad()
 def predict(
-    model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device
+    model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, draws: int = 1
 ) -> torch.Tensor:
-    """Labels predicted by ``model`` for ``x`` (on the CPU), batch by batch (−1: abstained)."""
+    """Labels predicted by ``model`` for ``x`` (on the CPU), batch by batch (−1: abstained);
+    ``draws`` > 1 grades a randomized model by its mean softmax (:func:`decide`)."""
     model.eval()
-    parts = [model_labels(model, x[i : i + batch_size].to(device)).cpu()
+    parts = [decide(model, x[i : i + batch_size].to(device), draws).cpu()
              for i in range(0, len(x), batch_size)]
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+
+def unchanged(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """Per sample, whether the attack returned the input itself (bit for bit)."""
+    return (x_adv == x).flatten(1).all(dim=1)
+
+
+def graded(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, clean: torch.Tensor,
+           batch_size: int, device: torch.device, draws: int) -> torch.Tensor:
+    """The harness's predictions on what an attack returned: an input returned unchanged keeps
+    its clean prediction (it is the same input: predicting it again would only draw a
+    randomized defense's noise again), the others are predicted (:func:`predict`)."""
+    kept = unchanged(x, x_adv).cpu()
+    labels = clean.clone()
+    if not bool(kept.all()):
+        labels[~kept] = predict(model, x_adv[~kept.to(x_adv.device)], batch_size, device, draws)
+    return labels
 
 
 def attack_cell(
@@ -106,10 +150,12 @@ def attack_cell(
 
     With ``targets`` (one label per sample), the attack is targeted and samples whose target
     is their own label are not attacked. ``eot_samples`` > 1 averages gradients over that many
-    draws of a randomized model. The cell runs under ``seal`` (:mod:`advbench.running.guard`; one
-    made here over ``model`` and these tensors when None): an attack that changes the model or what
-    it is graded with, runs the model outside the oracle or tampers with the oracle's terms or
-    counts makes the cell invalid, and the damage is undone. ``sealed=False`` is for measuring
+    draws of a randomized model, and grades its predictions by the softmax averaged over as
+    many draws (:func:`graded`, as the clean predictions must be). The cell runs under ``seal``
+    (:mod:`advbench.running.guard`; one made here over ``model`` and these tensors when None):
+    an attack that changes the model or what it is graded with, runs the model outside the
+    oracle or tampers with the oracle's terms or counts makes the cell invalid, and the damage
+    is undone. ``sealed=False`` is for measuring
     the seal's cost only. A ``surrogate`` gives the oracle BPDA gradients (:class:`Oracle`).
     ``skip``: samples a cascade's earlier attacks fooled, counted as fooled, not attacked.
     """
@@ -182,7 +228,8 @@ def _attack_batches(
         if result.x_adv is None:
             return CellOutcome(clean_correct, adv_pred, y_all, queries, result.reason,
                                skipped=skipped)
-        adv_pred[index] = predict(model, result.x_adv, batch_size, device)
+        adv_pred[index] = graded(model, x, result.x_adv, clean_pred[index], batch_size, device,
+                                 eot_samples)
         queries[index] = (oracle.queries if watch is None else watch.queries).cpu()
         ledger = fingerprint([adv_pred, queries])
         shown_adv.append(result.x_adv[: max(0, len(shown) - start)].detach().cpu())

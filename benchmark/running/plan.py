@@ -182,11 +182,12 @@ def resolve_device(name: str) -> torch.device:
 def resolve_eps(
     requested: Mapping[str, Sequence[float]] | None, attacks: list[Entry], dataset: Dataset
 ) -> dict[str, list[float]]:
-    """ε values per norm: the dataset's defaults for every norm an attack supports, overridden
-    by the request. A requested norm no selected attack supports is a usage error."""
+    """ε values per norm: the request's norms only (``--eps linf=0,0.1`` runs no L2 cell), or
+    without one the dataset's defaults for every norm an attack supports. A requested norm no
+    selected attack supports is a usage error."""
     supported = {norm for entry in attacks for norm in entry.cls.norms}
-    eps = {norm: [float(dataset.default_eps[norm])] for norm in sorted(supported)
-           if norm in dataset.default_eps}
+    eps = {} if requested else {norm: [float(dataset.default_eps[norm])]
+                                for norm in sorted(supported) if norm in dataset.default_eps}
     for norm, values in (requested or {}).items():
         if norm not in NORMS:
             raise UsageError(f"--eps: unknown norm {norm!r}; choose among {', '.join(NORMS)}")

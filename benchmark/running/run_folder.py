@@ -104,6 +104,8 @@ def load_previous(out: Path) -> Previous:
             torch.tensor(part["clean_correct"].to_numpy()),
             torch.tensor(part["adv_pred"].to_numpy()), torch.tensor(part["label"].to_numpy()),
             torch.tensor(part["queries"].to_numpy()))
+        if "needed_norm" in part and bool(part["needed_norm"].notna().any()):
+            outcome.needed_norm = torch.tensor(part["needed_norm"].to_numpy(), dtype=torch.float)
         previous[key] = (match.iloc[0].to_dict(), outcome)
     return previous
 

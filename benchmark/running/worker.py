@@ -52,8 +52,10 @@ from advbench.running.evaluate import (
     CellOutcome,
     attack_cell,
     either_fooled,
+    has_own_predict,
     is_randomized,
     predict,
+    prediction_draws,
 )
 from advbench.running.guard import Pristine, Seal, SealBroken, fingerprint, listed
 from advbench.running.model_cache import (
@@ -65,6 +67,7 @@ from advbench.running.model_cache import (
     tensor_hash,
 )
 from advbench.running.plan import Cell, Plan, choose_targets
+from advbench.running.plugin_code import plugin_code
 from advbench.running.progress import RunProgress
 from advbench.threat import ThreatModel
 
@@ -181,6 +184,7 @@ class Worker:
                 "defense": type(defense).name,
                 "defense_config": defense.resolved_training_config(self.train_context(defense)),
                 "defense_source": [source.distribution, source.version],
+                "defense_code": plugin_code(type(defense)),  # an edited, unversioned defense
                 "training": dataclasses.asdict(plan.settings[type(defense).name]),
                 "seed": plan.config.seed, "train_data": data_fingerprint(plan.train),
                 "format": 2}
@@ -301,19 +305,22 @@ class Worker:
         except RuntimeError:
             self.forget(defense)
             raise
+        probe = next(iter(plan.evaluation.values())).x[:16].to(plan.device)
+        randomized = is_randomized(model, probe)
+        draws = config.eot_samples if randomized else 1  # graded predictions too (evaluate)
         reseed(model, config.seed)
-        clean_pred = {split: predict(model, data.x, config.batch_size, plan.device)
+        clean_pred = {split: predict(model, data.x, config.batch_size, plan.device, draws)
                       for split, data in plan.evaluation.items()}
         targets = {split: choose_targets(config.targeted, model, data, plan.dataset.num_classes,
                                          config.batch_size, plan.device, config.seed)
                    for split, data in plan.evaluation.items()} if config.targeted else {}
-        probe = next(iter(plan.evaluation.values())).x[:16].to(plan.device)
-        randomized = is_randomized(model, probe)
-        state = Defended(model, weights, clean_pred, targets,
-                         config.eot_samples if randomized else 1, history=history, log=[line])
+        state = Defended(model, weights, clean_pred, targets, draws, history=history,
+                         log=[line])
         if randomized:
             state.log.append(f"{type(defense).name}: randomized model detected, gradient "
-                             f"attacks use EOT over {config.eot_samples} draws")
+                             f"attacks use EOT over {draws} draws, predictions are graded "
+                             + ("by its own predict" if has_own_predict(model) else
+                                f"by the mean softmax of {draws} draws"))
         declared = declared_surrogate(defense, base)  # None: the wrapper as the identity
         if model is not base and (declared is not None or not randomized or zero_gradient_fraction(
                 model, next(iter(plan.evaluation.values())), plan.device) > ZERO_GRADIENT_LIMIT):
@@ -410,6 +417,7 @@ class Worker:
             "cell": self.cell_key(cell, attack_config, defense_config), "model": model,
             "attack_class": f"{attack.__module__}.{attack.__qualname__}",
             "attack_source": [cell.attack.source.distribution, cell.attack.source.version],
+            "attack_code": plugin_code(attack),  # an editable install keeps its version
             "eot_samples": self.plan.config.eot_samples, "device": str(self.plan.device),
             "bench": code_version(), "format": 1})
 
@@ -531,6 +539,7 @@ class Worker:
                 error = f"attack raised {one_line(exc)}"
         row = self.row(cell, attack, defense, outcome, time.perf_counter() - started, error)
         row["eot_samples"], row["batch_size"] = state.eot_samples, batch_size
+        row["prediction_draws"] = prediction_draws(state.model, state.eot_samples)
         row["adaptive"] = state.adaptive if attack is None or attack.access == "gradient" else ""
         row["abstain_rate"] = float((clean_pred == -1).float().mean())
         self.add_certification(row, cell, outcome, state)

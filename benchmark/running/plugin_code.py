@@ -1,0 +1,73 @@
+"""A hash of a plugin's own code, for the caches' keys.
+
+A distribution's version says nothing of an editable install (``pip install -e``, as the
+plugin guide recommends while writing one): the plugin's author edits the code and keeps the
+number. Keying a plugin's cells (and a defense's model) on the source of the module defining
+its class, and of the modules of the same top-level package it reaches through its imports,
+recomputes exactly what the edit concerns: an edited attack its cells, an edited defense its
+model and cells, and nothing of the other plugins of the same distribution.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def top_package(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def imported_modules(name: str, source: str) -> set[str]:
+    """Names of the modules that module ``name`` (its ``source``) imports, ``from`` imports and
+    relative ones included, that belong to its own top-level package and are loaded."""
+    top, found = top_package(name), set()
+    package = name if source_file(name) and source_file(name).name == "__init__.py" else \
+        name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""),
+                                                   package) if node.level else node.module
+            except (ImportError, ValueError):
+                continue
+            if base:
+                found.add(base)
+                found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {module for module in found if top_package(module) == top and module in sys.modules}
+
+
+def source_file(name: str) -> Path | None:
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    return Path(path) if path and Path(path).suffix == ".py" and Path(path).is_file() else None
+
+
+@functools.cache
+def plugin_code(cls: type) -> str:
+    """A hash of the source files of ``cls``'s module and, transitively, of the modules of the
+    same top-level package that it imports ("" when the class has no source file: built in a
+    session, say, where only the name and version can key it)."""
+    start = sys.modules.get(cls.__module__)
+    if start is None or source_file(cls.__module__) is None:
+        return ""
+    seen, waiting, digest = set(), [start.__name__], hashlib.sha256()
+    while waiting:
+        name = waiting.pop()
+        path = source_file(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        source = path.read_bytes()
+        digest.update(name.encode() + b"\0" + source + b"\0")
+        try:
+            waiting += sorted(imported_modules(name, source.decode()) - seen)
+        except (SyntaxError, UnicodeDecodeError):  # hashed all the same
+            continue
+    return digest.hexdigest()[:20]
