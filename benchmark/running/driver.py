@@ -444,21 +444,21 @@ class Runner:
             reseed(state.model, self.plan.config.seed)  # the same noise under any executor
             zero = zero_gradient_fraction(state.model, data, self.plan.device)
             eot, bpda = state.eot_samples, state.bpda
+            draws = prediction_draws(state.model, eot)
         else:  # every cell was resumed: the battery's inputs were recorded with them
             zero = float(rows[0].get("zero_grad_fraction", 0.0)) if rows else 0.0
             eot = int(rows[0].get("eot_samples", 1)) if rows else 1
+            recorded = rows[0].get("prediction_draws") if rows else None
+            draws = 1 if recorded is None or pd.isna(recorded) else int(recorded)
             bpda = any("bpda" in str(row.get("adaptive") or "") for row in rows)
         attacks = {entry.name: entry for entry in self.plan.attacks}
         checked = [row for row in rows if row["valid"] and row["attack"] in attacks]
         robust = {(cell.attack_name, cell.threat.norm, cell.threat.eps, cell.split):
                   outcome.robust.tolist() for cell, outcome in finished}
         cells = pd.DataFrame([{**row, "access": attacks[row["attack"]].cls.access,
-            draws = prediction_draws(state.model, eot)
                                "single_step": bool(attacks[row["attack"]].cls.single_step),
                                "robust_samples": robust.get((row["attack"], row["norm"],
                                                              row["eps"], row["split"]))}
-            recorded = rows[0].get("prediction_draws") if rows else None
-            draws = 1 if recorded is None or pd.isna(recorded) else int(recorded)
                               for row in checked])
         found = cell_flags(cells) if checked else {}
         per_row = {id(row): found.get(i, []) for i, row in enumerate(checked)}
