@@ -368,12 +368,14 @@ def command_list(args: argparse.Namespace) -> int:
 
 def command_leaderboard(args: argparse.Namespace) -> int:
     from advbench.reporting.leaderboard import read_manifest, run_inputs, to_markdown, write_output
-    from advbench.reporting.results import combine_results, read_results
+    from advbench.reporting.results import check_manifest, combine_results, read_results
 
     files, run_manifest = run_inputs(args.files)
     frame = combine_results([(path, read_results(path)) for path in files], args.prefer)
     manifest_path = args.manifest or run_manifest
     manifest = read_manifest(manifest_path) if manifest_path is not None else None
+    if manifest is not None and manifest_path is not None:
+        check_manifest(frame, manifest, manifest_path)
     text = to_markdown(frame, manifest)
     if args.html:  # figures: those of the runs the files (and the manifest) come from
         from advbench.reporting.site import write_site
@@ -395,6 +397,9 @@ def command_cache(args: argparse.Namespace) -> int:
     from advbench.running.cell_cache import cache_usage, clear_cache
     from advbench.running.model_cache import cache_roots
 
+    if args.cache_dir is not None and not Path(args.cache_dir).is_dir():  # a typo: say so
+        raise UsageError(f"--cache-dir {args.cache_dir}: no such folder; check the name "
+                         "(without --cache-dir: the user cache folder)")
     roots = dict(zip(("models", "cells"), cache_roots(args.cache_dir), strict=True))
     if args.action == "list":
         for kind, root in roots.items():

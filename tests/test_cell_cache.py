@@ -12,19 +12,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_cli import assert_one_line_error
+from test_datasets import write_idx
 from torch import nn
 
 from advbench import load_registry, run_matrix
 from advbench.cli import main
+from advbench.data import read_idx
+from advbench.reporting.results import blank_row
 from advbench.running import worker as worker_module
 from advbench.running.cell_cache import CachedCell, CellCache
 from advbench.running.evaluate import CellOutcome
-from advbench.running.model_cache import ModelCache
+from advbench.running.model_cache import ModelCache, content_key
 from advbench.running.plan import RunConfig, build_plan
-from advbench.data import read_idx
 from advbench.running.worker import Worker
 from advbench.threat import ThreatModel
-from test_datasets import write_idx
 
 TINY = dict(model="sample_models:tiny_mlp", preset="smoke", n_train=1000, n_eval=40,
             defenses="none")
@@ -260,25 +262,38 @@ def test_an_entry_of_another_key_is_not_trusted(tmp_path):
 
 # ---- the entries --------------------------------------------------------------------------
 
+def entry_row(valid: bool = True, **values) -> dict:
+    """A cached cell's row as the worker writes one: every column, its identity filled in."""
+    return {**blank_row(), "dataset": "fashion-mnist", "model": "m", "defense": "none",
+            "attack": "fgsm", "norm": "linf", "eps": 0.1, "split": "test", "seed": 0,
+            "schema_version": 1, "valid": valid, "status": "ok" if valid else "invalid",
+            **values}
+
+
 def cell(value: int, n: int = 50) -> CachedCell:
+    """A cached cell whose first value/10 of its n samples (all correct) withstood the attack."""
     labels = torch.arange(n) % 10
-    outcome = CellOutcome(torch.ones(n, dtype=torch.bool), (labels + value) % 10, labels,
+    adv_pred = torch.where(torch.arange(n) < value * n // 10, labels, (labels + 1) % 10)
+    outcome = CellOutcome(torch.ones(n, dtype=torch.bool), adv_pred, labels,
                           torch.full((n,), value), needed_norm=torch.rand(n))
-    return CachedCell({"attack": "fgsm", "robust_accuracy": value / 10, "valid": True},
-                      outcome, torch.zeros(n, dtype=torch.bool), {"history": None})
+    row = entry_row(n_samples=n, clean_accuracy=1.0, robust_accuracy=value / 10)
+    return CachedCell(row, outcome, torch.zeros(n, dtype=torch.bool), {"history": None})
 
 
 def test_an_entry_reads_back_as_written(tmp_path):
     cache, written = CellCache(tmp_path), cell(3)
     cache.store("k", written)
     read = cache.load("k")
-    assert read is not None and read.row == written.row and read.extras == {"history": None}
+    assert read is not None and read.extras == {"history": None}
+    assert json.dumps(read.row) == json.dumps(written.row)  # NaN too
     for name in ("clean_correct", "adv_pred", "labels", "queries", "needed_norm"):
         assert torch.equal(getattr(read.outcome, name), getattr(written.outcome, name))
     assert torch.equal(read.certified, written.certified)
-    invalid = CachedCell({"valid": False}, None)
+    invalid = CachedCell(entry_row(valid=False, n_samples=50), None)
     cache.store("invalid", invalid)
-    assert cache.load("invalid") == invalid
+    read = cache.load("invalid")
+    assert read is not None and read.outcome is None
+    assert json.dumps(read.row) == json.dumps(invalid.row)
 
 
 def write_many(root, value: int) -> None:
@@ -305,10 +320,19 @@ def test_concurrent_writers_leave_a_readable_entry(tmp_path):
 # ---- bench cache --------------------------------------------------------------------------
 
 def test_cache_list_and_clear(tmp_path, capsys):
-    ModelCache(tmp_path).save("m", {"p": 1}, nn.Linear(3, 2))
-    for key in ("a", "b"):
+    model_key = content_key({"p": 1})
+    ModelCache(tmp_path).save(model_key, {"p": 1}, nn.Linear(3, 2))
+    (tmp_path / f"{model_key}.history.json").write_text("{}")
+    for key in ("a" * 20, "b" * 20):
         CellCache(tmp_path / "cells").store(key, cell(1))
+    # a user's files in the same folders, some named like bench's (issue #30): all kept
+    ModelCache(tmp_path).save("mine", {"p": 2}, nn.Linear(3, 2))
+    ModelCache(tmp_path).path("mine").rename(tmp_path / "my_finetuned.safetensors")
+    (tmp_path / "draft.tmp").write_text("kept")
     (tmp_path / "someone-elses.txt").write_text("kept")
+    CellCache(tmp_path / "cells").store("c" * 20, cell(1))
+    (tmp_path / "cells" / ("c" * 20 + ".parquet")).rename(tmp_path / "cells" / ("d" * 20
+                                                                             + ".parquet"))
     where = ["--cache-dir", str(tmp_path)]
     assert main(["cache", "list", *where]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -319,11 +343,18 @@ def test_cache_list_and_clear(tmp_path, capsys):
     assert main(["cache", "clear", "--cells", *where]) == 0
     out = capsys.readouterr().out
     assert out.startswith("freed ") and out.strip().endswith(": 2 cells")
-    assert not list((tmp_path / "cells").iterdir())
-    assert ModelCache(tmp_path).path("m").is_file()
+    assert [path.name for path in (tmp_path / "cells").iterdir()] == ["d" * 20 + ".parquet"]
+    assert ModelCache(tmp_path).path(model_key).is_file()
     assert main(["cache", "clear", *where]) == 0
     assert capsys.readouterr().out.strip().endswith(": 1 models, 0 cells")
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["cells", "someone-elses.txt"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "cells", "draft.tmp", "my_finetuned.safetensors", "someone-elses.txt"]
+
+
+@pytest.mark.parametrize("action", ["list", "clear"])
+def test_cache_of_a_mistyped_folder_says_so(action, tmp_path, capsys):
+    code = main(["cache", action, "--cache-dir", str(tmp_path / "typo")])
+    assert_one_line_error(capsys, code, f"--cache-dir {tmp_path / 'typo'}: no such folder")
 
 
 @pytest.mark.parametrize("argv, fix", [

@@ -108,6 +108,8 @@ def read_results(path: Path) -> pd.DataFrame:
         raise
     except Exception as exc:
         raise UsageError(f"{path}: not a readable results file ({type(exc).__name__})") from exc
+    if frame.empty:
+        raise UsageError(f"{path}: holds no result rows (only a header); regenerate it")
     return validate_results(frame, path)
 
 
@@ -214,6 +216,49 @@ def check_consistency(frame: pd.DataFrame, rows: Rows) -> None:
                            f"{side} {bound}: outside its own interval")
 
 
+def check_counts(frame: pd.DataFrame, rows: Rows) -> None:
+    """Accuracies are counts over ``n_samples`` (0.62 of 7 samples is no count), and
+    ``broken_by`` is a JSON object of attack → whole number of samples, at most ``n_samples``."""
+    n = frame["n_samples"]
+    for column in ("clean_accuracy", "robust_accuracy"):
+        count = frame[column] * n
+        rows.error((count - count.round()).abs() > 1e-6 + 1e-9 * n, column,
+                   "not a whole number of the row's n_samples (a count over them)")
+    if "broken_by" not in frame.columns:
+        return
+    text = frame["broken_by"].where(frame["broken_by"].notna(), "").astype(str).str.strip()
+
+    def bad(value: str, n: float) -> bool:
+        if not value:
+            return False
+        try:
+            counts = json.loads(value)
+        except ValueError:
+            return True
+        return not isinstance(counts, dict) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= n
+            for c in counts.values())
+
+    rows.error(pd.Series([bad(v, m) for v, m in zip(text, n, strict=True)], index=frame.index),
+               "broken_by", "not a JSON object of attack → samples broken (0..n_samples)")
+
+
+WORST_CASE_ROW = "worst-case"
+THREAT = ["dataset", "model", "defense", "norm", "eps", "split", "targeted", "seed"]
+
+
+def check_worst_cases(frame: pd.DataFrame, rows: Rows) -> None:
+    """A valid worst-case row is at most each valid attack of its threat model (a sample it
+    counts robust withstood every attack)."""
+    keys = frame[[c for c in THREAT if c in frame.columns]].astype(object).fillna("")
+    worst = frame["attack"] == WORST_CASE_ROW
+    robust = frame["robust_accuracy"].where(frame["valid"] & ~worst, np.inf)
+    bound = robust.groupby([keys[c].astype(str) for c in keys.columns]).transform("min")
+    rows.error(frame["valid"] & worst & (frame["robust_accuracy"] > bound + SLACK),
+               "robust_accuracy", "above the robust accuracy of an attack of its threat model "
+               "(a worst case is at most each attack's)")
+
+
 def validate_results(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """The one check of a loaded results frame: required columns, types and invariants. Returns
     a normalized copy (numbers as floats, ``valid`` as booleans, text as str) or raises a
@@ -230,6 +275,8 @@ def validate_results(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         frame[column] = frame[column].astype("int64")
     as_flags(frame, rows)
     check_consistency(frame, rows)
+    check_counts(frame, rows)
+    check_worst_cases(frame, rows)
     return frame
 
 
@@ -275,6 +322,68 @@ def check_duplicates(frame: pd.DataFrame, paths: list[Path], columns: list[str])
                              "--prefer first|last")
 
 
+def beside_manifest(path: Path) -> dict[str, Any]:
+    """The manifest.json of the run a results file lies in ({} when there is none to read)."""
+    try:
+        manifest = json.loads((path.parent / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def evaluation_sets(path: Path, frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
+    """What a results file was evaluated on, per dataset and split: its sample counts, and the
+    samples' hashes (indices and data) when its run's manifest lies beside it."""
+    manifest = beside_manifest(path)
+    samples = manifest.get("samples") if isinstance(manifest.get("samples"), dict) else {}
+    found = {}
+    for (dataset, split), part in frame.groupby(["dataset", "split"], sort=False):
+        record = samples.get(split) if manifest.get("dataset") == dataset else None
+        hashes = {k: v for k, v in record.items() if k != "n"} if isinstance(record, dict) else {}
+        found[(dataset, split)] = {"n": sorted(set(part["n_samples"].tolist())), **hashes}
+    return found
+
+
+def check_same_samples(loaded: list[tuple[Path, pd.DataFrame]]) -> None:
+    """Files merged into one leaderboard must have evaluated each dataset's split on the same
+    samples: a worst case across two evaluation sets is no worst case of either."""
+    first: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
+    for path, frame in loaded:
+        for where, record in evaluation_sets(path, frame).items():
+            seen, before = first.setdefault(where, (path, record))
+            for key in [k for k in record if k in before and record[k] != before[k]][:1]:
+                shown = {"n": "n_samples", "sha256": "sample indices", "data": "sample data"}
+                raise UsageError(
+                    f"{seen} and {path} evaluate {where[0]} ({where[1]}) on different samples "
+                    f"({shown.get(key, key)}: {before[key]} vs {record[key]}): merge only runs "
+                    "of the same data, --n-eval and --seed")
+
+
+def check_manifest(frame: pd.DataFrame, manifest: dict[str, Any], path: Path) -> None:
+    """A manifest is shown only above the results of its own run: its dataset, model, seed,
+    splits with their sample counts, and ε must be those of every row."""
+    def refuse(what: str) -> None:
+        raise UsageError(f"--manifest {path} is not the manifest of these results ({what}); "
+                         "pass the manifest.json of the run they come from")
+
+    for column in ("dataset", "model", "seed"):
+        if column in manifest and column in frame.columns:
+            expected = manifest[column]
+            other = frame[column][[not same_value(v, expected) for v in frame[column]]]
+            if len(other):
+                refuse(f"{column} {manifest[column]} there, {other.iloc[0]} in the results")
+    samples, eps = manifest.get("samples"), manifest.get("eps")
+    for _, row in frame.iterrows():
+        record = samples.get(row["split"]) if isinstance(samples, dict) else None
+        if isinstance(samples, dict) and not (isinstance(record, dict)
+                                              and same_value(record.get("n"), row["n_samples"])):
+            refuse(f"no {row['split']} split of {row['n_samples']} samples there")
+        values = eps.get(row["norm"]) if isinstance(eps, dict) else None
+        if isinstance(eps, dict) and not (isinstance(values, list) and any(
+                same_value(v, row["eps"]) for v in values)):
+            refuse(f"no {row['norm']} ε={row['eps']:g} there")
+
+
 def combine_results(loaded: list[tuple[Path, pd.DataFrame]],
                     prefer: str | None = None) -> pd.DataFrame:
     """One frame from several validated results frames. A cell found more than once must say
@@ -282,6 +391,7 @@ def combine_results(loaded: list[tuple[Path, pd.DataFrame]],
     names whose row wins whole: never one column from one file and another from the other."""
     if prefer not in (None, "first", "last"):
         raise UsageError(f"prefer {prefer!r}: choose first or last")
+    check_same_samples(loaded)
     paths = [path for path, _ in loaded]
     frame = pd.concat([part.assign(_source=i) for i, (_, part) in enumerate(loaded)],
                       ignore_index=True)

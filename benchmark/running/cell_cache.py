@@ -4,7 +4,9 @@ that some earlier run computed instead of attacking again.
 One ``<key>.parquet`` per cell: its per-sample outcome as columns, its row and what the driver
 needs of the defended model afterwards (certified samples, training history, smoothing curve)
 as JSON in the file's metadata. The key (``Worker.cache_key``) hashes everything that
-determines the cell; an entry that cannot be read, or names another key, is not trusted.
+determines the cell; an entry that cannot be read, or names another key, is not trusted, and
+one whose row disagrees with its own per-sample outcome (a hand edit) is dropped with a warning
+and computed again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import functools
 import hashlib
 import importlib.util
 import json
+import math
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -22,9 +27,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from safetensors import safe_open
 
-from advbench.reporting.results import write_atomic
+from advbench.errors import UsageError
+from advbench.reporting.results import validate_results, write_atomic
 from advbench.running.evaluate import CellOutcome
+from advbench.running.model_cache import history_problem
 
 FORMAT = 1
 METADATA = b"advbench.cell"
@@ -64,12 +72,50 @@ class CachedCell:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def outcome_problem(row: Mapping[str, Any], outcome: CellOutcome) -> str | None:
+    """Why ``row`` is not the row of ``outcome`` (None: it is): its sample count and its clean
+    and robust accuracy are counted again on the per-sample outcome kept with it, so that a hand
+    edit of either side is caught rather than published."""
+    n = len(outcome.labels)
+    counted = {"n_samples": n, "clean_accuracy": int(outcome.clean_correct.sum()) / n,
+               "robust_accuracy": int(outcome.robust.sum()) / n}
+    for column, value in counted.items():
+        try:
+            same = math.isclose(float(row[column]), value, abs_tol=1e-9)
+        except (KeyError, TypeError, ValueError):
+            same = False
+        if not same:
+            return (f"{column} is {row.get(column)!r} but its {n} per-sample outcomes give "
+                    f"{value:.6g}")
+    return None
+
+
+def entry_problem(cell: CachedCell, labels: torch.Tensor | None) -> str | None:
+    """Why a cached cell cannot be published (None: it can): its row must pass the results
+    files' checks (ranges, robust <= clean, intervals), agree with its per-sample outcome, have
+    one exactly when valid, be graded on ``labels`` (the run's), and keep a readable history."""
+    try:
+        validate_results(pd.DataFrame([cell.row]), Path("entry"))
+    except UsageError as exc:
+        return str(exc).removeprefix("entry row 1, ").split("; fix or")[0]
+    if bool(cell.row["valid"]) != (cell.outcome is not None):
+        return "valid and its per-sample outcome disagree"
+    if cell.outcome is None:
+        return None
+    if labels is not None and not torch.equal(cell.outcome.labels, labels):
+        return "its labels are not this run's evaluation labels"
+    return (outcome_problem(cell.row, cell.outcome)
+            or history_problem(cell.extras.get("history")))
+
+
 class CellCache:
     """Finished cells as ``<root>/<key>.parquet``, written atomically (two runs writing the same
-    cell leave one whole entry); a corrupt entry reads as missing and is overwritten."""
+    cell leave one whole entry); a corrupt entry reads as missing and is overwritten, and an
+    entry that fails ``entry_problem`` is reported to ``warn`` and computed again."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, warn: Callable[[str], None] | None = None) -> None:
         self.root = root
+        self.warn = warn or (lambda line: None)
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.parquet"
@@ -90,8 +136,9 @@ class CellCache:
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path(key), lambda path: pq.write_table(table, path))
 
-    def load(self, key: str) -> CachedCell | None:
-        """The cached cell, or None when there is none, or none that can be trusted."""
+    def load(self, key: str, labels: torch.Tensor | None = None) -> CachedCell | None:
+        """The cached cell, or None when there is none, or none that can be trusted;
+        ``labels``: the run's evaluation labels, which the entry must have been graded on."""
         path = self.path(key)
         if not path.is_file():
             return None
@@ -108,31 +155,64 @@ class CellCache:
                 outcome = CellOutcome(*(column[name] for name in OUTCOME_COLUMNS),
                                       needed_norm=column.get("needed_norm"))
                 certified = column.get("certified")
-            return CachedCell(dict(meta["row"]), outcome, certified, dict(meta["extras"]))
+            cell = CachedCell(dict(meta["row"]), outcome, certified, dict(meta["extras"]))
         except Exception:  # truncated, foreign or hand-edited: the cell is computed again
             return None
+        problem = entry_problem(cell, labels)
+        if problem is not None:
+            self.warn(f"[yellow]cell cache entry {path.name} dropped ({problem}): computing "
+                      "the cell again[/yellow]")
+            return None
+        return cell
 
 
-# What each cache holds: its entries, and the files that go with them.
-ENTRIES = {"models": "*.safetensors", "cells": "*.parquet"}
-FILES = {"models": ("*.safetensors", "*.history.json", "*.tmp"), "cells": ("*.parquet", "*.tmp")}
+# What each cache holds: its entries' and files' extensions. bench names every file after a key
+# (``content_key``: 20 hex digits), and ``write_atomic``'s temporaries ``.<name>.<random>.tmp``.
+ENTRIES = {"models": "safetensors", "cells": "parquet"}
+FILES = {"models": ("safetensors", "history.json"), "cells": ("parquet",)}
+NAME = re.compile(r"(?P<dot>\.?)(?P<key>[0-9a-f]{20})\.(?P<ext>safetensors|history\.json|parquet)"
+                  r"(?P<tmp>\.[A-Za-z0-9_]+\.tmp)?")
+
+
+def entry_key(path: Path) -> str | None:
+    """The key an entry's own metadata names (None: not one bench wrote, or unreadable)."""
+    try:
+        if path.suffix == ".parquet":
+            return json.loads(pq.read_schema(path).metadata[METADATA])["key"]
+        with safe_open(str(path), framework="pt") as handle:
+            text = (handle.metadata() or {})["key"]
+        return hashlib.sha256(text.encode()).hexdigest()[:20]  # content_key of those parts
+    except Exception:
+        return None
+
+
+def bench_wrote(kind: str, path: Path) -> bool:
+    """Whether bench wrote ``path`` into the ``kind`` cache: a name of bench's format, and for
+    an entry, metadata naming the same key (a user's own files there are never touched)."""
+    found = NAME.fullmatch(path.name)
+    if found is None or found["ext"] not in FILES[kind] or bool(found["dot"]) != bool(
+            found["tmp"]):
+        return False
+    return (found["tmp"] is not None or found["ext"] == "history.json"
+            or entry_key(path) == found["key"])
 
 
 def cache_files(kind: str, root: Path) -> list[Path]:
     """The cache's own files in ``root`` (not recursive: ``--cache-dir`` may hold others)."""
-    return sorted({path for pattern in FILES[kind] for path in root.glob(pattern)
-                   if path.is_file()})
+    if not root.is_dir():
+        return []
+    return sorted(path for path in root.iterdir() if path.is_file() and bench_wrote(kind, path))
 
 
 def cache_usage(kind: str, root: Path) -> tuple[int, int]:
     """Entries and bytes of one cache."""
     files = cache_files(kind, root)
-    return (sum(path.match(ENTRIES[kind]) for path in files),
+    return (sum(path.name.endswith("." + ENTRIES[kind]) for path in files),
             sum(path.stat().st_size for path in files))
 
 
 def clear_cache(kind: str, root: Path) -> tuple[int, int]:
-    """Delete one cache's files; the entries and bytes freed."""
+    """Delete one cache's files (only those bench wrote); the entries and bytes freed."""
     entries, size = cache_usage(kind, root)
     for path in cache_files(kind, root):
         path.unlink(missing_ok=True)

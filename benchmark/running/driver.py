@@ -123,7 +123,7 @@ class Runner:
         self.stopwatch = stopwatch or Stopwatch()
         self.progress, self.out, self.previous = progress, out, previous or {}
         self.resumed_cells = 0
-        self.cell_cache = CellCache(cache_roots(plan.config.cache_dir)[1])
+        self.cell_cache = CellCache(cache_roots(plan.config.cache_dir)[1], progress.log)
         self.reused_keys: list[str] = []  # cells read from the cell cache
         self.groups: dict[str, Group] = {}
         self.worker = Worker(plan, user_model, progress)
@@ -206,7 +206,8 @@ class Runner:
         if keys[0] in self.previous:
             self.resumed_cells += 1
             return self.previous[keys[0]]
-        cached = None if self.plan.config.fresh else self.cell_cache.load(keys[1])
+        labels = self.plan.evaluation[cell.split].y
+        cached = None if self.plan.config.fresh else self.cell_cache.load(keys[1], labels)
         if cached is None:
             return None
         self.reused_keys.append(keys[1])
@@ -520,6 +521,10 @@ class Runner:
         certified = group.certified.get((row["split"], row["eps"]))
         if certified is not None and is_bound_certificate(row["certifier"]):
             row["certified_broken"] = int((certified & ~combined.robust).sum())
+        elif row["cell_key"] in self.previous:  # resumed: counted before, on the same samples
+            before, outcome = self.previous[row["cell_key"]]
+            if torch.equal(outcome.robust, combined.robust):
+                row["certified_broken"] = before["certified_broken"]
 
     def log_error(self, what: str, trace: str) -> None:
         self.progress.log(f"[red]{what} failed: {trace.strip().splitlines()[-1]}[/red]")

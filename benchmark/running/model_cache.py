@@ -18,6 +18,33 @@ from advbench.data import Split
 from advbench.reporting.results import write_atomic
 
 
+def history_problem(history: Any) -> str | None:
+    """Why a cached training history cannot be drawn (None: it can, or there is none): it must
+    be a JSON object that reads as a ``TrainingHistory`` (a list or garbage is not)."""
+    from advbench.algorithms.adversarial_training import TrainingHistory
+
+    if history is None:
+        return None
+    try:
+        TrainingHistory.from_dict(history)
+    except Exception as exc:
+        return f"its training history is not one ({type(exc).__name__})"
+    return None
+
+
+def read_history(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A cached model's ``<key>.history.json``: the history, or None and why it was dropped
+    (a file that is not a readable history is treated as missing, never raised)."""
+    if not path.is_file():
+        return None, None
+    try:
+        history = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} unreadable ({type(exc).__name__}): its history dropped"
+    problem = history_problem(history)
+    return (None, f"{path.name}: {problem}, dropped") if problem else (history, None)
+
+
 def cache_roots(cache_dir: Path | None) -> tuple[Path, Path]:
     """The model cache and the cell cache: ``--cache-dir`` holds the models (as it always has)
     and a ``cells`` folder; by default both lie in the user cache folder."""

@@ -19,8 +19,10 @@ from advbench.errors import UsageError
 from advbench.plugin_system.loader import one_line
 from advbench.plugin_system.registry import Registry
 from advbench.reporting.results import SCHEMA_VERSION, validate_results
+from advbench.running.cell_cache import outcome_problem
 from advbench.running.evaluate import CellOutcome
-from advbench.running.plan import WORST_CASE, Plan, RunConfig
+from advbench.running.model_cache import data_fingerprint
+from advbench.running.plan import Plan, RunConfig
 
 
 def config_record(config: RunConfig) -> dict[str, Any]:
@@ -79,7 +81,8 @@ def check_columns(path: Path, frame: pd.DataFrame, columns: tuple[str, ...]) -> 
 
 def load_previous(out: Path) -> Previous:
     """Finished cells of an interrupted run, by cell key: their rows and per-sample outcomes.
-    Cells that raised are not reused (they run again); worst-case rows are recomputed."""
+    Cells that raised are not reused (they run again); worst-case rows are recomputed. A row
+    that its per-sample outcome contradicts (a hand edit of either file) is refused."""
     results, samples = out / "results.parquet", out / "samples.parquet"
     if not results.is_file() or not samples.is_file():
         return {}
@@ -95,8 +98,7 @@ def load_previous(out: Path) -> Previous:
     check_columns(samples, per_sample, SAMPLE_COLUMNS)
     previous: Previous = {}
     for key, part in per_sample.groupby("cell_key", sort=False):
-        match = rows[(rows["cell_key"] == key) & (rows["status"] != "error")
-                     & (rows["attack"] != WORST_CASE)]
+        match = rows[(rows["cell_key"] == key) & (rows["status"] != "error")]
         if len(match) != 1:
             continue
         part = part.sort_values("sample")
@@ -106,7 +108,13 @@ def load_previous(out: Path) -> Previous:
             torch.tensor(part["queries"].to_numpy()))
         if "needed_norm" in part and bool(part["needed_norm"].notna().any()):
             outcome.needed_norm = torch.tensor(part["needed_norm"].to_numpy(), dtype=torch.float)
-        previous[key] = (match.iloc[0].to_dict(), outcome)
+        row = match.iloc[0].to_dict()
+        problem = outcome_problem(row, outcome)
+        if problem is not None:  # one of the two files was edited: neither can be trusted
+            raise UsageError(f"--resume {out}: the {row['attack']} row of {results} "
+                             f"disagrees with {samples} ({problem}); put back the run's own "
+                             "files, or delete both to run every cell again")
+        previous[key] = (row, outcome)  # worst cases too: not resumed, but compared with
     return previous
 
 
@@ -138,7 +146,8 @@ def manifest(plan: Plan, registry: Registry, started: str) -> dict[str, Any]:
         "dataset": plan.dataset.name, "model": plan.model_plugin.name,
         "training": {name: dataclasses.asdict(settings)
                      for name, settings in plan.settings.items()}, "eps": plan.eps,
-        "samples": {split: {"n": len(data), "sha256": plan.sample_hashes[split]}
+        "samples": {split: {"n": len(data), "sha256": plan.sample_hashes[split],
+                            "data": data_fingerprint(data)}
                     for split, data in plan.evaluation.items()},
         "data": {k: v.files for k, v in {"train": plan.train, **plan.evaluation}.items()},
         "versions": versions(registry),
