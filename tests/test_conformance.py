@@ -57,7 +57,8 @@ def test_the_rules_are_the_documented_ones():
                             "batch-size-invariant", "targeted", "targeted-progress"]
     defense_rules = [name for name, _ in defense_checks(Plain)]
     assert defense_rules == ["attributes", "constructible", "config", "fit", "wrap",
-                             "randomized", "deterministic", "global-rng", "training-loss"]
+                             "randomized", "deterministic", "global-rng", "bpda-surrogate",
+                             "training-loss"]
 
 
 def test_the_kit_leaves_the_global_state_alone():
@@ -270,6 +271,32 @@ class NaNLogits(Plain):
         return nn.Sequential(model, nn.Threshold(1e9, float("nan")))
 
 
+class Detached(nn.Module):
+    """The model's logits with the graph cut: no input gradient for BPDA to follow."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).detach()
+
+
+class SurrogateNotAModule(Plain):
+    def bpda_surrogate(self, model):
+        return lambda x: model(x)
+
+
+class SurrogateWrongShape(Plain):
+    def bpda_surrogate(self, model):
+        return nn.Sequential(model, nn.Linear(3, 4))
+
+
+class SurrogateWithoutGradient(Plain):
+    def bpda_surrogate(self, model):
+        return Detached(model)
+
+
 @dataclass(kw_only=True)
 class MisspelledWrapperField(Plain):
     votes: int = 10
@@ -326,6 +353,9 @@ def test_the_kit_catches_a_broken_attack(cls, rule, detail):
     (GlobalNoiseTraining, "global-rng", "fit drew from torch's global RNG"),
     (GlobalNoiseWrapper, "global-rng", "the forward pass drew"),
     (BackwardInLoss, "training-loss", "already hold the gradient"),
+    (SurrogateNotAModule, "bpda-surrogate", "not an nn.Module"),
+    (SurrogateWrongShape, "bpda-surrogate", "(8, 4)"),
+    (SurrogateWithoutGradient, "bpda-surrogate", "not differentiable"),
 ])
 def test_the_kit_catches_a_broken_defense(cls, rule, detail):
     with pytest.raises(ConformanceError) as info:
