@@ -286,8 +286,12 @@ def test_identical_duplicates_are_fine(tmp_path, capsys):
 def test_a_run_folder_is_its_results_and_manifest(tmp_path, capsys):
     written(tmp_path, published())
     (tmp_path / "manifest.json").write_text(json.dumps({"seed": 1234}))
+    assert_one_line_error(capsys, main(["leaderboard", str(tmp_path)]),
+                          "is not the manifest of these results (seed 1234 there, 0 in the "
+                          "results)")  # another run's (issue #30)
+    (tmp_path / "manifest.json").write_text(json.dumps({"seed": 0, "device": "tpu"}))
     assert main(["leaderboard", str(tmp_path)]) == 0
-    assert "- **seed**: 1234" in capsys.readouterr().out
+    assert "- **device**: tpu" in capsys.readouterr().out
     read_results(tmp_path / "results.csv").to_parquet(tmp_path / "results.parquet")
     written(tmp_path, rerun(published(), 0.05))  # a hand edit of the CSV alone
     assert_one_line_error(capsys, main(["leaderboard", str(tmp_path)]),
