@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -15,6 +19,7 @@ from advbench.errors import BenchError, UsageError
 from advbench.plugin_system.options import parse_set, shown
 
 MIN_WIDTH = 100  # columns: narrower, rich would fold the leaderboard's numbers away
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
 # What --resume may change: where the cells run, not what they compute.
 RESUME_MAY_CHANGE = {"resume", "executor", "workers", "ray_address", "strict_plugins"}
 
@@ -24,6 +29,20 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def path_arg(text: str) -> Path:
+    """A path flag's value, refused at once when empty (``Path('')`` is the current folder)
+    or when one of its names is longer than file systems allow (OSError 36 later)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty; name a folder or file (. for the "
+                                         "current folder)")
+    for name in Path(text).parts:
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise argparse.ArgumentTypeError(
+                f"the name {shown(name[:20])}… is {len(os.fsencode(name))} bytes long; file "
+                f"systems allow {NAME_MAX}: choose a shorter name")
+    return Path(text)
 
 
 def parse_eps(values: list[str]) -> dict[str, list[float]] | None:
@@ -81,16 +100,16 @@ def build_parser() -> Parser:
     # the choices are checked with the other settings (running.plan.SPLIT_CHOICES): naming
     # them here would import torch for --help
     run.add_argument("--split", default="test", help="test (default), train or both")
-    run.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>)")
-    run.add_argument("--data-root", type=Path, help="folder holding the dataset files")
-    run.add_argument("--cache-dir", type=Path, help="cache folder: trained models, and "
+    run.add_argument("--out", type=path_arg, help="run folder (default: runs/<timestamp>)")
+    run.add_argument("--data-root", type=path_arg, help="folder holding the dataset files")
+    run.add_argument("--cache-dir", type=path_arg, help="cache folder: trained models, and "
                      "finished cells in its cells/ (default: the user cache folder)")
     run.add_argument("--fresh", action="store_true", help="compute every cell and train every "
                      "model again, reading no cache (the new results are still cached)")
     run.add_argument("--eot-samples", type=int, default=8,
                      help="against a randomized defense: gradient draws per step (EOT), and "
                      "draws whose mean softmax grades each prediction, clean and adversarial")
-    run.add_argument("--resume", type=Path, metavar="DIR",
+    run.add_argument("--resume", type=path_arg, metavar="DIR",
                      help="finish an interrupted run in DIR with its recorded configuration")
     run.add_argument("--cascade", action=argparse.BooleanOptionalAction,
                      help="AutoAttack's cascade: per defense and threat model, attacks run "
@@ -114,22 +133,22 @@ def build_parser() -> Parser:
     listing.add_argument("--strict-plugins", action="store_true")
 
     board = sub.add_parser("leaderboard", help="render the Markdown leaderboard of results files")
-    board.add_argument("files", nargs="+", type=Path,
+    board.add_argument("files", nargs="+", type=path_arg,
                        help="results.csv, results.parquet or a run folder")
-    board.add_argument("--manifest", type=Path, help="a run's manifest.json, rendered under "
+    board.add_argument("--manifest", type=path_arg, help="a run's manifest.json, rendered under "
                        "the tables (default: that of a lone run folder)")
-    board.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    board.add_argument("--out", type=path_arg, help="write to this file instead of stdout")
     board.add_argument("--prefer", choices=("first", "last"),
                        help="a cell in several files with different numbers: take the first or "
                        "last file's row (default: refuse)")
-    board.add_argument("--html", type=Path, metavar="DIR",
+    board.add_argument("--html", type=path_arg, metavar="DIR",
                        help="also write the leaderboard web page (index.html) into DIR")
 
     cache = sub.add_parser("cache", help="list or empty the model and cell caches")
     actions = cache.add_subparsers(dest="action", metavar="list|clear", required=True,
                                    parser_class=Parser)
     where = Parser(add_help=False)
-    where.add_argument("--cache-dir", type=Path,
+    where.add_argument("--cache-dir", type=path_arg,
                        help="the --cache-dir given to bench run (default: the user cache folder)")
     actions.add_parser("list", parents=[where], help="each cache's folder, entries and size")
     clear = actions.add_parser("clear", parents=[where], help="empty both caches, or one")
@@ -215,14 +234,17 @@ def check_resume_flags(args: argparse.Namespace, resumed: Any) -> None:
         conflicts.append("out")
     if conflicts:
         names = ", ".join(flag(key) for key in conflicts)
-        held = ", ".join(f"{key}={shown(recorded.get(key, args.resume))}" for key in conflicts)
+        held = ", ".join(f"{key}={args.resume}" if key == "out" else
+                         f"{key}={shown(recorded.get(key))}" for key in conflicts)
         raise UsageError(f"--resume {args.resume}: {names} would change the recorded run "
                          f"({held}); drop them to finish it, or start a new run with --out")
 
 
 class PipeSafe:
-    """The console's stdout. Once its reader has gone (``bench run | head -1``) output is
-    dropped, so the run still ends and writes every file; nothing is printed about it."""
+    """The console's stdout. Output never stops a run: once stdout cannot be written (its
+    reader has gone, ``bench run | head -1``; it is closed; ``>/dev/full``) output is dropped, so
+    the run still ends and writes every file; a character its encoding lacks is escaped
+    (``PYTHONIOENCODING=ascii``)."""
 
     def __init__(self, stream: Any) -> None:
         self.stream, self.broken = stream, False
@@ -231,23 +253,30 @@ class PipeSafe:
         if not self.broken:
             try:
                 return self.stream.write(text)
-            except BrokenPipeError:
-                self.close_pipe()
+            except UnicodeEncodeError:
+                encoding = getattr(self.stream, "encoding", None) or "ascii"
+                return self.write(text.encode(encoding, "backslashreplace").decode(encoding))
+            except (OSError, ValueError) as exc:  # ValueError: a closed file
+                self.close_pipe(exc)
         return len(text)
 
     def flush(self) -> None:
         if not self.broken:
             try:
                 self.stream.flush()
-            except BrokenPipeError:
-                self.close_pipe()
+            except (OSError, ValueError) as exc:
+                self.close_pipe(exc)
 
-    def close_pipe(self) -> None:
-        """Point stdout at /dev/null: the interpreter's last flush must not complain."""
+    def close_pipe(self, reason: BaseException | None = None) -> None:
+        """Point stdout at /dev/null: the interpreter's last flush must not complain. Said on
+        stderr unless the reader simply left (a broken pipe)."""
         self.broken = True
+        if reason is not None and not isinstance(reason, BrokenPipeError):
+            print(f"bench: warning: stdout cannot be written ({reason}); the rest of the "
+                  "output is dropped, the files are still written", file=sys.stderr)
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
 
     def __getattr__(self, name: str) -> Any:
@@ -273,6 +302,39 @@ def warn_plugin_failures(registry: Any) -> None:
               "(--strict-plugins makes this fatal)", file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit), ending the run as Ctrl-C does."""
+
+
+class DiskFull(BenchError):
+    """The disk filled up while the run wrote: a failed run, not a usage error."""
+
+    exit_code = 1
+
+
+@contextlib.contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    """While the run goes, SIGTERM raises :class:`Terminated`: the finished cells are kept
+    and the resume hint printed, instead of a silent death."""
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def folder_of(exc: OSError, default: Path | None) -> Path | str:
+    """The folder an OSError happened in (the file's parent), else ``default``."""
+    return Path(os.fsdecode(exc.filename)).parent if exc.filename else (default or "?")
+
+
 def command_run(args: argparse.Namespace) -> int:
     from advbench.plugin_system.loader import load_registry
     from advbench.reporting.leaderboard import to_rich
@@ -288,14 +350,22 @@ def command_run(args: argparse.Namespace) -> int:
     executor = get_executor(args.executor, args.workers, args.ray_address)
     registry = load_registry(strict=config.strict_plugins)
     warn_plugin_failures(registry)
-    console = terminal(PipeSafe(sys.stdout))
+    console = terminal(sys.stdout)
     try:
-        frame = run_matrix(config, registry=registry, progress=True, console=console,
-                           executor=executor)
-    except KeyboardInterrupt:
-        console.print(f"interrupted: every finished cell is saved in {config.out}; finish the "
-                      f"run with: bench run --resume {config.out}")
-        return 130
+        with terminated_as_interrupt():
+            frame = run_matrix(config, registry=registry, progress=True, console=console,
+                               executor=executor)
+    except KeyboardInterrupt as exc:
+        console.print(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}: every "
+                      f"finished cell is saved in {config.out}; finish the run with: bench run "
+                      f"--resume {config.out}", soft_wrap=True)  # one line to copy
+        return 143 if isinstance(exc, Terminated) else 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFull(f"no space left on the device holding {folder_of(exc, config.out)}: "
+                       f"free some space, then finish the run with: bench run --resume "
+                       f"{config.out}") from exc
     for table in to_rich(frame):
         console.print(table)
     seconds = frame.attrs["manifest"]["wall_seconds"]
@@ -417,7 +487,35 @@ COMMANDS = {"run": command_run, "list": command_list, "leaderboard": command_lea
             "cache": command_cache}
 
 
+def os_error_line(exc: OSError) -> str:
+    """An OSError that reached the top, as one line naming the path (a name too long, a
+    symlink loop, a full disk...)."""
+    where = f": {os.fsdecode(exc.filename)}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def open_streams() -> Any:
+    """stdout and stderr as the commands may use them: a closed one (``>&-``, Python's None)
+    becomes /dev/null, and stdout is wrapped so that it never stops a command."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - lives with the process
+    real = sys.stdout
+    if not isinstance(real, PipeSafe):
+        sys.stdout = PipeSafe(real)
+    return real
+
+
 def main(argv: list[str] | None = None) -> int:
+    real = open_streams()
+    try:
+        return run_command(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stdout = real
+
+
+def run_command(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -438,9 +536,14 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader of our output has gone (| head): leave quietly
-        PipeSafe(sys.stdout).close_pipe()
         return 0
+    except OSError as exc:  # the file system refused something no check foresaw
+        print(f"bench: error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -81,7 +84,7 @@ def read_idx(path: Path) -> np.ndarray:
     ndim = raw[3]
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # Python integers: huge dimensions do not wrap
     if len(raw) != expected:
         raise BenchError(
             f"{path} is truncated or corrupt: {len(raw)} bytes, header says {expected}"
@@ -137,6 +140,29 @@ def check_images(images: np.ndarray, path: Path, shape: tuple[int, int, int]) ->
                          f"{'×'.join(map(str, shape[1:]))} images: replace the file")
 
 
+def check_rank(array: np.ndarray, path: Path, rank: int, what: str) -> None:
+    """An IDX file must hold an array of the rank its name says."""
+    if array.ndim != rank:
+        raise BenchError(f"{path} holds a rank-{array.ndim} array {tuple(array.shape)}; "
+                         f"{what} need rank {rank}: replace the file")
+
+
+def missing_reason(path: Path) -> str:
+    """Why ``path`` cannot be used as a folder, in words: a file, a symlink loop, a broken
+    symlink, or nothing there."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "runs into a symlink loop"
+        if os.path.islink(path):
+            return f"is a broken symlink (to {os.readlink(path)})"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "does not exist"
+        return f"cannot be read ({exc.strerror})"
+    return "is a file, not a folder"
+
+
 def load_idx_split(dataset: Dataset, split: str, folders: list[Path]) -> Split | None:
     """Load an MNIST-format split from the first folder holding both of its files, else None;
     images must have the dataset's size and labels its classes."""
@@ -147,8 +173,11 @@ def load_idx_split(dataset: Dataset, split: str, folders: list[Path]) -> Split |
         labels = find_first([folder / f"{labels_stem}.gz", folder / labels_stem])
         if images and labels:
             x, y = read_idx(images), read_idx(labels)
-            if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-                raise BenchError(f"{images} and {labels} do not match: {x.shape} vs {y.shape}")
+            check_rank(x, images, 3, "images (count × height × width)")
+            check_rank(y, labels, 1, "labels (one per image)")
+            if len(x) != len(y):
+                raise BenchError(f"{images} and {labels} do not match: {len(x)} images, "
+                                 f"{len(y)} labels; replace one of them")
             check_images(x, images, dataset.shape)
             check_labels(y, labels, dataset.num_classes)
             files = {str(path.resolve()): file_sha256(path) for path in (images, labels)}
@@ -160,9 +189,8 @@ def given_root(root: Path, title: str, expected: str) -> Path:
     """A --data-root the user gave must be a folder: it is used as it is or refused, never
     replaced by another copy of the data (the manifest would record the wrong source)."""
     if not root.is_dir():
-        reason = "is a file, not a folder" if root.exists() else "does not exist"
-        raise UsageError(f"{title} not found: --data-root {root} {reason}; pass the folder "
-                         f"holding {expected}")
+        raise UsageError(f"{title} not found: --data-root {root} {missing_reason(root)}; pass "
+                         f"the folder holding {expected}")
     return root
 
 

@@ -19,3 +19,9 @@ class PluginUnavailable(ImportError):
 
 class PluginLoadError(BenchError):
     """A plugin failed to load while --strict-plugins (or strict=True) was asked for."""
+
+
+class Interrupted(BenchError):
+    """Ctrl-C (or a plugin raising KeyboardInterrupt) before the run began: nothing was run."""
+
+    exit_code = 130

@@ -33,6 +33,11 @@ class PixelScan(Attack):
     values: tuple[float, ...] = field(default=(1.0, 0.0), metadata={"ge": 0, "le": 1})
     block: int = field(default=196, metadata={"ge": 1})
 
+    def __post_init__(self) -> None:
+        if not self.values:  # no pixel value to try: no query, robust = clean
+            raise ValueError("values is empty: the scan would try no pixel; give at least one "
+                             "value in [0, 1], e.g. values=[1.0]")
+
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
             ctx: AttackContext) -> torch.Tensor:
         if threat.eps < 1:

@@ -42,7 +42,7 @@ BAD_ARGUMENTS = {
     "not finite": (["--attacks", "random-search", "--set", "random-search.p_init=NaN"],
                    "p_init must be a finite number"),
     "past int64": (["--attacks", "random-search", "--set",
-                    f"random-search.max_queries={10**30}"], "must fit in 64 bits"),
+                    f"random-search.max_queries={10**30}"], "must fit in a signed 64-bit integer"),
     "smoothing sigma zero": (["--defenses", "gaussian-smoothing", "--set",
                               "gaussian-smoothing.sigma=0"], "sigma must be > 0"),
     "bool for an int": (["--attacks", "pgd-linf", "--set", "pgd-linf.steps=true"],

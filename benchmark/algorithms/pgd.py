@@ -258,6 +258,9 @@ class PGDAttack(Attack):
     def __post_init__(self) -> None:
         if self.steps < 0 or self.restarts < 1:
             raise ValueError("steps must be >= 0 and restarts >= 1")
+        if self.steps == 0 and not self.random_start:  # it would return the clean images
+            raise ValueError("steps=0 with random_start=false does not attack at all; give "
+                             "steps >= 1, or random_start=true for a random point of the ball")
         if self.rel_step_size is None:
             self.rel_step_size = 2.5 / max(self.steps, 1)
         if self.rel_step_size <= 0:

@@ -8,8 +8,10 @@ Set ``BENCH_DISABLE_PLUGIN_AUTOLOAD=1`` to load only bench's own plugins (tests 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import sys
 from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
@@ -19,7 +21,7 @@ from advbench import hookspecs
 from advbench.attack import Attack
 from advbench.data import Dataset
 from advbench.defense import Defense
-from advbench.errors import PluginLoadError, PluginUnavailable
+from advbench.errors import Interrupted, PluginLoadError, PluginUnavailable
 from advbench.models import ModelPlugin
 from advbench.plugin_system.registry import Failure, Registry, Source
 
@@ -103,12 +105,21 @@ class Loader:
 
     def load_one(self, source: Source, load: Callable[[], object]) -> None:
         """Import one plugin module and register it; a plugin whose optional dependency is
-        missing is listed as unavailable, any other failure is recorded, never raised."""
+        missing is listed as unavailable, any other failure (``sys.exit()`` at import too) is
+        recorded, never raised. What it prints goes to stderr: stdout may be ``--json``.
+        Ctrl-C (or a plugin raising KeyboardInterrupt) stops bench, naming the plugin."""
         try:
-            plugin = load()
+            with contextlib.redirect_stdout(sys.stderr):
+                plugin = load()
         except PluginUnavailable as exc:
             self.registry.unavailable.append(Failure(source, str(exc)))
             return
+        except SystemExit as exc:
+            self.fail(source, f"{one_line(exc)} (the module called sys.exit() at import)")
+            return
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted while importing plugin {source}: nothing was "
+                              "run") from None
         except Exception as exc:
             self.fail(source, one_line(exc))
             return
@@ -120,8 +131,9 @@ class Loader:
             for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
                 source = self.sources[impl.plugin_name]
                 try:
-                    classes = list(impl.function())
-                except Exception as exc:
+                    with contextlib.redirect_stdout(sys.stderr):
+                        classes = list(impl.function())
+                except (Exception, SystemExit) as exc:
                     self.fail(source, f"{hook_name}() raised {one_line(exc)}")
                     continue
                 for cls in classes:

@@ -126,6 +126,10 @@ def describe(hint: Any) -> str:
     if get_origin(hint) in (tuple, list, Sequence):
         return f"a list of {describe(get_args(hint)[0]).split(' ', 1)[-1]}s" \
             if get_args(hint) else "a list"
+    if get_origin(hint) in (dict, Mapping):
+        key, item = (describe(arg).split(" ", 1)[-1] for arg in get_args(hint))
+        item = item.replace("list", "lists", 1) if item.startswith("list") else item + "s"
+        return f"a mapping from {key}s to {item}"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
              type(None): "null", Path: "a path"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))
@@ -186,7 +190,8 @@ def bound_problem(key: str, value: Any, metadata: Mapping[str, Any]) -> str | No
         if isinstance(number, float) and not math.isfinite(number):
             return f"{key} must be a finite number"
         if isinstance(number, int) and not INT64[0] <= number <= INT64[1]:
-            return f"{key} must fit in 64 bits"
+            return (f"{key} must fit in a signed 64-bit integer: from {INT64[0]:,} up to "
+                    f"{INT64[1]:,}")
         for name, (sign, holds) in BOUNDS.items():
             if name in metadata and not holds(number, metadata[name]):
                 return f"{key} must be {sign} {metadata[name]}"

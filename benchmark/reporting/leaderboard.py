@@ -135,6 +135,14 @@ def sections(frame: pd.DataFrame) -> Iterator[Section]:
         )
 
 
+def md_text(text: Any) -> str:
+    """Text from a results file or manifest (plugin names, reasons, flags), shown literally in
+    Markdown as the web page shows it: no HTML (``<`` and ``&`` escaped), no ``|`` ending a
+    table cell early, no line break ending its row."""
+    escaped = str(text).replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|")
+    return " ".join(escaped.splitlines())
+
+
 def to_markdown(frame: pd.DataFrame, manifest: dict[str, Any] | None = None) -> str:
     """The Markdown leaderboard (GitHub pipe tables) with the run's manifest under it."""
     parts = ["# bench leaderboard", "",
@@ -143,16 +151,18 @@ def to_markdown(frame: pd.DataFrame, manifest: dict[str, Any] | None = None) -> 
              "attack failed on it; `worst attack`: the single attack leaving the fewest robust "
              "samples (+k: k others tie).", ""]
     for section in sections(frame):
-        parts += [f"## {section.title}", "",
-                  tabulate(section.rows, headers=section.headers, tablefmt="pipe",
-                           disable_numparse=True), ""]
-        parts += [f"[{i}] {note}" + "  " for i, note in enumerate(section.notes, 1)]
+        parts += [f"## {md_text(section.title)}", "",
+                  tabulate([[md_text(cell) for cell in row] for row in section.rows],
+                           headers=[md_text(header) for header in section.headers],
+                           tablefmt="pipe", disable_numparse=True), ""]
+        parts += [f"[{i}] {md_text(note)}" + "  " for i, note in enumerate(section.notes, 1)]
         parts += [""] if section.notes else []
     if manifest and manifest.get("figures"):
         parts += figures_section(manifest["figures"])
     if manifest:
         parts += ["## Run", ""]
-        parts += [f"- **{key}**: {value}" for key, value in manifest_summary(manifest).items()]
+        parts += [f"- **{key}**: {md_text(value)}"
+                  for key, value in manifest_summary(manifest).items()]
         parts += [""]
     return "\n".join(parts)
 

@@ -54,7 +54,15 @@ from advbench.running.cell_cache import CachedCell, CellCache
 from advbench.running.evaluate import CellOutcome, prediction_draws, skip_mask
 from advbench.running.executors import Executor, LocalExecutor, Outcome, get_executor
 from advbench.running.model_cache import cache_roots
-from advbench.running.plan import WORST_CASE, Cell, Plan, RunConfig, build_plan, chains
+from advbench.running.plan import (
+    WORST_CASE,
+    Cell,
+    Plan,
+    RunConfig,
+    build_plan,
+    chains,
+    check_user_model,
+)
 from advbench.running.progress import RunProgress, Stopwatch
 from advbench.running.run_folder import (
     Previous,
@@ -599,6 +607,8 @@ def run_matrix(
     with stopwatch.phase("data"):  # resolving the plan loads and checks the data
         plan = build_plan(config, registry)
         config = plan.config  # with the preset's decisions (cascade)
+        if model is not None:
+            check_user_model(model, plan.dataset)
     if isinstance(executor, str):
         executor = get_executor(executor)
     out = Path(config.out) if config.out is not None else None
@@ -623,7 +633,11 @@ def run_matrix(
         figures = out / "figures"
         figures.mkdir(exist_ok=True)
         with stopwatch.phase("figures"):
-            written = eps_sweep_figures(frame, figures) + runner.figures(figures)
+            try:
+                written = eps_sweep_figures(frame, figures) + runner.figures(figures)
+            except Exception as exc:  # a figure never costs the results files written next
+                runner.log_error("figures", "".join(traceback.format_exception(exc)))
+                written = list(runner.attack_pictures)
         run_manifest["figures"] = list(dict.fromkeys(
             earlier + [str(p.relative_to(out)) for p in written]))
         with stopwatch.phase("writing"):

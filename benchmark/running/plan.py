@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import tempfile
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advbench.data import Dataset, Split
+from advbench.data import Dataset, Split, missing_reason
 from advbench.defense import TrainSettings
 from advbench.errors import UsageError
 from advbench.models import ImportedModel, ModelPlugin
@@ -66,6 +67,7 @@ class RunConfig:
 
 
 WORST_CASE = "worst-case"
+PATHS = ("data_root", "out", "cache_dir")  # "" would silently mean the current folder
 # The integer settings and their sane range: past it a value is a typo that would overflow
 # int64 in the results files, or ask for more memory or processes than any machine has.
 LIMITS: dict[str, tuple[int, int]] = {
@@ -103,6 +105,9 @@ def check_config(config: RunConfig, where: str | None = None) -> None:
                              f"{shown(repr(value))}") from None
         if spec.name in LIMITS:
             check_limit(spec.name, value, label)
+        if spec.name in PATHS and value == "":
+            raise UsageError(f"{label}: the path is empty; name a folder (. for the current "
+                             "folder)")
 
 
 @dataclass
@@ -197,6 +202,9 @@ def resolve_eps(
         values = [float(v) + 0.0 for v in values]  # -0.0 becomes 0.0: never "ε=-0"
         if not values or any(not math.isfinite(v) or v < 0 for v in values):
             raise UsageError(f"--eps {norm}: ε must be finite numbers >= 0, got {values}")
+        if norm == "l0" and any(not v.is_integer() for v in values):
+            raise UsageError(f"--eps l0={','.join(f'{v:g}' for v in values)}: the L0 ε counts "
+                             "pixels that may change; give whole numbers, e.g. --eps l0=1,5")
         eps[norm] = sorted(set(values))
     return eps
 
@@ -251,35 +259,87 @@ def check_model(plugin: ModelPlugin, dataset: Dataset) -> None:
     if not isinstance(plugin, ImportedModel):
         return
     shape, classes = tuple(dataset.shape), dataset.num_classes
+    label = f"--model {plugin.name!r}"
     try:
         model = plugin.build(shape, classes)
-        with torch.no_grad():
-            logits = model.eval()(torch.zeros(2, *shape))
+        logits = probe_logits(model, shape)
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"--model {plugin.name!r}: building it for {classes} classes of "
-                         f"{shape} images and running it failed ({one_line(exc)}); give a "
-                         "factory returning a torch.nn.Module") from None
+        raise UsageError(f"{label}: building it for {classes} classes of {shape} images and "
+                         f"running it failed ({one_line(exc)}); give a factory returning a "
+                         "torch.nn.Module") from None
+    check_logits(logits, classes, label)
+
+
+def check_user_model(model: nn.Module, dataset: Dataset) -> None:
+    """A module passed to ``run_matrix`` must take the dataset's images and return its
+    classes' logits: run once now on two images, its train/eval modes left as found."""
+    label = f"run_matrix(model={type(model).__name__})"
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{label}: expected a torch.nn.Module, a model plugin name or "
+                         "'package.module:factory'")
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        logits = probe_logits(model, tuple(dataset.shape))
+    except Exception as exc:
+        raise UsageError(f"{label}: running it on 2 {'×'.join(map(str, dataset.shape))} "
+                         f"images of {dataset.name} failed ({one_line(exc)}); pass a model of "
+                         "this dataset") from None
+    finally:
+        for module, training in modes:
+            module.training = training
+    check_logits(logits, dataset.num_classes, label)
+
+
+@torch.no_grad()
+def probe_logits(model: nn.Module, shape: tuple[int, ...]) -> Any:
+    """What ``model`` (in eval mode) returns for two seeded random images in [0, 1] (blank
+    ones could divide by a zero standard deviation), on its own device."""
+    device = next(model.parameters(), torch.empty(0)).device
+    images = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
+    return model.eval()(images.to(device))
+
+
+def check_logits(logits: Any, classes: int, label: str) -> None:
+    """Logits of shape (2, classes), not NaN: NaN logits would score as a constant class (and
+    NaN ≠ NaN as a randomized model)."""
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, classes):
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise UsageError(f"--model {plugin.name!r}: returns {got} for 2 images, not logits of "
-                         f"shape (2, {classes})")
+        raise UsageError(f"{label}: returns {got} for 2 images, not logits of shape "
+                         f"(2, {classes})")
+    if torch.isnan(logits).any():
+        raise UsageError(f"{label}: returns NaN logits for 2 images in [0, 1]; fix the model")
+
+
+def given_or_preset(key: str, config: RunConfig, preset: Preset) -> str:
+    """How a message names a sample count: its flag when the user gave it, else the preset
+    it came from (the user never typed it)."""
+    if getattr(config, key) is not None:
+        return flag(key)
+    return f"the {preset.name} preset's {flag(key)}"
 
 
 def check_cache_dir(path: Path | None) -> None:
-    """The model cache must be (or go in) a writable folder: found out now, not after
-    training."""
+    """The model cache must be (or go in) a folder bench can write a file in: found out now,
+    not after training. The nearest existing folder is tried with a one-byte file (a full
+    disk or a read-only mount fail there), removed at once."""
     if path is None:
         return
     path = Path(path)
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    for existing in (path, *path.parents):
+        if os.path.lexists(existing):
+            break
     if not existing.is_dir():
-        raise UsageError(f"--cache-dir {path}: {existing} is a file, not a folder; choose a "
+        raise UsageError(f"--cache-dir {path}: {existing} {missing_reason(existing)}; choose a "
                          "folder")
-    if not os.access(existing, os.W_OK):
-        raise UsageError(f"--cache-dir {path}: cannot write in {existing}; choose a writable "
-                         "folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing) as probe:
+            probe.write(b"0")
+            probe.flush()
+    except OSError as exc:
+        raise UsageError(f"--cache-dir {path}: cannot write in {existing} ({exc.strerror}); "
+                         "choose a writable folder") from None
 
 
 @torch.no_grad()
@@ -337,7 +397,9 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
     full_train = dataset.load("train", config.data_root)
     n_train = config.n_train or preset.n_train or len(full_train)
     if n_train > len(full_train):
-        raise UsageError(f"--n-train {n_train} exceeds the {len(full_train)} training samples")
+        raise UsageError(f"{given_or_preset('n_train', config, preset)} {n_train} exceeds the "
+                         f"{len(full_train)} training samples; pass --n-train "
+                         f"{len(full_train)} or fewer")
     train = full_train.subset(sample_index(len(full_train), n_train, config.seed))
     n_eval = config.n_eval or preset.n_eval
     splits = ["test", "train"] if config.split == "both" else [config.split]
@@ -345,8 +407,9 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
     for split in splits:
         source = full_train if split == "train" else dataset.load("test", config.data_root)
         if n_eval > len(source):
-            raise UsageError(f"--n-eval {n_eval} exceeds the {len(source)} samples of the "
-                             f"{split} split")
+            raise UsageError(f"{given_or_preset('n_eval', config, preset)} {n_eval} exceeds the "
+                             f"{len(source)} samples of the {split} split; pass --n-eval "
+                             f"{len(source)} or fewer")
         index = sample_index(len(source), n_eval, config.seed + 1)
         evaluation[split], hashes[split] = source.subset(index), index_hash(index)
     settings = {entry.cls.name: TrainSettings(epochs=config.epochs

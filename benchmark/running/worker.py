@@ -306,6 +306,10 @@ class Worker:
             self.forget(defense)
             raise
         probe = next(iter(plan.evaluation.values())).x[:16].to(plan.device)
+        with torch.no_grad():
+            if torch.isnan(model(probe)).any():  # argmax of NaN is a constant class
+                raise RuntimeError("the defended model returns NaN logits on evaluation "
+                                   "images: no accuracy can be graded; fix the model")
         randomized = is_randomized(model, probe)
         draws = config.eot_samples if randomized else 1  # graded predictions too (evaluate)
         reseed(model, config.seed)

@@ -1,0 +1,433 @@
+"""Issue #30, everything but the cell cache: plugins that exit or print at import, empty and
+over-long paths, no-op attacks, NaN logits, models of the wrong shape, misleading messages, and
+output streams that fail. Each case is one line naming the fix (or a right result), never a
+traceback, a hang, a silent exit 0 or a lost results file."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_bad_files import idx_folder
+from test_cli import RUN, assert_one_line_error, assert_run_refused
+from test_datasets import write_idx
+
+from advbench import (
+    BenchError,
+    Defense,
+    UsageError,
+    evaluate_model,
+    hookimpl,
+    load_registry,
+    run_matrix,
+)
+from advbench.algorithms.pgd import PGDAttack
+from advbench.cli import main
+from advbench.data import read_idx
+from advbench.reporting.leaderboard import to_markdown
+from advbench.reporting.results import to_frame
+
+SMALL = ["--n-train", "500", "--n-eval", "20"]
+LONG = "a" * 300  # one name past the 255 bytes file systems allow (OSError 36)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """A model cache holding the smoke seed CNN, trained once for this module's runs."""
+    root = tmp_path_factory.mktemp("cache")
+    assert main([*RUN, *SMALL, "--out", str(root / "first"), "--cache-dir", str(root)]) == 0
+    return root
+
+
+def small_run(tmp_path: Path, cache: Path, name: str = "run") -> list[str]:
+    return [*RUN, *SMALL, "--out", str(tmp_path / name), "--cache-dir", str(cache)]
+
+
+def assert_complete(out: Path) -> None:
+    """Every results file of a finished run is on disk, whole."""
+    for name in ("results.csv", "results.parquet", "leaderboard.md", "index.html",
+                 "manifest.json"):
+        assert (out / name).is_file(), name
+    assert len(pd.read_csv(out / "results.csv")) == 1
+    assert (out / "leaderboard.md").read_text().startswith("# bench leaderboard")
+    assert (out / "index.html").read_text().rstrip().endswith("</html>")
+
+
+# -- plugins at import ----------------------------------------------------------------------
+
+def plugin_module(tmp_path: Path, monkeypatch, name: str, body: str) -> str:
+    """A plugin module ``name`` on the import path, loaded through BENCH_PLUGINS."""
+    (tmp_path / f"{name}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("BENCH_PLUGINS", name)
+    return name
+
+
+def test_a_plugin_calling_sys_exit_at_import_is_a_failed_plugin(tmp_path, capsys, monkeypatch):
+    name = plugin_module(tmp_path, monkeypatch, "exits_at_import", "import sys\nsys.exit(3)\n")
+    assert main(["list", "--json"]) == 0
+    failures = json.loads(capsys.readouterr().out)["failures"]
+    assert [(f["plugin"], f["error"]) for f in failures] == [
+        (name, "SystemExit: 3 (the module called sys.exit() at import)")]
+    code = main(["list", "--strict-plugins"])
+    assert_one_line_error(capsys, code, f"plugin {name} (local -) failed: SystemExit: 3")
+
+
+def test_a_run_with_an_exiting_plugin_says_so_and_runs(tmp_path, cache, capsys, monkeypatch):
+    plugin_module(tmp_path, monkeypatch, "exits_in_run", "raise SystemExit\n")
+    assert main(small_run(tmp_path, cache)) == 0
+    err = capsys.readouterr().err
+    assert "plugin exits_in_run (local -) failed to load: SystemExit (the module called " \
+           "sys.exit() at import)" in err
+    assert_complete(tmp_path / "run")
+
+
+def test_a_plugin_printing_at_import_keeps_list_json_valid(tmp_path, capsys, monkeypatch):
+    plugin_module(tmp_path, monkeypatch, "chatty_plugin", "\n".join([
+        "from advbench import hookimpl", "print('hello from the plugin')", "",
+        "@hookimpl", "def bench_attacks():", "    print('and from its hook')",
+        "    return []", ""]))
+    assert main(["list", "--json"]) == 0
+    captured = capsys.readouterr()
+    listed = json.loads(captured.out)
+    assert "fgsm" in {p["name"] for p in listed["plugins"]}
+    assert "hello from the plugin" in captured.err and "and from its hook" in captured.err
+
+
+def test_a_plugin_raising_keyboard_interrupt_at_import(tmp_path, capsys, monkeypatch):
+    plugin_module(tmp_path, monkeypatch, "interrupts_import", "raise KeyboardInterrupt\n")
+    code = main(["list"])
+    err = capsys.readouterr().err.strip()
+    assert code == 130
+    assert err == ("bench: error: interrupted while importing plugin interrupts_import "
+                   "(local -): nothing was run")
+
+
+def test_a_model_factory_calling_sys_exit(tmp_path, capsys):
+    assert_run_refused(["--model", "sys:exit"], "--model 'sys:exit': the factory called "
+                       "sys.exit(None)", tmp_path, capsys)
+
+
+class ReadingStdinFails(io.StringIO):
+    """A stdin a factory must never read (a pipe that would block forever)."""
+
+    def readline(self, *args) -> str:
+        raise AssertionError("the factory read bench's stdin")
+
+
+def test_a_model_factory_reading_stdin_does_not_wait(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", ReadingStdinFails())
+    assert_run_refused(["--model", "builtins:input"], "(EOFError: EOF when reading a line)",
+                       tmp_path, capsys)
+
+
+# -- paths ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    [*RUN, "--out", ""], [*RUN, "--cache-dir", ""], [*RUN, "--data-root", ""],
+    ["run", "--resume", ""], ["leaderboard", ""], ["leaderboard", "x.csv", "--out", ""],
+    ["cache", "list", "--cache-dir", ""], ["cache", "clear", "--cache-dir", ""],
+], ids=lambda argv: " ".join(a or "''" for a in argv[-2:]))
+def test_an_empty_path_is_refused(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(capsys, main(argv), "the path is empty; name a folder or file")
+    assert list(tmp_path.iterdir()) == []  # nothing written in the current folder
+
+
+@pytest.mark.parametrize("key", ["out", "cache_dir", "data_root"])
+def test_an_empty_path_in_the_api(key, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=f"--{key.replace('_', '-')}: the path is empty"):
+        run_matrix(preset="smoke", attacks="fgsm", defenses="none", **{key: ""})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    [*RUN, "--out", LONG], [*RUN, "--data-root", f"x/{LONG}"], [*RUN, "--cache-dir", LONG],
+    ["leaderboard", LONG], ["leaderboard", "x.csv", "--out", f"{LONG}/board.md"],
+    ["cache", "list", "--cache-dir", LONG],
+], ids=["out", "data-root", "cache-dir", "leaderboard", "leaderboard-out", "cache-list"])
+def test_a_name_too_long_is_one_line(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(capsys, main(argv), "is 300 bytes long; file systems allow 255")
+
+
+def test_a_data_root_symlink_loop_is_called_one(tmp_path, capsys):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    code = main([*RUN, "--data-root", str(loop), "--out", str(tmp_path / "out")])
+    assert_one_line_error(capsys, code, f"--data-root {loop} runs into a symlink loop")
+
+
+def test_a_cache_dir_symlink_loop_is_refused_before_training(tmp_path, capsys):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    code = main([*RUN, *SMALL, "--cache-dir", str(loop), "--out", str(tmp_path / "out")])
+    assert_one_line_error(capsys, code, f"--cache-dir {loop}: {loop} runs into a symlink loop")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cache_dir_on_a_full_disk_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("advbench.running.plan.tempfile.TemporaryFile", full)
+    code = main([*RUN, *SMALL, "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "out")])
+    assert_one_line_error(capsys, code, f"cannot write in {tmp_path} (No space left on device)")
+    assert not (tmp_path / "out").exists()
+
+
+# -- data files -------------------------------------------------------------------------------
+
+def test_an_idx_header_with_huge_dimensions_names_the_file(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"  # 2**31 · 2**31 · 4 = 2**64: 0 in int64
+    path.write_bytes(bytes([0, 0, 8, 3]) + (2**31).to_bytes(4, "big") * 2
+                     + (4).to_bytes(4, "big"))
+    with pytest.raises(BenchError, match=f"{path} is truncated or corrupt: 16 bytes, header "
+                                         f"says {16 + 2**64}"):
+        read_idx(path)
+
+
+def test_an_idx_file_of_the_wrong_rank_says_its_rank(tmp_path, capsys):
+    root = idx_folder(tmp_path / "data", 0)
+    images = root / "train-images-idx3-ubyte.gz"
+    write_idx(images, np.zeros((60, 784), dtype=np.uint8), compress=True)
+    code = main([*RUN, "--data-root", str(root), "--out", str(tmp_path / "out")])
+    assert_one_line_error(capsys, code, f"{images} holds a rank-2 array (60, 784); images "
+                                        "(count × height × width) need rank 3")
+
+
+def test_sample_counts_from_the_preset_say_so(tmp_path, capsys):
+    root = idx_folder(tmp_path / "data", 0)  # 60 training and 20 test images
+    code = main([*RUN, "--data-root", str(root), "--out", str(tmp_path / "out")])
+    assert_one_line_error(capsys, code, "the smoke preset's --n-train 10000 exceeds the 60 "
+                                        "training samples; pass --n-train 60 or fewer")
+    code = main([*RUN, "--data-root", str(root), "--n-train", "60",
+                 "--out", str(tmp_path / "out")])
+    assert_one_line_error(capsys, code, "the smoke preset's --n-eval 200 exceeds the 20 "
+                                        "samples of the test split; pass --n-eval 20 or fewer")
+    code = main([*RUN, "--data-root", str(root), "--n-train", "61",
+                 "--out", str(tmp_path / "out")])
+    assert_one_line_error(capsys, code, "bench: error: --n-train 61 exceeds the 60")
+
+
+# -- attacks that do nothing ------------------------------------------------------------------
+
+NO_OPS = {
+    "pixel-scan without values": (["--attacks", "pixel-scan", "--set",
+                                   "pixel-scan.values=[]"], "values is empty"),
+    "pgd without steps or start": (["--attacks", "pgd-linf", "--set", "pgd-linf.steps=0",
+                                    "--set", "pgd-linf.random_start=false"],
+                                   "steps=0 with random_start=false does not attack at all"),
+    "half a pixel": (["--attacks", "pixel-scan", "--eps", "l0=1,0.5"],
+                     "--eps l0=1,0.5: the L0 ε counts pixels that may change; give whole "
+                     "numbers"),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_OPS), ids=list(NO_OPS))
+def test_an_attack_that_would_do_nothing_is_refused(case, tmp_path, capsys):
+    assert_run_refused(*NO_OPS[case], tmp_path, capsys)
+
+
+def test_pgd_without_steps_still_draws_a_random_start():
+    assert PGDAttack(steps=0, random_start=True).steps == 0
+
+
+# -- models -----------------------------------------------------------------------------------
+
+class NaNLogits(torch.nn.Module):
+    """A classifier whose every logit is NaN (argmax: class 0; NaN ≠ NaN: "randomized")."""
+
+    def __init__(self, base: torch.nn.Module | None = None) -> None:
+        super().__init__()
+        self.base = base or torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) * float("nan")
+
+
+@dataclass(kw_only=True)
+class NaNDefense(Defense):
+    name = "nan-logits"
+
+    def wrap(self, model):
+        return NaNLogits(model)
+
+
+@hookimpl
+def bench_defenses():
+    return [NaNDefense]
+
+
+def test_a_model_with_nan_logits_is_refused():
+    with pytest.raises(UsageError, match=r"run_matrix\(model=NaNLogits\): returns NaN logits"):
+        evaluate_model(NaNLogits(), preset="smoke", attacks="fgsm", n_eval=20)
+
+
+def test_a_defense_with_nan_logits_fails_with_the_reason(cache):
+    registry = load_registry(extra=[sys.modules[__name__]])
+    frame = run_matrix(preset="smoke", attacks="fgsm", defenses="nan-logits", n_train=500,
+                       n_eval=20, cache_dir=cache, registry=registry)
+    assert frame["status"].tolist() == ["error"]
+    assert "returns NaN logits on evaluation images" in frame["invalid_reason"].iloc[0]
+    assert frame["clean_accuracy"].isna().all()
+
+
+def test_a_model_of_other_classes_is_refused():
+    three = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3))
+    with pytest.raises(UsageError, match=r"returns \(2, 3\) for 2 images, not logits of shape "
+                                         r"\(2, 10\)"):
+        evaluate_model(three, preset="smoke", attacks="fgsm", n_eval=20)
+
+
+def test_a_model_of_other_inputs_is_refused():
+    linear = torch.nn.Linear(2, 2).train()
+    with pytest.raises(UsageError, match=r"run_matrix\(model=Linear\): running it on 2 "
+                                         r"1×28×28 images of fashion-mnist failed"):
+        run_matrix(model=linear, preset="smoke", attacks="fgsm", defenses="none", n_eval=20)
+    assert linear.training  # the check leaves the user's module as it found it
+
+
+def test_eps_of_the_wrong_type_names_the_type():
+    with pytest.raises(UsageError, match=r"--eps: expected a mapping from strings to lists of "
+                                         r"numbers or null, got \{'linf': 0.1\}"):
+        run_matrix(preset="smoke", attacks="fgsm", defenses="none", eps={"linf": 0.1})
+
+
+def test_a_plugin_integer_past_int64_gives_the_signed_range(tmp_path, capsys):
+    assert_run_refused(["--attacks", "random-search", "--set",
+                        f"random-search.max_queries={2**64 - 1}"],
+                       "max_queries must fit in a signed 64-bit integer: from "
+                       "-9,223,372,036,854,775,808 up to 9,223,372,036,854,775,807",
+                       tmp_path, capsys)
+
+
+# -- runs: resume, SIGTERM --------------------------------------------------------------------
+
+def test_resume_with_another_out_prints_the_path(tmp_path, cache, capsys):
+    run = tmp_path / "run"
+    assert main(small_run(tmp_path, cache)) == 0
+    capsys.readouterr()
+    code = main(["run", "--resume", str(run), "--out", str(tmp_path / "elsewhere")])
+    assert_one_line_error(capsys, code, f"--out would change the recorded run (out={run})")
+
+
+def test_sigterm_leaves_the_resume_hint(tmp_path, capsys, monkeypatch):
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler interrupts this
+        raise AssertionError("SIGTERM was not delivered")
+
+    def unhandled(signum, frame):
+        raise AssertionError("bench left SIGTERM to its default: the process would die")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        monkeypatch.setattr("advbench.running.driver.run_matrix", terminated)
+        out = tmp_path / "run"
+        code = main([*RUN, "--out", str(out)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143
+    assert f"finish the run with: bench run --resume {out}" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+# -- output streams ---------------------------------------------------------------------------
+
+class DevFull(io.StringIO):
+    """stdout on a full device (``> /dev/full``): every flush fails."""
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+STREAMS = {
+    "ascii": lambda: io.TextIOWrapper(io.BytesIO(), encoding="ascii"),
+    "closed": lambda: None,
+    "closed file": lambda: io.StringIO() if (s := io.StringIO()).close() else s,
+    "full device": DevFull,
+}
+
+
+@pytest.mark.parametrize("kind", list(STREAMS), ids=list(STREAMS))
+def test_the_results_are_complete_whatever_stdout_does(kind, tmp_path, cache, capsys,
+                                                         monkeypatch):
+    monkeypatch.setattr("sys.stdout", STREAMS[kind]())
+    code = main(small_run(tmp_path, cache))
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert_complete(tmp_path / "run")
+
+
+def test_the_leaderboard_on_an_ascii_terminal(tmp_path, cache, monkeypatch):
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert main(["leaderboard", str(cache / "first")]) == 0
+    stdout.flush()
+    text = stdout.buffer.getvalue().decode("ascii")
+    assert "linf \\u03b5=0.1" in text and "| none" in text
+
+
+def no_space(path: Path):
+    def fail(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    return fail
+
+
+def test_a_full_disk_while_drawing_figures_loses_no_result(tmp_path, cache, capsys,
+                                                            monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr("advbench.running.driver.eps_sweep_figures",
+                        no_space(out / "figures" / "eps_sweep.png"))
+    assert main(small_run(tmp_path, cache)) == 0
+    assert_complete(out)
+    assert "No space left on device" in (out / "errors.log").read_text()
+
+
+def test_a_full_disk_is_one_line_naming_the_folder(tmp_path, cache, capsys, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr("advbench.running.driver.write_site", no_space(out / "index.html"))
+    code = main(small_run(tmp_path, cache))
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err == (f"bench: error: no space left on the device holding {out}: free some space, "
+                   f"then finish the run with: bench run --resume {out}")
+    monkeypatch.undo()
+    assert main(["run", "--resume", str(out)]) == 0  # as the message says
+    assert_complete(out)
+
+
+# -- leaderboard.md ---------------------------------------------------------------------------
+
+def row(defense: str, attack: str, robust: float) -> dict:
+    """A valid results row of one L∞ cell."""
+    return {"dataset": "fashion-mnist", "model": "seed-cnn", "defense": defense,
+            "attack": attack, "norm": "linf", "eps": 0.1, "split": "test", "n_samples": 100,
+            "clean_accuracy": 0.9, "robust_accuracy": robust, "attack_success_rate": 0.5,
+            "valid": True, "status": "ok", "invalid_reason": "", "schema_version": 1}
+
+
+def test_leaderboard_md_escapes_names_as_the_page_does():
+    frame = to_frame([row("<script>alert(1)</script>", "fgsm", 0.5),
+                      row("a|b", "fgsm", 0.4), row("none", "x|y", 0.3)])
+    text = to_markdown(frame)
+    assert "<script>" not in text and "&lt;script>alert(1)&lt;/script>" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [len(line.replace("\\|", "").split("|")) for line in table]
+    assert len(set(cells)) == 1, table  # every row has as many cells as the header
+    assert "a\\|b" in text and "x\\|y" in text
