@@ -296,6 +296,16 @@ def test_an_entry_reads_back_as_written(tmp_path):
     assert json.dumps(read.row) == json.dumps(invalid.row)
 
 
+def test_an_entry_graded_on_other_labels_is_dropped_with_a_warning(tmp_path):
+    warned = []
+    cache, written = CellCache(tmp_path, warned.append), cell(3)
+    cache.store("k", written)
+    assert cache.load("k", written.outcome.labels) is not None and warned == []
+    assert cache.load("k", (written.outcome.labels + 1) % 10) is None
+    assert warned == ["[yellow]cell cache entry k.parquet dropped (its labels are not this "
+                      "run's evaluation labels): computing the cell again[/yellow]"]
+
+
 def write_many(root, value: int) -> None:
     cache = CellCache(root)
     for _ in range(30):

@@ -95,16 +95,16 @@ def entry_problem(cell: CachedCell, labels: torch.Tensor | None) -> str | None:
     files' checks (ranges, robust <= clean, intervals), agree with its per-sample outcome, have
     one exactly when valid, be graded on ``labels`` (the run's), and keep a readable history."""
     try:
-        validate_results(pd.DataFrame([cell.row]), Path("entry"))
+        row = validate_results(pd.DataFrame([cell.row]), Path("entry")).iloc[0]
     except UsageError as exc:
         return str(exc).removeprefix("entry row 1, ").split("; fix or")[0]
-    if bool(cell.row["valid"]) != (cell.outcome is not None):
+    if bool(row["valid"]) != (cell.outcome is not None):
         return "valid and its per-sample outcome disagree"
     if cell.outcome is None:
-        return None
+        return history_problem(cell.extras.get("history"))
     if labels is not None and not torch.equal(cell.outcome.labels, labels):
         return "its labels are not this run's evaluation labels"
-    return (outcome_problem(cell.row, cell.outcome)
+    return (outcome_problem(row, cell.outcome)
             or history_problem(cell.extras.get("history")))
 
 
