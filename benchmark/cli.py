@@ -32,8 +32,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def path_arg(text: str) -> Path:
-    """A path flag's value, refused at once when empty (``Path('')`` is the current folder)
-    or when one of its names is longer than file systems allow (OSError 36 later)."""
+    """A path flag's value, refused at once when empty (``Path('')`` is the current folder),
+    when one of its names is longer than file systems allow (OSError 36 later), or when it
+    runs into a symlink loop (which every later check would call missing)."""
     if not text:
         raise argparse.ArgumentTypeError("the path is empty; name a folder or file (. for the "
                                          "current folder)")
@@ -42,6 +43,12 @@ def path_arg(text: str) -> Path:
             raise argparse.ArgumentTypeError(
                 f"the name {shown(name[:20])}… is {len(os.fsencode(name))} bytes long; file "
                 f"systems allow {NAME_MAX}: choose a shorter name")
+    try:
+        os.stat(text)
+    except OSError as exc:  # a missing path is for the command to judge; a loop never works
+        if exc.errno == errno.ELOOP:
+            raise argparse.ArgumentTypeError(f"{text} runs into a symlink loop; name a real "
+                                             "folder or file") from None
     return Path(text)
 
 

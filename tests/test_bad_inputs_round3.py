@@ -163,18 +163,31 @@ def test_a_name_too_long_is_one_line(argv, tmp_path, capsys, monkeypatch):
     assert_one_line_error(capsys, main(argv), "is 300 bytes long; file systems allow 255")
 
 
-def test_a_data_root_symlink_loop_is_called_one(tmp_path, capsys):
+@pytest.mark.parametrize("argv", [
+    [*RUN, "--data-root", "{loop}"], [*RUN, *SMALL, "--cache-dir", "{loop}"],
+    [*RUN, "--out", "{loop}"], ["run", "--resume", "{loop}"], ["leaderboard", "{loop}"],
+    ["leaderboard", "x.csv", "--out", "{loop}"], ["cache", "list", "--cache-dir", "{loop}/a"],
+], ids=["data-root", "cache-dir", "out", "resume", "leaderboard", "leaderboard-out",
+        "cache-list"])
+def test_a_symlink_loop_is_called_one(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
-    code = main([*RUN, "--data-root", str(loop), "--out", str(tmp_path / "out")])
-    assert_one_line_error(capsys, code, f"--data-root {loop} runs into a symlink loop")
+    code = main([arg.format(loop=loop) for arg in argv])
+    assert_one_line_error(capsys, code, " runs into a symlink loop; name a real folder")
+    assert [p.name for p in tmp_path.iterdir()] == ["loop"]  # nothing trained or written
 
 
-def test_a_cache_dir_symlink_loop_is_refused_before_training(tmp_path, capsys):
+@pytest.mark.parametrize("key,expected", [
+    ("data_root", "Fashion-MNIST not found: --data-root {loop} runs into a symlink loop"),
+    ("cache_dir", "--cache-dir {loop}: {loop} runs into a symlink loop; choose a folder"),
+])
+def test_a_symlink_loop_in_the_api_is_called_one(key, expected, tmp_path):
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
-    code = main([*RUN, *SMALL, "--cache-dir", str(loop), "--out", str(tmp_path / "out")])
-    assert_one_line_error(capsys, code, f"--cache-dir {loop}: {loop} runs into a symlink loop")
+    with pytest.raises(UsageError, match=expected.format(loop=loop)):
+        run_matrix(preset="smoke", attacks="fgsm", defenses="none", out=tmp_path / "out",
+                   **{key: loop})
     assert not (tmp_path / "out").exists()
 
 
