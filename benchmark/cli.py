@@ -20,6 +20,7 @@ from advbench.plugin_system.options import parse_set, shown
 
 MIN_WIDTH = 100  # columns: narrower, rich would fold the leaderboard's numbers away
 NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+PATH_MAX = 4096  # bytes in a whole path on Linux
 # What --resume may change: where the cells run, not what they compute.
 RESUME_MAY_CHANGE = {"resume", "executor", "workers", "ray_address", "strict_plugins"}
 
@@ -38,6 +39,9 @@ def path_arg(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("the path is empty; name a folder or file (. for the "
                                          "current folder)")
+    if len(os.fsencode(text)) > PATH_MAX:
+        raise argparse.ArgumentTypeError(f"the path is {len(os.fsencode(text))} bytes long; "
+                                         f"file systems allow {PATH_MAX}: choose a shorter one")
     for name in Path(text).parts:
         if len(os.fsencode(name)) > NAME_MAX:
             raise argparse.ArgumentTypeError(
@@ -209,6 +213,8 @@ def resumed_config(folder: Path):
 
     path = folder / "manifest.json"
     try:
+        if not path.is_file():  # a device or a pipe would be read forever
+            raise FileNotFoundError(path)
         recorded = json.loads(path.read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise UsageError(f"--resume {folder}: not a bench run folder with a readable "

@@ -163,6 +163,17 @@ def test_a_name_too_long_is_one_line(argv, tmp_path, capsys, monkeypatch):
     assert_one_line_error(capsys, main(argv), "is 300 bytes long; file systems allow 255")
 
 
+def test_a_path_too_long_is_one_line(tmp_path, capsys):
+    path = "/".join(["b" * 250] * 20)
+    assert_one_line_error(capsys, main([*RUN, "--out", path]),
+                          "the path is 5019 bytes long; file systems allow 4096")
+
+
+def test_a_device_as_manifest_is_not_read_forever(cache, capsys):
+    code = main(["leaderboard", str(cache / "first"), "--manifest", "/dev/zero"])
+    assert_one_line_error(capsys, code, "--manifest /dev/zero: not a readable manifest")
+
+
 @pytest.mark.parametrize("argv", [
     [*RUN, "--data-root", "{loop}"], [*RUN, *SMALL, "--cache-dir", "{loop}"],
     [*RUN, "--out", "{loop}"], ["run", "--resume", "{loop}"], ["leaderboard", "{loop}"],

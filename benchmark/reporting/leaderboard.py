@@ -226,6 +226,8 @@ def run_inputs(paths: list[Path]) -> tuple[list[Path], Path | None]:
 def read_manifest(path: Path, label: str = "--manifest") -> dict[str, Any]:
     """A run's manifest.json: a JSON object whose ``figures``, if any, is a list of paths."""
     try:
+        if not path.is_file():  # a folder, a device or a pipe (read forever): not a manifest
+            raise FileNotFoundError(path)
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise UsageError(f"{label} {path}: not a readable manifest ({type(exc).__name__})") \
