@@ -41,14 +41,17 @@ ART = {
             "art-hopskipjump": {"max_iter": 10, "max_eval": 1000},
             "art-boundary": {"max_iter": 500}},
 }
-# FAB (fab-linf, fab-l2, fab-t), as its plugins size it.
+# FAB (fab-linf, fab-l2, fab-t) and FMN (fmn-linf, fmn-l2), as their plugins size them.
 FAB = {
     "smoke": {"fab-linf": {"iterations": 10}, "fab-l2": {"iterations": 10},
-              "fab-t": {"iterations": 10, "target_classes": 3}},
+              "fab-t": {"iterations": 10, "target_classes": 3},
+              "fmn-linf": {"iterations": 10}, "fmn-l2": {"iterations": 10}},
     "cpu": {"fab-linf": {"iterations": 20}, "fab-l2": {"iterations": 20},
-            "fab-t": {"iterations": 20, "target_classes": 3}},
+            "fab-t": {"iterations": 20, "target_classes": 3},
+            "fmn-linf": {"iterations": 20}, "fmn-l2": {"iterations": 20}},
     "paper": {"fab-linf": {"iterations": 100}, "fab-l2": {"iterations": 100},
-              "fab-t": {"iterations": 100, "target_classes": 9}},
+              "fab-t": {"iterations": 100, "target_classes": 9},
+              "fmn-linf": {"iterations": 100}, "fmn-l2": {"iterations": 100}},
 }
 EXPECTED_OPTIONS = {
     "smoke": {**SMOKE_APGD, **ART["smoke"], **FAB["smoke"]},
