@@ -286,7 +286,7 @@ class PipeSafe:
         self.broken = True
         if reason is not None and not isinstance(reason, BrokenPipeError):
             print(f"bench: warning: stdout cannot be written ({reason}); the rest of the "
-                  "output is dropped, the files are still written", file=sys.stderr)
+                  "output is dropped (files are still written)", file=sys.stderr)
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
         except (OSError, ValueError, AttributeError):
@@ -369,6 +369,10 @@ def command_run(args: argparse.Namespace) -> int:
             frame = run_matrix(config, registry=registry, progress=True, console=console,
                                executor=executor)
     except KeyboardInterrupt as exc:
+        if not (config.out / "manifest.json").is_file():  # stopped while checking the inputs
+            print("bench: interrupted before the run began: nothing was written",
+                  file=sys.stderr)
+            return 130
         console.print(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}: every "
                       f"finished cell is saved in {config.out}; finish the run with: bench run "
                       f"--resume {config.out}", soft_wrap=True)  # one line to copy

@@ -105,6 +105,49 @@ def test_a_plugin_printing_at_import_keeps_list_json_valid(tmp_path, capsys, mon
     assert "hello from the plugin" in captured.err and "and from its hook" in captured.err
 
 
+def test_a_plugin_printing_to_file_descriptor_1_keeps_list_json_valid(tmp_path, capfd,
+                                                                      monkeypatch):
+    plugin_module(tmp_path, monkeypatch, "raw_printer", "import os\nos.write(1, b'raw')\n")
+    assert main(["list", "--json"]) == 0
+    captured = capfd.readouterr()
+    assert "fgsm" in {p["name"] for p in json.loads(captured.out)["plugins"]}
+    assert "raw" in captured.err
+
+
+@pytest.mark.parametrize("body,error", [
+    ("raise GeneratorExit\n", "GeneratorExit"),
+    ("from advbench import hookimpl\n@hookimpl\ndef bench_attacks():\n    raise SystemExit(4)\n",
+     "bench_attacks() raised SystemExit: 4"),
+], ids=["GeneratorExit at import", "SystemExit in a hook"])
+def test_other_exits_are_failed_plugins(body, error, tmp_path, capsys, monkeypatch):
+    name = plugin_module(tmp_path, monkeypatch, f"exits_{abs(hash(body))}", body)
+    assert main(["list", "--json"]) == 0
+    failures = json.loads(capsys.readouterr().out)["failures"]
+    assert [(f["plugin"], f["error"]) for f in failures] == [(name, error)]
+
+
+def test_a_plugin_interrupting_its_hook(tmp_path, capsys, monkeypatch):
+    plugin_module(tmp_path, monkeypatch, "interrupts_hook", "\n".join([
+        "from advbench import hookimpl", "@hookimpl", "def bench_defenses():",
+        "    raise KeyboardInterrupt", ""]))
+    code = main(["list"])
+    assert code == 130
+    assert capsys.readouterr().err.strip() == (
+        "bench: error: interrupted in bench_defenses() of plugin interrupts_hook (local -): "
+        "nothing was run")
+
+
+def test_interrupted_while_checking_the_inputs_writes_nothing(tmp_path, capsys, monkeypatch):
+    (tmp_path / "interrupting_factory.py").write_text(
+        "def build():\n    raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main([*RUN, "--model", "interrupting_factory:build", "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert captured.err.strip() == "bench: interrupted before the run began: nothing was written"
+    assert "--resume" not in captured.out and not (tmp_path / "out").exists()
+
+
 def test_a_plugin_raising_keyboard_interrupt_at_import(tmp_path, capsys, monkeypatch):
     plugin_module(tmp_path, monkeypatch, "interrupts_import", "raise KeyboardInterrupt\n")
     code = main(["list"])

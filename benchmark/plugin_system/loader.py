@@ -12,7 +12,7 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
 import pluggy
@@ -54,6 +54,26 @@ def distribution_of(module_name: str) -> tuple[str, str]:
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """What a plugin prints while it loads goes to stderr, from Python or straight to file
+    descriptor 1: stdout may be ``bench list --json``."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # None, full, closed
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # a closed stdout or stderr: Python's level only
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 class Loader:
@@ -109,7 +129,7 @@ class Loader:
         recorded, never raised. What it prints goes to stderr: stdout may be ``--json``.
         Ctrl-C (or a plugin raising KeyboardInterrupt) stops bench, naming the plugin."""
         try:
-            with contextlib.redirect_stdout(sys.stderr):
+            with stdout_to_stderr():
                 plugin = load()
         except PluginUnavailable as exc:
             self.registry.unavailable.append(Failure(source, str(exc)))
@@ -120,7 +140,7 @@ class Loader:
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted while importing plugin {source}: nothing was "
                               "run") from None
-        except Exception as exc:
+        except BaseException as exc:  # noqa: BLE001 - GeneratorExit too: a plugin's failure
             self.fail(source, one_line(exc))
             return
         self.register(plugin, source)
@@ -131,9 +151,12 @@ class Loader:
             for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
                 source = self.sources[impl.plugin_name]
                 try:
-                    with contextlib.redirect_stdout(sys.stderr):
+                    with stdout_to_stderr():
                         classes = list(impl.function())
-                except (Exception, SystemExit) as exc:
+                except KeyboardInterrupt:
+                    raise Interrupted(f"interrupted in {hook_name}() of plugin {source}: "
+                                      "nothing was run") from None
+                except BaseException as exc:  # noqa: BLE001 - SystemExit too
                     self.fail(source, f"{hook_name}() raised {one_line(exc)}")
                     continue
                 for cls in classes:
