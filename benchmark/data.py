@@ -82,6 +82,8 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise BenchError(f"{path} is not an IDX file of unsigned bytes")
     ndim = raw[3]
+    if ndim > 4:  # images are N×H×W(×C), labels N: more dimensions is a damaged header
+        raise BenchError(f"{path} is truncated or corrupt: its header says {ndim} dimensions")
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + math.prod(dims)  # Python integers: huge dimensions do not wrap

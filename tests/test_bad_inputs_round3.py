@@ -267,6 +267,14 @@ def test_an_idx_header_with_huge_dimensions_names_the_file(tmp_path):
         read_idx(path)
 
 
+def test_an_idx_header_with_too_many_dimensions_names_the_file(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte"  # numpy stops at 64 dimensions
+    path.write_bytes(bytes([0, 0, 8, 100]) + (1).to_bytes(4, "big") * 100 + b"\x01")
+    with pytest.raises(BenchError, match=f"{path} is truncated or corrupt: its header says "
+                                         "100 dimensions"):
+        read_idx(path)
+
+
 def test_an_idx_file_of_the_wrong_rank_says_its_rank(tmp_path, capsys):
     root = idx_folder(tmp_path / "data", 0)
     images = root / "train-images-idx3-ubyte.gz"
