@@ -15,12 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from advbench.errors import BenchError, UsageError
+from advbench.errors import BenchError, UsageError, path_problem
 from advbench.plugin_system.options import parse_set, shown
 
 MIN_WIDTH = 100  # columns: narrower, rich would fold the leaderboard's numbers away
-NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
-PATH_MAX = 4096  # bytes in a whole path on Linux
 # What --resume may change: where the cells run, not what they compute.
 RESUME_MAY_CHANGE = {"resume", "executor", "workers", "ray_address", "strict_plugins"}
 
@@ -33,26 +31,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def path_arg(text: str) -> Path:
-    """A path flag's value, refused at once when empty (``Path('')`` is the current folder),
-    when one of its names is longer than file systems allow (OSError 36 later), or when it
-    runs into a symlink loop (which every later check would call missing)."""
-    if not text:
-        raise argparse.ArgumentTypeError("the path is empty; name a folder or file (. for the "
-                                         "current folder)")
-    if len(os.fsencode(text)) > PATH_MAX:
-        raise argparse.ArgumentTypeError(f"the path is {len(os.fsencode(text))} bytes long; "
-                                         f"file systems allow {PATH_MAX}: choose a shorter one")
-    for name in Path(text).parts:
-        if len(os.fsencode(name)) > NAME_MAX:
-            raise argparse.ArgumentTypeError(
-                f"the name {shown(name[:20])}… is {len(os.fsencode(name))} bytes long; file "
-                f"systems allow {NAME_MAX}: choose a shorter name")
-    try:
-        os.stat(text)
-    except OSError as exc:  # a missing path is for the command to judge; a loop never works
-        if exc.errno == errno.ELOOP:
-            raise argparse.ArgumentTypeError(f"{text} runs into a symlink loop; name a real "
-                                             "folder or file") from None
+    """A path flag's value, refused at once when :func:`~advbench.errors.path_problem` finds
+    one (empty, too long, a symlink loop)."""
+    problem = path_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return Path(text)
 
 

@@ -232,17 +232,26 @@ def test_a_symlink_loop_is_called_one(argv, tmp_path, capsys, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["loop"]  # nothing trained or written
 
 
-@pytest.mark.parametrize("key,expected", [
-    ("data_root", "Fashion-MNIST not found: --data-root {loop} runs into a symlink loop"),
-    ("cache_dir", "--cache-dir {loop}: {loop} runs into a symlink loop; choose a folder"),
-])
-def test_a_symlink_loop_in_the_api_is_called_one(key, expected, tmp_path):
+@pytest.mark.parametrize("key", ["data_root", "cache_dir", "out"])
+def test_paths_in_the_api_are_checked_as_flags_are(key, tmp_path):
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
-    with pytest.raises(UsageError, match=expected.format(loop=loop)):
-        run_matrix(preset="smoke", attacks="fgsm", defenses="none", out=tmp_path / "out",
-                   **{key: loop})
-    assert not (tmp_path / "out").exists()
+    flag = f"--{key.replace('_', '-')}"
+    for path, expected in [(loop, f"{flag}: {loop} runs into a symlink loop"),
+                           (tmp_path / LONG, f"{flag}: the name aaaaaaaaaaaaaaaaaaaa… is 300 "
+                                             "bytes long; file systems allow 255")]:
+        with pytest.raises(UsageError, match=expected):
+            run_matrix(preset="smoke", attacks="fgsm", defenses="none",
+                       **{"out": tmp_path / "out", key: path})
+    assert [p.name for p in tmp_path.iterdir()] == ["loop"]
+
+
+def test_a_broken_symlink_as_data_root_says_where_it_points(tmp_path, capsys):
+    link = tmp_path / "data"
+    link.symlink_to(tmp_path / "moved")
+    code = main([*RUN, "--data-root", str(link), "--out", str(tmp_path / "out")])
+    assert_one_line_error(capsys, code, f"--data-root {link} is a broken symlink (to "
+                                        f"{tmp_path / 'moved'})")
 
 
 def test_a_cache_dir_on_a_full_disk_is_refused_before_training(tmp_path, capsys, monkeypatch):

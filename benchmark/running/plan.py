@@ -22,7 +22,7 @@ from torch import nn
 
 from advbench.data import Dataset, Split, missing_reason
 from advbench.defense import TrainSettings
-from advbench.errors import UsageError
+from advbench.errors import UsageError, path_problem
 from advbench.models import ImportedModel, ModelPlugin
 from advbench.plugin_system.loader import one_line
 from advbench.plugin_system.options import Options, check_targets, coerce, describe, expand, shown
@@ -105,9 +105,8 @@ def check_config(config: RunConfig, where: str | None = None) -> None:
                              f"{shown(repr(value))}") from None
         if spec.name in LIMITS:
             check_limit(spec.name, value, label)
-        if spec.name in PATHS and value == "":
-            raise UsageError(f"{label}: the path is empty; name a folder (. for the current "
-                             "folder)")
+        if spec.name in PATHS and value is not None and (problem := path_problem(value)):
+            raise UsageError(f"{label}: {problem}")
 
 
 @dataclass
