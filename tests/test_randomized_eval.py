@@ -64,12 +64,17 @@ class AlwaysDropout(nn.Module):
 
 @dataclass(kw_only=True)
 class DropoutAtTest(Defense):
-    """A third party's randomized defense: a plain model behind input dropout at test time."""
+    """A third party's randomized defense: input dropout in training, kept on at test time."""
 
     name = "dropout-at-test"
     randomized = True
-    wrapper_fields = frozenset({"p"})
-    p: float = field(default=0.4)
+    p: float = field(default=0.5)
+
+    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      progress: float) -> torch.Tensor:
+        assert self.context is not None
+        keep = torch.rand(x.shape, generator=self.context.generator, device=x.device) >= self.p
+        return F.cross_entropy(model(x * keep / (1 - self.p)), y)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return nn.Sequential(AlwaysDropout(self.p), model)
