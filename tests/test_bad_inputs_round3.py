@@ -410,7 +410,9 @@ def test_resume_with_another_out_prints_the_path(tmp_path, cache, capsys):
 
 
 def test_sigterm_leaves_the_resume_hint(tmp_path, capsys, monkeypatch):
-    def terminated(*args, **kwargs):
+    def terminated(config, **kwargs):  # a run begun (its manifest written), then killed
+        config.out.mkdir()
+        (config.out / "manifest.json").write_text("{}")
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)  # the handler interrupts this
         raise AssertionError("SIGTERM was not delivered")
