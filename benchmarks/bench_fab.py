@@ -8,8 +8,9 @@ Fashion-MNIST images for 2 epochs, the one ``bench_apgd.py`` uses (the same safe
 the temp folder; trained here if missing).
 
 bench's ``fab-t`` against torchattacks' ``FAB(multi_targeted=True, n_classes=10)`` — AutoAttack's
-FAB-T, 9 target classes, one restart — at equal iterations (``ITERATIONS``, 20; ``BENCH_FAB_ITERATIONS=100`` for AutoAttack's), L∞ 0.1 and L2 1.5,
-on the first 150 test images, side by side in one run: robust accuracy at ε (within one point)
+FAB-T, 9 target classes, one restart — at equal iterations (``ITERATIONS``, 20;
+``BENCH_FAB_ITERATIONS=100`` for AutoAttack's), L∞ 0.1 and L2 1.5, on the first 150 test
+images, side by side in one run: robust accuracy at ε (within one point)
 and seconds (ours at most theirs). Both run each target round on the samples no earlier round
 broke within ε; bench also stops iterating a sample inside a round once it is broken within ε
 (``early_exit``), which changes its work, not whether it is broken. The untargeted minimum-norm
