@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from advbench.algorithms.apgd import top_classes
 from advbench.attack import (
     Attack,
     AttackContext,
@@ -241,17 +242,15 @@ def fab(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *
     n = len(x)
     best_norm = torch.full((n,), torch.inf, dtype=x.dtype, device=x.device)
     best = x.clone()
+    if n == 0:
+        return best, best_norm
     rounds: list[torch.Tensor | None] = [None]
     criterion: Criterion = Misclassification(y)
     if targets is not None:
         rounds, criterion = [targets], TargetedMisclassification(targets)
-    elif target_classes > 0 and n > 0:
+    elif target_classes > 0:
         with torch.no_grad():
-            logits = oracle.logits(x).detach()
-        others = logits.scatter(1, y.view(-1, 1), -torch.inf)
-        ranked = others.argsort(dim=1, descending=True)[:, :min(target_classes,
-                                                                 logits.shape[1] - 1)]
-        rounds = list(ranked.T)
+            rounds = list(top_classes(oracle.logits(x).detach(), y, target_classes).T)
     everyone = torch.arange(n, device=x.device)
     for target in rounds:
         for restart in range(restarts):

@@ -64,6 +64,8 @@ def fmn(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *
     labels = criterion.labels
     best_norm = torch.full((len(x),), torch.inf, dtype=x.dtype, device=x.device)
     best = x.clone()
+    if len(x) == 0:
+        return best, best_norm
     largest = perturbation_size(torch.maximum(x, 1 - x), norm)  # the box allows no more
     budget = torch.full_like(best_norm, torch.inf)
     found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
