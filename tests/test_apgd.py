@@ -185,8 +185,13 @@ def test_targeted_mode_reaches_the_targets(registry, trained_cnn, batch, name):
     targets = trained_cnn(x).scatter(1, y[:, None], -torch.inf).argmax(dim=1)
     attack = registry.get("attack", name).cls(iterations=20)
     x_adv, _ = run(trained_cnn, attack, x, y, ThreatModel("linf", 0.3), targets=targets)
-    reached = predict(trained_cnn, x_adv, 500, CPU) == targets
-    assert reached.float().mean() >= 0.9
+    predicted = predict(trained_cnn, x_adv, 500, CPU)
+    # Cross-entropy towards the target reaches ~0.99 of them; the targeted DLR loss (AutoAttack's,
+    # for apgd-dlr and apgd-t) raises the target's logit over the true class's, not over every
+    # other, so a few samples stop at a third class: 0.88 to 0.9+ by the machine's numerics.
+    floor = 0.95 if name == "apgd-ce" else 0.85
+    assert (predicted == targets).float().mean() >= floor
+    assert (predicted != y).float().mean() >= 0.97  # and almost every sample is fooled
 
 
 @pytest.mark.slow

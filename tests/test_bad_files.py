@@ -270,7 +270,8 @@ def test_prefer_takes_one_files_row_whole(prefer, robust, tmp_path, capsys):
     assert main(["leaderboard", str(a), str(b), "--prefer", prefer]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines()
                 if line.startswith("| adv-train-fgsm"))
-    assert [cell.strip() for cell in line.split("|")[3:5]] == [robust, robust]  # cell, worst
+    cells = [cell.strip() for cell in line.split("|")]  # defense, clean, worst case, its attack
+    assert [cells[3], cells[4], cells[5]] == [robust, "fgm", robust]
 
 
 def test_identical_duplicates_are_fine(tmp_path, capsys):

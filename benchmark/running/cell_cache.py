@@ -85,8 +85,9 @@ def outcome_problem(row: Mapping[str, Any], outcome: CellOutcome) -> str | None:
         except (KeyError, TypeError, ValueError):
             same = False
         if not same:
-            return (f"{column} is {row.get(column)!r} but its {n} per-sample outcomes give "
-                    f"{value:.6g}")
+            stored = row.get(column)
+            stored = stored.item() if hasattr(stored, "item") else stored  # numpy scalar
+            return f"{column} is {stored!r} but its {n} per-sample outcomes give {value:.6g}"
     return None
 
 
