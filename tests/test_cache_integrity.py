@@ -85,6 +85,10 @@ def with_interval(robust: float, n: int = 40) -> dict:
     ({"row": {"n_samples": 7}}, "n_samples"),
     ({"row": {"valid": False, "status": "invalid"}}, "valid and its per-sample outcome"),
     ({"extras": {"history": [1, 2]}}, "its training history is not one"),
+    # the cell's name or ε edited (was: published as the run's fgsm cell at ε 0.3, or "pgd")
+    ({"row": {"eps": 0.3}}, "eps is 0.3, not this cell's 0.1"),
+    ({"row": {"attack": "pgd"}}, "attack is 'pgd', not this cell's 'fgsm'"),
+    ({"row": {"cell_key": "0" * 20}}, "cell_key is '00000000000000000000'"),
 ])
 def test_a_tampered_cache_entry_is_dropped_and_computed_again(edit, why, work, capsys):
     entry = entry_of(work / "cache", "fgsm")
@@ -97,6 +101,20 @@ def test_a_tampered_cache_entry_is_dropped_and_computed_again(edit, why, work, c
     assert "computing the cell again" in out and "1 cells reused" in out  # pgd-linf's
     pd.testing.assert_frame_equal(results(work / "again"), results(work / "run"))
     assert CellCache(entry.parent).load(entry.stem) is not None  # written whole again
+
+
+def test_a_cached_number_stored_as_text_is_dropped(work, capsys):
+    """The robust accuracy written as the text of its own value (was: TypeError in the sanity
+    battery, a traceback): the entry is dropped and the cell computed again."""
+    entry = entry_of(work / "cache", "fgsm")
+    robust = json.loads(pq.read_schema(entry).metadata[METADATA])["row"]["robust_accuracy"]
+    edit_entry(entry, row={"robust_accuracy": str(robust)})
+    capsys.readouterr()
+    assert main([*RUN, "--n-eval", "40", "--cache-dir", str(work / "cache"), "--out",
+                 str(work / "again")]) == 0
+    out = said(capsys)
+    assert f"robust_accuracy is the text '{robust}', not a number" in out, out
+    pd.testing.assert_frame_equal(results(work / "again"), results(work / "run"))
 
 
 def test_a_cached_history_that_is_no_history_is_dropped(tmp_path, capsys):

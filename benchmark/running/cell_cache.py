@@ -91,14 +91,42 @@ def outcome_problem(row: Mapping[str, Any], outcome: CellOutcome) -> str | None:
     return None
 
 
-def entry_problem(cell: CachedCell, labels: torch.Tensor | None) -> str | None:
-    """Why a cached cell cannot be published (None: it can): its row must pass the results
-    files' checks (ranges, robust <= clean, intervals), agree with its per-sample outcome, have
-    one exactly when valid, be graded on ``labels`` (the run's), and keep a readable history."""
+def identity_problem(row: Mapping[str, Any], expect: Mapping[str, Any]) -> str | None:
+    """Why ``row`` is not the row of the cell ``expect`` describes (its dataset, model, defense,
+    attack, norm, ε, split, seed and cell key; None: it is): an edited name or ε is published
+    under the run's own cell otherwise."""
+    for column, value in expect.items():
+        stored = row.get(column)
+        if isinstance(stored, str) != isinstance(value, str) or stored != value:
+            return f"{column} is {stored!r}, not this cell's {value!r}"
+    return None
+
+
+def type_problem(raw: Mapping[str, Any], row: pd.Series) -> str | None:
+    """Why the stored ``raw`` row holds text where the results hold a number (None: it does
+    not): the row published is the stored one, and a number as text fails the sanity battery."""
+    for column, value in raw.items():
+        if isinstance(value, str) and column in row and pd.api.types.is_number(row[column]):
+            return f"{column} is the text {value!r}, not a number"
+    return None
+
+
+def entry_problem(cell: CachedCell, labels: torch.Tensor | None,
+                  expect: Mapping[str, Any] | None = None) -> str | None:
+    """Why a cached cell cannot be published (None: it can): its row must be that of the cell
+    ``expect`` describes, pass the results files' checks (ranges, robust <= clean, intervals)
+    with numbers stored as numbers, agree with its per-sample outcome, have one exactly when
+    valid, be graded on ``labels`` (the run's), and keep a readable history."""
+    problem = identity_problem(cell.row, expect or {})
+    if problem is not None:
+        return problem
     try:
         row = validate_results(pd.DataFrame([cell.row]), Path("entry")).iloc[0]
     except UsageError as exc:
         return str(exc).removeprefix("entry row 1, ").split("; fix or")[0]
+    problem = type_problem(cell.row, row)
+    if problem is not None:
+        return problem
     if bool(row["valid"]) != (cell.outcome is not None):
         return "valid and its per-sample outcome disagree"
     if cell.outcome is None:
@@ -137,9 +165,11 @@ class CellCache:
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path(key), lambda path: pq.write_table(table, path))
 
-    def load(self, key: str, labels: torch.Tensor | None = None) -> CachedCell | None:
+    def load(self, key: str, labels: torch.Tensor | None = None,
+             expect: Mapping[str, Any] | None = None) -> CachedCell | None:
         """The cached cell, or None when there is none, or none that can be trusted;
-        ``labels``: the run's evaluation labels, which the entry must have been graded on."""
+        ``labels``: the run's evaluation labels, which the entry must have been graded on;
+        ``expect``: the columns naming the cell, which its row must hold."""
         path = self.path(key)
         if not path.is_file():
             return None
@@ -159,7 +189,7 @@ class CellCache:
             cell = CachedCell(dict(meta["row"]), outcome, certified, dict(meta["extras"]))
         except Exception:  # truncated, foreign or hand-edited: the cell is computed again
             return None
-        problem = entry_problem(cell, labels)
+        problem = entry_problem(cell, labels, expect)
         if problem is not None:
             self.warn(f"[yellow]cell cache entry {path.name} dropped ({problem}): computing "
                       "the cell again[/yellow]")

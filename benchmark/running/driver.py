@@ -215,7 +215,12 @@ class Runner:
             self.resumed_cells += 1
             return self.previous[keys[0]]
         labels = self.plan.evaluation[cell.split].y
-        cached = None if self.plan.config.fresh else self.cell_cache.load(keys[1], labels)
+        plan = self.plan
+        expect = {"dataset": plan.dataset.name, "model": plan.model_plugin.name,
+                  "defense": cell.defense.name, "attack": cell.attack_name,
+                  "norm": cell.threat.norm, "eps": cell.threat.eps, "split": cell.split,
+                  "seed": plan.config.seed, "cell_key": keys[0]}
+        cached = None if plan.config.fresh else self.cell_cache.load(keys[1], labels, expect)
         if cached is None:
             return None
         self.reused_keys.append(keys[1])
@@ -537,7 +542,7 @@ class Runner:
     def log_error(self, what: str, trace: str) -> None:
         self.progress.log(f"[red]{what} failed: {trace.strip().splitlines()[-1]}[/red]")
         if self.out is not None:
-            with open(self.out / "errors.log", "a") as handle:
+            with open(self.out / "errors.log", "a", encoding="utf-8") as handle:
                 handle.write(f"== {what}\n{trace}\n")
 
     def figures(self, folder: Path) -> list[Path]:
@@ -644,7 +649,7 @@ def run_matrix(
             run_manifest["phases"] = stopwatch.record()
             write_json(out / "manifest.json", run_manifest)
             text = to_markdown(frame, run_manifest)
-            write_atomic(out / "leaderboard.md", lambda p: p.write_text(text))
+            write_atomic(out / "leaderboard.md", lambda p: p.write_text(text, encoding="utf-8"))
             write_site(frame, out, run_manifest)  # index.html, the same tables as a web page
     run_manifest["phases"] = stopwatch.record()
     # wall_seconds: the matrix (as leaderboard.md shows it); total_seconds: data to last file
