@@ -198,7 +198,7 @@ def resumed_config(folder: Path):
     try:
         if not path.is_file():  # a device or a pipe would be read forever
             raise FileNotFoundError(path)
-        recorded = json.loads(path.read_text())["config"]
+        recorded = json.loads(path.read_text(encoding="utf-8"))["config"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise UsageError(f"--resume {folder}: not a bench run folder with a readable "
                          f"manifest.json ({type(exc).__name__})") from exc

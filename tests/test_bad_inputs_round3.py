@@ -10,6 +10,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -467,6 +468,20 @@ def test_the_leaderboard_on_an_ascii_terminal(tmp_path, cache, monkeypatch):
     stdout.flush()
     text = stdout.buffer.getvalue().decode("ascii")
     assert "linf \\u03b5=0.1" in text and "| none" in text
+
+
+def test_the_results_are_written_in_utf8_under_an_ascii_locale(tmp_path, cache):
+    """``LC_ALL=C`` (Python's locale encoding then ASCII; was: UnicodeEncodeError writing
+    leaderboard.md's "·", a traceback and no leaderboard.md nor index.html): every file
+    bench writes is UTF-8, whatever the locale."""
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
+           "PYTHONIOENCODING": "", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", "from advbench.cli import main; "
+                          "raise SystemExit(main())", *small_run(tmp_path, cache)],
+                         env=env, capture_output=True, text=True, errors="replace")
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert_complete(tmp_path / "run")
+    assert "·" in (tmp_path / "run" / "leaderboard.md").read_text(encoding="utf-8")
 
 
 def no_space(path: Path):

@@ -96,13 +96,13 @@ def save_history(history: TrainingHistory | dict[str, Any], path: Path) -> Path:
     data = history.to_dict() if isinstance(history, TrainingHistory) else history
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     return path
 
 
 def load_history(path: Path) -> TrainingHistory:
     """Read a history written by :func:`save_history`."""
-    return TrainingHistory.from_dict(json.loads(Path(path).read_text()))
+    return TrainingHistory.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def plot_training_curves(history: TrainingHistory | dict[str, Any], path: Path) -> Path:

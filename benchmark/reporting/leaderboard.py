@@ -228,7 +228,7 @@ def read_manifest(path: Path, label: str = "--manifest") -> dict[str, Any]:
     try:
         if not path.is_file():  # a folder, a device or a pipe (read forever): not a manifest
             raise FileNotFoundError(path)
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{label} {path}: not a readable manifest ({type(exc).__name__})") \
             from exc
@@ -246,7 +246,7 @@ def write_output(path: Path, text: str) -> None:
     if path.is_dir():
         raise UsageError(f"--out {path} is a folder; name a file, e.g. {path / 'leaderboard.md'}")
     try:
-        path.write_text(text)
+        path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--out {path}: cannot write there ({exc.strerror}); choose a writable "
                          "file") from exc

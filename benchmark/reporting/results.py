@@ -76,7 +76,8 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, lambda p: p.write_text(json.dumps(data, indent=2, default=str) + "\n"))
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -325,7 +326,7 @@ def check_duplicates(frame: pd.DataFrame, paths: list[Path], columns: list[str])
 def beside_manifest(path: Path) -> dict[str, Any]:
     """The manifest.json of the run a results file lies in ({} when there is none to read)."""
     try:
-        manifest = json.loads((path.parent / "manifest.json").read_text())
+        manifest = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return manifest if isinstance(manifest, dict) else {}

@@ -38,7 +38,7 @@ def read_history(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not path.is_file():
         return None, None
     try:
-        history = json.loads(path.read_text())
+        history = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return None, f"{path.name} unreadable ({type(exc).__name__}): its history dropped"
     problem = history_problem(history)

@@ -46,7 +46,7 @@ def prepare_out(out: Path, config: RunConfig) -> bool:
             raise UsageError(f"--out {out}: exists and is not an empty folder or a bench run; "
                              "choose a new one")
         try:
-            previous = json.loads(manifest_path.read_text()).get("config")
+            previous = json.loads(manifest_path.read_text(encoding="utf-8")).get("config")
         except (OSError, ValueError, AttributeError) as exc:
             raise UsageError(f"{label}: unreadable manifest.json ({one_line(exc)})") from exc
         if not (config.resume or previous == config_record(config)):

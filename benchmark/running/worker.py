@@ -233,7 +233,7 @@ class Worker:
             self.cache.save(key, parts, model)
             if history is not None:
                 text = json.dumps(history)
-                write_atomic(history_path, lambda path: path.write_text(text))
+                write_atomic(history_path, lambda path: path.write_text(text, encoding="utf-8"))
         return model.eval(), history, (f"{type(defense).name}: trained in "
                                        f"{time.perf_counter() - started:.0f} s")
 
