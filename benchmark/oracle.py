@@ -186,7 +186,10 @@ class Oracle:
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             shown, used = self._logit_pair(x, index)
-            (grad,) = torch.autograd.grad(loss(shown if used is None else used, y), x)
+            value = loss(shown if used is None else used, y)
+            # logits that ignore x (a constant model) have a zero gradient, not an error
+            grad = (torch.autograd.grad(value, x, allow_unused=True, materialize_grads=True)[0]
+                    if value.requires_grad else torch.zeros_like(x))
         return grad, shown.detach()
 
     @torch.no_grad()

@@ -36,6 +36,7 @@ from advbench import (
 from advbench.algorithms.pgd import PGDAttack
 from advbench.cli import main
 from advbench.data import read_idx
+from advbench.oracle import Oracle
 from advbench.reporting.leaderboard import to_markdown
 from advbench.reporting.results import to_frame
 
@@ -369,6 +370,27 @@ def test_a_defense_with_nan_logits_fails_with_the_reason(cache):
     assert frame["status"].tolist() == ["error"]
     assert "returns NaN logits on evaluation images" in frame["invalid_reason"].iloc[0]
     assert frame["clean_accuracy"].isna().all()
+
+
+class ConstantLogits(torch.nn.Module):
+    """Logits that ignore the input: a trainable bias only, or nothing trainable at all."""
+
+    def __init__(self, trainable: bool) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(10), requires_grad=trainable)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(len(x), 10)
+
+
+@pytest.mark.parametrize("trainable", [True, False])
+def test_the_gradient_of_a_model_ignoring_its_input_is_zero(trainable):
+    """A constant model (was: RuntimeError 'the differentiated Tensor … not used in the
+    graph' in the sanity battery, a traceback): its input gradient is zero, and the run
+    flags 100% of input gradients zero."""
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([0, 1, 2])
+    grad, logits = Oracle(ConstantLogits(trainable), "gradient", 3).gradient(x, y)
+    assert torch.equal(grad, torch.zeros_like(x)) and logits.shape == (3, 10)
 
 
 def test_a_model_of_other_classes_is_refused():
