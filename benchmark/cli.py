@@ -49,7 +49,9 @@ def parse_eps(values: list[str]) -> dict[str, list[float]] | None:
         if not sep or not norm.strip():
             raise UsageError(f"--eps {value!r}: expected NORM=VALUE[,VALUE...], "
                              "e.g. --eps linf=0.1 --eps l2=1.5")
-        try:
+        try:  # float() reads "0_1" as 1.0: a typo of 0.1 must not run at ε = 1
+            if "_" in numbers:
+                raise ValueError(numbers)
             floats = [float(number) + 0.0 for number in numbers.split(",")]  # no -0.0
         except ValueError:
             raise UsageError(f"--eps {shown(value)}: {shown(numbers)} is not a comma list of "

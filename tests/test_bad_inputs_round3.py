@@ -554,3 +554,12 @@ def test_leaderboard_md_escapes_names_as_the_page_does():
     cells = [len(line.replace("\\|", "").split("|")) for line in table]
     assert len(set(cells)) == 1, table  # every row has as many cells as the header
     assert "a\\|b" in text and "x\\|y" in text
+
+
+@pytest.mark.parametrize("value", ["linf=0_1", "l2=1_5"])
+def test_an_underscore_in_eps_is_refused_not_read_as_another_number(value):
+    """float("0_1") is 1.0: a typo of 0.1 must not run ten times the ε asked for."""
+    from advbench.cli import parse_eps
+    from advbench.errors import UsageError
+    with pytest.raises(UsageError, match="is not a comma list of numbers"):
+        parse_eps([value])

@@ -191,6 +191,7 @@ def test_a_worst_case_above_its_attacks_is_refused(work, capsys):
     ("broken_by", '{"fgsm": 41}', "line 4, column broken_by"),
     ("n_samples", 7, "line 2, column clean_accuracy = 0.375: not a whole number of the row's "
                      "n_samples"),
+    ("n_samples", 0, "line 2, column n_samples = 0: below 1"),
 ])
 def test_impossible_counts_are_refused(column, value, expected, work, capsys):
     path = work / "run" / "results.csv"

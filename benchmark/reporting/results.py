@@ -221,6 +221,7 @@ def check_counts(frame: pd.DataFrame, rows: Rows) -> None:
     """Accuracies are counts over ``n_samples`` (0.62 of 7 samples is no count), and
     ``broken_by`` is a JSON object of attack → whole number of samples, at most ``n_samples``."""
     n = frame["n_samples"]
+    rows.error(n < 1, "n_samples", "below 1: an accuracy is a count over at least one sample")
     for column in ("clean_accuracy", "robust_accuracy"):
         count = frame[column] * n
         rows.error((count - count.round()).abs() > 1e-6 + 1e-9 * n, column,
