@@ -48,7 +48,12 @@ from advbench.reporting.results import (
     write_json,
     write_results,
 )
-from advbench.reporting.sanity import cell_flags, defense_flags, zero_gradient_fraction
+from advbench.reporting.sanity import (
+    cell_flags,
+    defense_flags,
+    eps_zero_differs,
+    zero_gradient_fraction,
+)
 from advbench.reporting.site import write_site
 from advbench.running.cell_cache import CachedCell, CellCache
 from advbench.running.evaluate import CellOutcome, prediction_draws, skip_mask
@@ -476,15 +481,15 @@ class Runner:
                               for row in checked])
         found = cell_flags(cells) if checked else {}
         per_row = {id(row): found.get(i, []) for i, row in enumerate(checked)}
+        worst = [row for row in rows if row["valid"] and row["attack"] == WORST_CASE]
+        if worst:  # the ε = 0 invariant holds for the per-sample union too
+            for i, message in eps_zero_differs(pd.DataFrame(worst)):
+                per_row[id(worst[i])] = [message]
         common = defense_flags(zero, eot, bpda)
         for row in rows:
             row["zero_grad_fraction"], row["eot_samples"] = zero, eot
             row["prediction_draws"] = draws
-            own = per_row.get(id(row), [])
-            if (row["attack"] == WORST_CASE and row["valid"] and row["eps"] == 0
-                    and row["robust_accuracy"] != row["clean_accuracy"]):
-                own = ["ε=0 differs from clean accuracy"]  # the invariant holds here too
-            row["flags"] = "; ".join(common + own)
+            row["flags"] = "; ".join(common + per_row.get(id(row), []))
 
     def record_worst_cases(self, group: Group) -> None:
         """Per split, norm and ε with two attacks or more: a sample is robust only if every
