@@ -10,10 +10,7 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from advbench._moved import install as _install_moved_names
 from advbench.hookspecs import hookimpl
-
-_install_moved_names()
 
 _EXPORTS = {
     "Attack": "attack", "AttackContext": "attack",

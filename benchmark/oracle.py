@@ -5,8 +5,9 @@ enforces the query budget, so the query numbers in the results are the harness's
 plugin's. Against a randomized defended model a gradient-level query (``logits``, ``gradient``)
 answers with the expectation over ``eot_samples`` draws of the model (EOT): the draws behind one
 query are the harness's business and are not queries. In a cell, the harness also hands the
-oracle a :class:`~advbench.guard.Watch`: every model call goes through it, so the harness knows
-which passes came through the oracle and tallies their queries where the attack does not.
+oracle a :class:`~advbench.running.guard.Watch`: every model call goes through it, so the
+harness knows which passes came through the oracle and tallies their queries where the attack
+does not.
 
 Counts are kept in NumPy, outside autograd and ``torch.func``: an attack may call the oracle
 inside ``torch.func.grad``, ``jvp`` or ``vmap`` (a ``vmap`` over candidates is charged for every

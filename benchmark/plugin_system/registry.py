@@ -30,7 +30,8 @@ class Entry:
     kind: str
     cls: type
     source: Source
-    # Arguments the user set (``--set``); a variant's name carries them (advbench.options).
+    # Arguments the user set (``--set``); a variant's name carries them (see
+    # advbench.plugin_system.options).
     arguments: tuple[tuple[str, Any], ...] = ()
 
     def capabilities(self) -> dict[str, Any]:
