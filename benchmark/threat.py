@@ -55,19 +55,9 @@ def normalize(grad: torch.Tensor, norm: str) -> torch.Tensor:
     return torch.where(norms > 0, grad / norms.clamp_min(1e-12), torch.zeros_like(grad))
 
 
-def l1_normalize(grad: torch.Tensor) -> torch.Tensor:
-    """Each sample scaled to unit L1 norm (see :func:`normalize`)."""
-    return normalize(grad, "l1")
-
-
 def l2_normalize(grad: torch.Tensor) -> torch.Tensor:
     """Each sample scaled to unit L2 norm (see :func:`normalize`)."""
     return normalize(grad, "l2")
-
-
-def linf_normalize(grad: torch.Tensor) -> torch.Tensor:
-    """Each sample scaled to unit L∞ norm, its largest entry ±1 (see :func:`normalize`)."""
-    return normalize(grad, "linf")
 
 
 def project(delta: torch.Tensor, threat: ThreatModel) -> torch.Tensor:

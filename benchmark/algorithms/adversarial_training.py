@@ -33,7 +33,6 @@ it. A collapse before the first check cannot be undone: raise ``checks_per_epoch
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,20 +88,6 @@ class TrainingHistory:
     def from_dict(cls, data: dict[str, Any]) -> TrainingHistory:
         fields = {**data, "records": [EpochRecord(**r) for r in data.get("records", [])]}
         return cls(**fields)
-
-
-def save_history(history: TrainingHistory | dict[str, Any], path: Path) -> Path:
-    """Write the history as JSON (next to the cached model, e.g. ``<key>.history.json``)."""
-    data = history.to_dict() if isinstance(history, TrainingHistory) else history
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    return path
-
-
-def load_history(path: Path) -> TrainingHistory:
-    """Read a history written by :func:`save_history`."""
-    return TrainingHistory.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def plot_training_curves(history: TrainingHistory | dict[str, Any], path: Path) -> Path:
@@ -199,7 +184,7 @@ class AdversarialTraining(Defense):
     share ``clean_fraction`` of each batch), monitored and guarded as the module says.
 
     After ``fit``, ``history`` holds the :class:`TrainingHistory` (None before, and when the
-    model came from the cache: the runner stores it with :func:`save_history`).
+    model came from the cache: the harness keeps it as JSON beside the cached model).
     """
 
     eps: float | None = field(default=None, metadata={"ge": 0})  # None: the run's ε in norm
