@@ -1,4 +1,4 @@
-"""CIFAR-10 (Krizhevsky 2009), the seed report's dataset: 60k 32×32 colour images, 10 classes.
+"""CIFAR-10 (Krizhevsky 2009): 60k 32×32 colour images, 10 classes.
 
 Reads the dataset's *binary* distribution (``cifar-10-batches-bin``): plain bytes, no pickle is
 ever loaded from disk.

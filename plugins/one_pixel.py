@@ -20,12 +20,11 @@ cache, and thousands on an accelerator), and an image fooled in one pass asks no
 No Python loop over images or pixels.
 
 Defaults are sized for a 2-core CPU: population 50 and 20 generations (the paper: 400 and 100),
-so at most 50 × (20 + 1) = 1,050 queries per image; ``max_queries`` is that product. On the
-seed CNN (158 correctly classified Fashion-MNIST test images) they fooled 12, where population
+so at most 50 × (20 + 1) = 1,050 queries per image; ``max_queries`` is that product. On
+``seed-cnn`` (158 correctly classified Fashion-MNIST test images) they fooled 12, where population
 100 × 30 generations fooled 14 — as many as the exhaustive white/black pixel scan — for three
-times the queries. Initial pixel values are
-drawn from {0, 1} (the extremes, which fool most often in the seed's scan); mutation then
-explores the values between.
+times the queries. Initial pixel values are drawn from {0, 1} (the extremes, which fool most
+often in the exhaustive ``pixel-scan``); mutation then explores the values between.
 
 Arguments: ``population``, ``iterations`` (generations after the initial one), ``mutation``
 (F, 0.5 in the paper), ``max_rows``.

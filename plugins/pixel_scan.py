@@ -1,4 +1,4 @@
-"""Pixel scan, the seed report's one-pixel test (§4.2, figure 16), as an exhaustive L0 attack.
+"""Pixel scan: every single-pixel change to white or black, tried in turn, as an L0 attack.
 
 Every one of the H×W positions is set to white (all channels 1), then to black (0), in turn; the
 attack returns, per image, the first candidate in that order (white scan, then black, positions
@@ -27,7 +27,7 @@ class PixelScan(Attack):
     norms = ("l0",)
     access = "scores"
     targeted = True
-    description = "seed report's exhaustive one-pixel scan: each position white, then black"
+    description = "exhaustive one-pixel scan: each position white, then black"
     presets = {"cpu": {"values": (1.0,)}}  # white pixels only: half the queries
 
     values: tuple[float, ...] = field(default=(1.0, 0.0), metadata={"ge": 0, "le": 1})
@@ -63,7 +63,7 @@ class PixelScan(Attack):
 
     def figures(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor,
                 stem: Path) -> list[Path]:
-        """Seed figure 16: where a white or a black pixel fools the model, for a few images."""
+        """A heat map of where a white or a black pixel fools the model, for a few images."""
         fooling = fooling_map(oracle, x, y, 1.0) | fooling_map(oracle, x, y, 0.0)
         titles = [f"label {int(label)}: {int(count)} fooling pixels"
                   for label, count in zip(y, fooling.flatten(1).sum(dim=1), strict=True)]

@@ -1,5 +1,5 @@
-"""Random search, score-based: the seed report's greedy attack (§4.1) with the proposals and
-schedule of the Square Attack (Andriushchenko, Croce, Flammarion, Hein 2020), L∞ and L2.
+"""Random search, score-based: a greedy search with the proposals and schedule of the Square
+Attack (Andriushchenko, Croce, Flammarion, Hein 2020), L∞ and L2.
 
 The attack sees probabilities only. It minimises the margin of log-probabilities (equal to the
 logit margin: log p_y − max_{j≠y} log p_j, or towards a target max_{j≠t} log p_j − log p_t) and

@@ -1,4 +1,4 @@
-"""The seed report's CNN: (Conv + ReLU + MaxPool) × 3 + AvgPool + FC + ReLU + FC.
+"""bench's default model, a small CNN: (Conv + ReLU + MaxPool) × 3 + AvgPool + FC + ReLU + FC.
 
 Built in channels-last memory format: on CPU its max-pooling is about ten times faster in that
 layout (measured in ``benchmarks/bench_layout.py``), a forward pass about twice, a training
@@ -15,7 +15,7 @@ from advbench import ModelPlugin, hookimpl
 
 class SeedCNN(ModelPlugin):
     name = "seed-cnn"
-    description = "seed report CNN: 3×(conv3×3+ReLU+maxpool), global avg-pool, FC-ReLU-FC"
+    description = "small CNN: 3×(conv3×3+ReLU+maxpool), global avg-pool, FC-ReLU-FC"
 
     def build(self, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         channels = in_shape[0]

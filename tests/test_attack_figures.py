@@ -1,4 +1,4 @@
-"""Attacks that draw figures (pixel-scan's heat map, seed figure 16) get them into the run."""
+"""Attacks that draw figures (pixel-scan's heat map) get them into the run."""
 
 from __future__ import annotations
 

@@ -91,8 +91,8 @@ class TrainingHistory:
 
 
 def plot_training_curves(history: TrainingHistory | dict[str, Any], path: Path) -> Path:
-    """Clean and robust accuracy per epoch, train and validation (seed figure 3), as a PNG; a
-    detected collapse is marked with a vertical line."""
+    """Clean and robust accuracy per epoch, train and validation, as a PNG; a detected
+    collapse is marked with a vertical line."""
     from advbench.reporting.figures import plt, save_figure  # matplotlib only when drawing
 
     if isinstance(history, dict):

@@ -1,5 +1,5 @@
-"""The seed report's pixel scan (§4.2, figure 16): which single pixels, set to white (or black),
-flip the prediction — and the heat map PNG of those positions.
+"""The pixel scan: which single pixels, set to white (or black), flip the prediction — and the
+heat map PNG of those positions.
 
 Core rather than plugin code because the runner draws the heat map for the run folder and the
 ``pixel-scan`` attack plugin scans with the same candidate builder; plugins may not import each
@@ -20,8 +20,8 @@ from advbench.oracle import Oracle
 
 def rows_per_pass(device: torch.device) -> int:
     """Candidate images per forward pass. A CPU runs small convolutional nets fastest on about
-    a hundred images per thread at a time (the activations stay in cache: measured on the seed
-    CNN with one thread, 32 to 192 rows cost the same per image, 256 rows ~1.5x more and 512
+    a hundred images per thread at a time (the activations stay in cache: measured on ``seed-cnn``
+    with one thread, 32 to 192 rows cost the same per image, 256 rows ~1.5x more and 512
     ~1.8x more; with two threads on a machine busy with other work the cost per row is
     dominated by waiting for both threads, so fewer, larger passes do no worse); an
     accelerator wants large batches."""
@@ -88,7 +88,7 @@ def save_fooling_heatmap(
     path: str | Path, x: torch.Tensor, fooling: torch.Tensor, *,
     titles: Sequence[str] | None = None, max_images: int = 8,
 ) -> Path:
-    """Draw seed figure 16 as a PNG: each image with its fooling positions overlaid in red.
+    """Draw the fooling-pixel heat map as a PNG: each image with its fooling positions in red.
 
     ``x`` is N×C×H×W in [0, 1] (C = 1 or 3); ``fooling`` is N×H×W bool (e.g. from
     :func:`fooling_map`). The first ``max_images`` images are drawn, one panel each, titled with

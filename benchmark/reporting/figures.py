@@ -23,7 +23,7 @@ def save_figure(figure: plt.Figure, path: Path) -> Path:
 
 def eps_sweep_figures(frame: pd.DataFrame, folder: Path) -> list[Path]:
     """Robust accuracy against ε, one panel per norm, one line per attack, with the 95 %
-    interval as a band: one PNG per defense and split whose run swept ε (seed figure 7)."""
+    interval as a band: one PNG per defense and split whose run swept ε."""
     valid = frame[frame["valid"].astype(bool)]
     written = []
     for (defense, split), part in valid.groupby(["defense", "split"], sort=True):

@@ -1,5 +1,5 @@
-"""Pictures of attack cells for the run folder: clean vs adversarial examples (seed figures
-5, 6, 13, 14) and, across the cells of an ε sweep, one image at each ε (seed figure 8).
+"""Pictures of attack cells for the run folder: clean vs adversarial examples with the
+perturbation between them and, across the cells of an ε sweep, one image at each ε.
 
 They are drawn from what the cells already made: the gate-checked adversarial examples each
 cell keeps for its first few attacked samples (``CellOutcome.shown_adv``) and the harness's own
@@ -82,7 +82,7 @@ def adversarial_examples_grid(
     x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, pred_clean: torch.Tensor,
     pred_adv: torch.Tensor, classes: Sequence[str], title: str, path: Path,
 ) -> Path:
-    """Seed figures 5, 6, 13, 14 as a PNG: one column per image, rows clean (with its
+    """Clean vs adversarial examples as a PNG: one column per image, rows clean (with its
     prediction), perturbation (diverging colours, each scaled to its own largest change, which
     the title gives) and adversarial (with its prediction, in red when it is not the label).
 
@@ -141,8 +141,9 @@ def sweep_series(points: Sequence[tuple[float, torch.Tensor, int]]) -> EpsSeries
 def eps_grid_figure(
     series: EpsSeries, y_one: int, classes: Sequence[str], norm: str, title: str, path: Path,
 ) -> Path:
-    """Seed figure 8 as a PNG: the image at each ε of ``series``, titled with ε and the
-    prediction (red when it is not the label; "rejected" where the gate refused the output)."""
+    """One image across an ε sweep as a PNG: the image at each ε of ``series``, titled with ε
+    and the prediction (red when it is not the label; "rejected" where the gate refused the
+    output)."""
     n = len(series.eps)
     figure, axes = plt.subplots(1, n, figsize=(1.45 * n + 0.5, 2.2), squeeze=False)
     unit = " px" if norm == "l0" else ""
