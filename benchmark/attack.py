@@ -106,6 +106,12 @@ class Attack:
             recorded in each row's config and ``--set`` overrides them.
         max_queries: the per-sample query budget the oracle enforces (None: unlimited); a
             field or property where it depends on the settings. Rows report it.
+        against_randomized: whether a cascade runs it against a randomized defense. There, as
+            in AutoAttack's version for randomized defenses (Croce & Hein 2020), the cascade
+            keeps the untargeted gradient attacks with EOT: an attack that costs many times
+            theirs per sample against a noisy model and adds little there (APGD-T's nine
+            targets, FAB's Jacobians) declares False and is left out of the chain, unless
+            nothing else of the chain would run. ``--no-cascade`` runs it anyway.
     """
 
     name: ClassVar[str]
@@ -114,6 +120,7 @@ class Attack:
     targeted: ClassVar[bool] = False
     randomized: ClassVar[bool] = False
     single_step: ClassVar[bool] = False
+    against_randomized: ClassVar[bool] = True
     description: ClassVar[str] = ""
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     max_queries: int | None = None

@@ -34,6 +34,10 @@ class FABL2(FABAttack):
     name = "fab-l2"
     norms = ("l2",)
     description = "Fast Adaptive Boundary attack (Croce & Hein 2020), minimum-norm L2"
+    # Left out of a cascade against a randomized defense (AutoAttack's version for them has no
+    # FAB): a Jacobian per step under EOT costs ~10× a gradient step and FAB's linear model of a
+    # noisy classifier is a poor one.
+    against_randomized = False
     presets = {"smoke": {"iterations": 10}, "cpu": {"iterations": 20},
                "paper": {"iterations": 100}}
 

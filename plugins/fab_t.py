@@ -32,6 +32,10 @@ from advbench.algorithms.fab import FABAttack
 class FABT(FABAttack):
     name = "fab-t"
     description = "targeted FAB over the top-k classes (Croce & Hein 2020), minimum-norm L∞, L2"
+    # Left out of a cascade against a randomized defense (AutoAttack's version for them has no
+    # FAB): a Jacobian per step under EOT costs ~10× a gradient step and FAB's linear model of a
+    # noisy classifier is a poor one.
+    against_randomized = False
     presets = {"smoke": {"iterations": 10, "target_classes": 3},
                "cpu": {"iterations": 20, "target_classes": 3},
                "paper": {"iterations": 100, "target_classes": 9}}

@@ -135,6 +135,35 @@ def test_the_preset_decides_the_mode_unless_the_flag_does(preset, given, expecte
     assert plan.config.cascade is expected
 
 
+@pytest.mark.parametrize("cascade", [True, False])
+def test_a_cascade_runs_autoattacks_randomized_version_against_a_randomized_defense(cascade):
+    """Against a defense declaring itself randomized a cascade leaves out the attacks declaring
+    ``against_randomized = False`` (APGD-T, FAB), as AutoAttack's version for randomized
+    defenses does; other defenses keep them, and so does the full matrix."""
+    from advbench.running.plan import RunConfig, build_plan
+
+    plan = build_plan(RunConfig(attacks="fgsm,apgd-ce,apgd-t,fab-linf,fab-t",
+                                defenses="none,gaussian-smoothing", eps={"linf": [0.1]},
+                                cascade=cascade), load_registry())
+    ran = {(c.defense.name, c.attack_name) for c in plan.cells}
+    left_out = {(c.defense.name, c.attack_name) for c in plan.left_out}
+    assert {("none", name) for name in ("fgsm", "apgd-ce", "apgd-t", "fab-linf", "fab-t")} <= ran
+    randomized = {("gaussian-smoothing", name) for name in ("apgd-t", "fab-linf", "fab-t")}
+    assert left_out == (randomized if cascade else set())
+    assert not left_out & ran
+    assert ("gaussian-smoothing", "apgd-ce") in ran
+
+
+def test_a_chain_of_left_out_attacks_alone_still_runs():
+    """Asked for APGD-T alone against a randomized defense, the cascade runs it: leaving it out
+    would leave the threat model with no attack."""
+    from advbench.running.plan import RunConfig, build_plan
+
+    plan = build_plan(RunConfig(attacks="apgd-t", defenses="gaussian-smoothing",
+                                eps={"linf": [0.1]}, cascade=True), load_registry())
+    assert [c.attack_name for c in plan.cells] == ["apgd-t"] and not plan.left_out
+
+
 def test_no_cascade_gives_every_attack_its_own_row_and_the_manifest_says_which(tmp_path):
     """At the default preset without a flag the run cascades; ``--no-cascade`` gives the full
     matrix. The manifest records the mode either way, and the same command started again

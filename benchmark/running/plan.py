@@ -143,6 +143,9 @@ class Plan:
     settings: dict[str, TrainSettings]  # per defense: the preset may train some less
     preset: Preset
     cells: list[Cell] = field(default_factory=list)
+    # In a cascade, the cells AutoAttack's version for randomized defenses leaves out (see
+    # ``randomized_version``): not run, named in the worst case's cascade.
+    left_out: list[Cell] = field(default_factory=list)
     # Where the model plugin came from (distribution and version, or the imported factory): a
     # fixed architecture must not load the old one's cached weights.
     model_source: tuple[str, str] = ("", "")
@@ -171,6 +174,19 @@ def chains(cells: Sequence[Cell]) -> list[list[Cell]]:
         key = (cell.defense.name, cell.split, cell.threat.norm, cell.threat.eps)
         grouped.setdefault(key, []).append(cell)
     return list(grouped.values())
+
+
+def randomized_version(cells: Sequence[Cell]) -> list[Cell]:
+    """The cells a cascade leaves out against a defense declaring itself randomized: those of
+    attacks declaring ``against_randomized = False``, in a chain where another attack runs
+    (AutoAttack's version for randomized defenses keeps APGD-CE and APGD-DLR with EOT)."""
+    left_out = []
+    for chain in chains(cells):
+        dropped = [cell for cell in chain if cell.defense.cls.randomized
+                   and cell.attack is not None and not cell.attack.cls.against_randomized]
+        if len(dropped) < len(chain):
+            left_out += dropped
+    return left_out
 
 
 def resolve_device(name: str) -> torch.device:
@@ -431,6 +447,9 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
     if not plan.cells:
         raise UsageError("the selected attacks and ε give no cell to run")
     if config.cascade:  # stable: within a rank, the order above
+        plan.left_out = randomized_version(plan.cells)
+        plan.cells = [cell for cell in plan.cells
+                      if not any(cell is out for out in plan.left_out)]
         plan.cells.sort(key=lambda cell: (defenses.index(cell.defense),
                                           cascade_rank(cell.attack)))
     return plan
