@@ -195,7 +195,7 @@ def check_attack_attributes(cls: type) -> None:
     if cls.access not in ACCESS_LEVELS:
         fail(cls, "attributes", f"'access' is {cls.access!r}; choose one of "
              f"{', '.join(ACCESS_LEVELS)}")
-    for flag in ("targeted", "single_step"):
+    for flag in ("targeted", "single_step", "against_randomized"):
         if not isinstance(getattr(cls, flag), bool):
             fail(cls, "attributes", f"{flag!r} must be a bool, got {getattr(cls, flag)!r}")
 
