@@ -41,11 +41,11 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
+from advbench._util import one_line
 from advbench.attack import Attack, AttackContext
 from advbench.data import Split
 from advbench.defense import Defense, TrainContext, TrainSettings, bpda_surrogate
 from advbench.oracle import ACCESS_LEVELS, AccessError, Oracle, QueryBudgetExceeded
-from advbench.plugin_system.loader import one_line
 from advbench.running.guard import Pristine, Seal, Watch
 from advbench.threat import NORMS, ThreatModel
 

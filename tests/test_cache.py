@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from advbench.reporting.results import write_atomic
+from advbench._util import write_atomic
 from advbench.running.model_cache import ModelCache, content_key
 
 PARTS = {"dataset": "d", "model": "m", "defense": "none", "seed": 0}

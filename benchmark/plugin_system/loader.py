@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 import pluggy
 
 from advbench import hookspecs
+from advbench._util import one_line  # re-export until driver/worker import from advbench._util
 from advbench.attack import Attack
 from advbench.data import Dataset
 from advbench.defense import Defense
@@ -49,11 +50,6 @@ def distribution_of(module_name: str) -> tuple[str, str]:
         except PackageNotFoundError:
             continue
     return "local", "-"
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 @contextlib.contextmanager

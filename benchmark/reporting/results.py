@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from advbench._util import write_atomic  # re-export until driver/worker import from advbench._util
 from advbench.errors import BenchError, UsageError
 
 SCHEMA_VERSION = 1
@@ -61,18 +59,6 @@ def wilson_interval(successes: int, n: int) -> tuple[float, float]:
         return float("nan"), float("nan")
     interval = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
     return float(interval.low), float(interval.high)
-
-
-def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary file in the same folder, then rename: never half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -10,6 +10,9 @@ other script, style, font or connection); figures are linked by relative path, s
 opens from disk or any static host. Every string taken from results (plugin names are
 third-party input) is escaped by Jinja2's autoescaping, and URLs are percent-encoded. The
 output depends only on the results, the manifest and which figures exist: no timestamps.
+
+The page's Jinja2 template, style sheet and script are the files of ``templates/``
+(``page.html``, ``site.css``, ``site.js``), shipped as package data.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +33,7 @@ from urllib.parse import quote
 import pandas as pd
 from jinja2 import Environment, StrictUndefined
 
+from advbench._util import write_atomic
 from advbench.errors import BenchError
 from advbench.reporting.leaderboard import (
     CELL_PICTURES,
@@ -39,262 +44,29 @@ from advbench.reporting.leaderboard import (
     strongest,
 )
 from advbench.reporting.pictures import cell_stem
-from advbench.reporting.results import write_atomic
 
 PAGE_KEYS = ["dataset", "model"]
 MARK = re.compile(r"⚠(\d+)|\[(\d+)\]")  # the note references leaderboard.cell_text writes
 NORM = re.compile(r"\((median norm [^)]*)\)")  # leaderboard.norm_text, as cell_text appends it
 
-STYLE = """
-:root { color-scheme: light; --ink: #1f2328; --muted: #656d76; --line: #d8dee4;
-  --head: #f6f8fa; --accent: #0969da; --warn: #9a6700; --bad: #cf222e; --hover: #eef5ff; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--ink); background: #fff; line-height: 1.45;
-  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
-  sans-serif; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; }
-h1 { font-size: 26px; margin: 0 0 2px; }
-h2 { font-size: 19px; margin: 34px 0 10px; }
-h3 { font-size: 16px; margin: 22px 0 8px; }
-a { color: var(--accent); text-decoration: none; }
-a:hover { text-decoration: underline; }
-.subtitle { color: var(--muted); margin: 0 0 14px; font-size: 16px; }
-.lede { max-width: 860px; color: var(--ink); }
-.lede small, .hint { color: var(--muted); }
-.crumb { font-size: 14px; margin-bottom: 10px; display: inline-block; }
-.filters { display: flex; flex-wrap: wrap; gap: 10px 18px; align-items: end; padding: 12px 14px;
-  background: var(--head); border: 1px solid var(--line); border-radius: 8px; margin: 16px 0; }
-.filters label { display: flex; flex-direction: column; font-size: 12px; color: var(--muted);
-  gap: 3px; }
-.filters select, .filters input { font: inherit; font-size: 14px; padding: 4px 6px;
-  border: 1px solid var(--line); border-radius: 6px; background: #fff; min-width: 150px; }
-.filters output { font-size: 13px; color: var(--muted); margin-left: auto; }
-.scroll { overflow-x: auto; border: 1px solid var(--line); border-radius: 8px; }
-table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
-th, td { padding: 7px 12px; border-bottom: 1px solid var(--line); vertical-align: top; }
-tbody tr:last-child > * { border-bottom: 0; }
-thead th { background: var(--head); font-weight: 600; font-size: 13px; text-align: right;
-  white-space: nowrap; position: sticky; top: 0; }
-thead th:first-child, tbody th { text-align: left; }
-thead th button { all: unset; cursor: pointer; }
-thead th button:focus-visible { outline: 2px solid var(--accent); border-radius: 3px; }
-thead th button::after { content: " \\2195"; color: #afb8c1; font-weight: 400; }
-thead th[aria-sort="ascending"] button::after { content: " \\2191"; color: var(--accent); }
-thead th[aria-sort="descending"] button::after { content: " \\2193"; color: var(--accent); }
-tbody th { font-weight: 600; white-space: nowrap; }
-tbody tr:nth-child(even) { background: #fbfcfd; }
-tbody tr:hover { background: var(--hover); }
-td { text-align: right; white-space: nowrap; }
-td.worst { font-weight: 600; }
-td.by { border-right: 1px solid var(--line); text-align: left; color: var(--muted); }
-td.clean { border-right: 1px solid var(--line); }
-.value { font-size: 15px; }
-.ci { display: block; color: var(--muted); font-size: 11.5px; }
-.eps { font-size: 11px; margin-left: 4px; padding: 0 4px; border: 1px solid #b6d4fe;
-  border-radius: 4px; background: #f1f8ff; }
-.mark { color: var(--warn); font-size: 11.5px; margin-left: 3px; cursor: help;
-  border-bottom: 1px dotted var(--warn); }
-td.invalid .value, td.error .value { color: var(--bad); }
-td.invalid .mark, td.error .mark { color: var(--bad); border-color: var(--bad); }
-.notes { font-size: 13px; color: var(--muted); margin: 8px 0 0; padding-left: 22px; }
-.notes li::marker { color: var(--warn); }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr));
-  gap: 16px; align-items: start; }
-figure { margin: 0; border: 1px solid var(--line); border-radius: 8px; padding: 8px;
-  background: #fff; }
-figure img { display: block; width: 100%; height: auto; }
-figcaption { font-size: 13px; color: var(--muted); margin-top: 6px; }
-dl.run { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; font-size: 13px; }
-dl.run dt { font-weight: 600; }
-dl.run dd { margin: 0; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-  overflow-wrap: anywhere; }
-.pages td, .pages th { text-align: left; }
-[hidden] { display: none !important; }
-""".strip()
 
-SCRIPT = """
-(function () {
-  "use strict";
-  function key(row, index) {
-    var cell = row.cells[index];
-    return cell ? cell.getAttribute("data-sort") || "" : "";
-  }
-  document.querySelectorAll("table.board").forEach(function (table) {
-    var heads = table.querySelectorAll("thead th");
-    heads.forEach(function (th, index) {
-      th.querySelector("button").addEventListener("click", function () {
-        var numeric = th.getAttribute("data-type") === "number";
-        var current = th.getAttribute("aria-sort");
-        var descending = current ? current === "ascending" : numeric;
-        heads.forEach(function (other) { other.removeAttribute("aria-sort"); });
-        th.setAttribute("aria-sort", descending ? "descending" : "ascending");
-        var body = table.tBodies[0];
-        var rows = Array.prototype.slice.call(body.rows);
-        rows.sort(function (a, b) {
-          var x = key(a, index), y = key(b, index), order = 0;
-          if (x === "" || y === "") {
-            order = (x === "") - (y === "");  /* no number: always last */
-          } else {
-            order = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
-            if (descending) { order = -order; }
-          }
-          return order || a.getAttribute("data-rank") - b.getAttribute("data-rank");
-        });
-        rows.forEach(function (row) { body.appendChild(row); });
-      });
-    });
-  });
-  var controls = document.getElementById("filters");
-  if (!controls) { return; }
-  function value(name) { return controls.querySelector("[name=" + name + "]").value; }
-  function apply() {
-    var defense = value("defense"), attack = value("attack"), norm = value("norm");
-    var text = value("text").trim().toLowerCase(), shown = 0, total = 0;
-    document.querySelectorAll("section.board").forEach(function (section) {
-      var columns = section.querySelectorAll("thead th[data-attack]");
-      var hasAttack = attack === "" || Array.prototype.some.call(columns, function (th) {
-        return th.getAttribute("data-attack") === attack;
-      });
-      var visible = hasAttack && (norm === "" || section.getAttribute("data-norm") === norm);
-      section.querySelectorAll("[data-attack]").forEach(function (cell) {
-        cell.hidden = attack !== "" && cell.getAttribute("data-attack") !== attack;
-      });
-      var rows = 0;
-      section.querySelectorAll("tbody tr").forEach(function (row) {
-        var name = row.getAttribute("data-defense");
-        row.hidden = (defense !== "" && name !== defense) ||
-          (text !== "" && name.toLowerCase().indexOf(text) < 0);
-        total += 1;
-        if (visible && !row.hidden) { rows += 1; }
-      });
-      section.hidden = !visible || rows === 0;
-      shown += rows;
-    });
-    document.querySelectorAll("[data-gallery]").forEach(function (gallery) {
-      var name = gallery.getAttribute("data-gallery");
-      gallery.hidden = (defense !== "" && name !== defense) ||
-        (text !== "" && name.toLowerCase().indexOf(text) < 0);
-    });
-    document.getElementById("count").textContent = shown + " of " + total + " rows shown";
-  }
-  controls.addEventListener("input", apply);
-  controls.addEventListener("change", apply);
-  apply();
-}());
-""".strip()
+def _template(name: str) -> str:
+    """A file of ``templates/``, shipped as package data."""
+    return resources.files("advbench.reporting").joinpath("templates", name).read_text("utf-8")
 
 
 def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
+STYLE = _template("site.css").strip()
+SCRIPT = _template("site.js").strip()
 # Nothing but the inline style and script above and images of the site's own origin: no
 # network, and an injected <script> could not run even if escaping failed.
 CSP = (f"default-src 'none'; img-src 'self'; style-src {_csp_hash(STYLE)}; "
        f"script-src {_csp_hash(SCRIPT)}; base-uri 'none'; form-action 'none'")
-
-TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="{{ csp }}">
-<meta name="referrer" content="no-referrer">
-<title>{{ title }}</title>
-<style>{{ style | safe }}</style>
-</head>
-<body>
-<main>
-{% if back %}<a class="crumb" href="index.html">&larr; all leaderboards</a>{% endif %}
-<h1>bench leaderboard</h1>
-{% if page %}
-<p class="subtitle">{{ page.dataset }} · {{ page.model }}</p>
-<p class="lede">Robust accuracy: the fraction of evaluation samples classified correctly both
-before and after the attack, with its 95&nbsp;% Wilson interval underneath. <em>worst case</em>
-counts a sample as robust only if every attack of the threat model failed on it; <em>worst
-attack</em> is the single attack leaving the fewest robust samples (+k: k others tie). One table
-per threat model: a norm and its ε. A number links to the cell's clean against
-adversarial examples, <span class="eps">ε</span> to one image attacked across ε; a
-<span class="mark">⚠</span> or <span class="mark">[n]</span> mark is explained on hover and in
-the notes under its table. <small>Click a column header to sort.</small></p>
-<div class="filters" id="filters" role="search">
-<label>defense<select name="defense"><option value="">all defenses</option>
-{% for name in page.defenses %}<option value="{{ name }}">{{ name }}</option>
-{% endfor %}</select></label>
-<label>attack<select name="attack"><option value="">all attacks</option>
-{% for name in page.attacks %}<option value="{{ name }}">{{ name }}</option>
-{% endfor %}</select></label>
-<label>norm<select name="norm"><option value="">all norms</option>
-{% for name in page.norms %}<option value="{{ name }}">{{ name }}</option>
-{% endfor %}</select></label>
-<label>filter defenses<input name="text" type="search" placeholder="name contains…"
- autocomplete="off"></label>
-<output id="count" aria-live="polite"></output>
-</div>
-{% for table in page.tables %}
-<section class="board" data-norm="{{ table.norm }}" data-eps="{{ table.eps }}"
- data-split="{{ table.split }}">
-<h2>{{ table.title }}</h2>
-<div class="scroll"><table class="board">
-<thead><tr>{% for head in table.headers %}<th scope="col" data-type="{{ head.type }}"
-{%- if head.attack %} data-attack="{{ head.attack }}"{% endif %}><button type="button"
- title="sort by {{ head.label }}">{{ head.label }}</button></th>{% endfor %}</tr></thead>
-<tbody>
-{% for row in table.rows %}<tr data-defense="{{ row.defense }}" data-rank="{{ loop.index }}">
-<th scope="row" data-sort="{{ row.defense }}">{{ row.defense }}</th>
-{% for cell in row.cells %}<td class="{{ cell.css }}" data-sort="{{ cell.sort }}"
-{%- if cell.attack %} data-attack="{{ cell.attack }}"{% endif %}
-{%- if cell.title %} title="{{ cell.title }}"{% endif %}>
-{%- if cell.examples %}<a class="value" href="{{ cell.examples }}"
- title="clean against adversarial examples">{{ cell.text }}</a>
-{%- else %}<span class="value">{{ cell.text }}</span>{% endif %}
-{%- for mark in cell.marks %}<span class="mark" title="{{ mark.title }}">{{ mark.label }}</span>
-{%- endfor %}
-{%- if cell.eps %}<a class="eps" href="{{ cell.eps }}" title="one image attacked across ε">ε</a>
-{%- endif %}
-{%- if cell.ci %}<span class="ci">{{ cell.ci }}</span>{% endif %}
-{%- if cell.norm %}<span class="ci norm">{{ cell.norm }}</span>{% endif %}</td>
-{% endfor %}</tr>
-{% endfor %}</tbody>
-</table></div>
-{% if table.notes %}<ol class="notes">{% for note in table.notes %}<li>{{ note }}</li>
-{% endfor %}</ol>{% endif %}
-</section>
-{% endfor %}
-{% if page.galleries %}
-<h2>Figures</h2>
-{% for gallery in page.galleries %}
-<section{% if gallery.defense %} data-gallery="{{ gallery.defense }}"{% endif %}>
-<h3>{{ gallery.heading }}</h3>
-<div class="gallery">{% for picture in gallery.pictures %}
-<figure><a href="{{ picture.href }}"><img src="{{ picture.href }}" alt="{{ picture.caption }}"></a>
-<figcaption>{{ picture.caption }}</figcaption></figure>{% endfor %}
-</div>
-</section>
-{% endfor %}
-{% endif %}
-{% else %}
-<p class="subtitle">{{ pages | length }} leaderboards</p>
-<div class="scroll"><table class="pages">
-<thead><tr><th>dataset</th><th>model</th><th>defenses</th><th>attacks</th><th>norms</th></tr>
-</thead><tbody>
-{% for entry in pages %}<tr><td><a href="{{ entry.href }}">{{ entry.dataset }}</a></td>
-<td><a href="{{ entry.href }}">{{ entry.model }}</a></td><td>{{ entry.defenses | length }}</td>
-<td>{{ entry.attacks | length }}</td><td>{{ entry.norms | join(", ") }}</td></tr>
-{% endfor %}</tbody></table></div>
-{% endif %}
-{% if run %}
-<h2>Run</h2>
-<dl class="run">{% for name, text in run %}<dt>{{ name }}</dt><dd>{{ text }}</dd>
-{% endfor %}</dl>
-{% endif %}
-</main>
-<script>{{ script | safe }}</script>
-</body>
-</html>
-"""
-
 ENVIRONMENT = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
+TEMPLATE = ENVIRONMENT.from_string(_template("page.html"))
 
 
 @dataclass
@@ -620,13 +392,12 @@ def render_site(frame: pd.DataFrame, folder: Path, manifest: dict[str, Any] | No
             attacks=sorted(part["attack"].astype(str).unique()),
             norms=sorted(part["norm"].astype(str).unique()),
             tables=tables, galleries=galleries(part, figures, listed)))
-    template = ENVIRONMENT.from_string(TEMPLATE)
     common = {"csp": CSP, "style": STYLE, "script": SCRIPT, "run": run_facts(manifest)}
-    files = {page.href: template.render(
+    files = {page.href: TEMPLATE.render(
         title=f"bench leaderboard · {page.dataset} · {page.model}", page=page,
         back=len(pages) > 1, pages=pages, **common) for page in pages}
     if len(pages) != 1:
-        files["index.html"] = template.render(title="bench leaderboard", page=None, back=False,
+        files["index.html"] = TEMPLATE.render(title="bench leaderboard", page=None, back=False,
                                               pages=pages, **common)
     return files
 

@@ -14,8 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from advbench._util import write_atomic
 from advbench.data import Split
-from advbench.reporting.results import write_atomic
 
 
 def history_problem(history: Any) -> str | None:

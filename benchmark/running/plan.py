@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from advbench._util import one_line
 from advbench.data import Dataset, Split, missing_reason
 from advbench.defense import TrainSettings
 from advbench.errors import UsageError, path_problem
 from advbench.models import ImportedModel, ModelPlugin
-from advbench.plugin_system.loader import one_line
 from advbench.plugin_system.options import Options, check_targets, coerce, describe, expand, shown
 from advbench.plugin_system.presets import Preset, get_preset
 from advbench.plugin_system.registry import Entry, Registry

@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from advbench._util import one_line
 from advbench.errors import UsageError
-from advbench.plugin_system.loader import one_line
 from advbench.plugin_system.registry import Registry
 from advbench.reporting.results import SCHEMA_VERSION, validate_results
 from advbench.running.cell_cache import outcome_problem

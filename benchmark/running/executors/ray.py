@@ -12,9 +12,9 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+from advbench._util import one_line
 from advbench.defense import Defense
 from advbench.errors import BenchError, UsageError
-from advbench.plugin_system.loader import one_line
 from advbench.running.executors.base import Executor, Outcome
 from advbench.running.plan import Cell
 from advbench.running.worker import CellResult, Defended, Worker
