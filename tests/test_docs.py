@@ -23,7 +23,8 @@ from advbench.conformance import check_attack, check_defense
 from advbench.running.executors import Executor
 
 ROOT = Path(__file__).resolve().parent.parent
-GUIDES = [ROOT / "docs" / name for name in ("writing-plugins.md", "bad-inputs.md", "scaling.md")]
+GUIDES = [ROOT / "docs" / name
+          for name in ("writing-plugins.md", "bad-inputs.md", "scaling.md", "measurements.md")]
 EXAMPLE = ROOT / "examples" / "bench-example-plugin"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 MARK = re.compile(r"<!--\s*([\w-]+):\s*(.*?)\s*-->\s*$")
