@@ -157,6 +157,7 @@ def to_markdown(frame: pd.DataFrame, manifest: dict[str, Any] | None = None) -> 
                            tablefmt="pipe", disable_numparse=True), ""]
         parts += [f"[{i}] {md_text(note)}" + "  " for i, note in enumerate(section.notes, 1)]
         parts += [""] if section.notes else []
+    parts += curves_section(frame, (manifest or {}).get("figures") or [])
     if manifest and manifest.get("figures"):
         parts += figures_section(manifest["figures"])
     if manifest:
@@ -168,10 +169,61 @@ def to_markdown(frame: pd.DataFrame, manifest: dict[str, Any] | None = None) -> 
 
 
 CELL_PICTURES = ("_examples", "_eps")  # per-cell pictures: linked, not shown inline
+CURVES = "curves_"  # advbench.reporting.curves's figures: curves_<split>_<norm>.png
+RADII = ["median_radius", "median_certified_radius", "median_radius_gap"]
+
+
+def format_radius(value: Any) -> str:
+    """A radius as the tables print it: 3 significant digits, ∞ for never broken."""
+    if value is None or pd.isna(value):
+        return "—"
+    return "∞" if math.isinf(float(value)) else format(float(value), ".3g")
+
+
+def radius_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset, model, split, norm and defense with its median radii (the
+    worst-case rows carry them, the same at every ε of the norm)."""
+    if "median_radius" not in frame.columns:
+        return frame.iloc[:0]
+    keys = ["dataset", "model", "split", "norm", "defense"]
+    return frame[frame["median_radius"].notna()].drop_duplicates(keys).sort_values(keys)
+
+
+def curves_section(frame: pd.DataFrame, figures: list[str]) -> list[str]:
+    """The robustness curves: per split and norm, each defense's median robust radius from the
+    minimum-norm attacks (an upper bound), its median certified radius (a lower bound) and the
+    median gap between the two, with the curve figure."""
+    rows = radius_rows(frame)
+    if rows.empty:
+        return []
+    parts = ["## Robustness curves", "",
+             "Per sample, the smallest perturbation found to break it (minimum-norm attacks, "
+             "capped by every fixed-ε attack that broke it; 0 if misclassified) bounds its "
+             "robust radius from above, a certificate from below. `median radius`: over all "
+             "samples; `median certified`: the certified radius (CROWN-IBP: the largest ε of "
+             "the run certified); `unsettled gap`: median over correctly classified samples of "
+             "(attack radius − certified radius), what neither attack nor certificate has "
+             "settled.", ""]
+    for (dataset, model, split, norm), part in rows.groupby(
+            ["dataset", "model", "split", "norm"], sort=True):
+        table = [[md_text(row["defense"]), *(format_radius(row.get(c)) for c in RADII)]
+                 for _, row in part.iterrows()]
+        parts += [f"### {md_text(f'{dataset} · {model} · {split} split · {norm}')}", "",
+                  tabulate(table, headers=["defense", "median radius", "median certified",
+                                           "unsettled gap"],
+                           tablefmt="pipe", disable_numparse=True), ""]
+        name = f"{CURVES}{split}_{norm}.png"
+        parts += [f"![{Path(p).stem}]({quote(str(p))})" for p in figures
+                  if Path(p).name == name] + [""]
+    return parts
 
 
 def figures_section(paths: list[str]) -> list[str]:
-    """Summary figures shown inline; the many per-cell pictures as one line of links each."""
+    """Summary figures shown inline; the many per-cell pictures as one line of links each
+    (the robustness curves are shown in their own section)."""
+    paths = [p for p in paths if not Path(p).name.startswith(CURVES)]
+    if not paths:
+        return []
     shown = [p for p in paths if not Path(p).stem.endswith(CELL_PICTURES)]
     linked = [p for p in paths if Path(p).stem.endswith(CELL_PICTURES)]
     parts = ["## Figures", ""] + [f"![{Path(p).stem}]({quote(str(p))})" for p in shown] + [""]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +12,9 @@ from scipy.stats import binomtest
 
 from advbench._util import write_atomic  # re-export until driver/worker import from advbench._util
 from advbench.errors import BenchError, UsageError
+
+if TYPE_CHECKING:
+    from advbench.running.evaluate import CellOutcome
 
 SCHEMA_VERSION = 1
 
@@ -31,6 +34,7 @@ COLUMNS = [
     "robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high",
     "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean",
     "queries_success_mean", "queries_success_median", "query_budget", "median_norm",
+    "median_radius", "median_certified_radius", "median_radius_gap",
     "eot_samples", "prediction_draws", "adaptive", "cascade",
     "batch_size", "certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
     "certifier", "certified_broken", "abstain_rate",
@@ -59,6 +63,44 @@ def wilson_interval(successes: int, n: int) -> tuple[float, float]:
         return float("nan"), float("nan")
     interval = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
     return float(interval.low), float(interval.high)
+
+
+def cell_row(identity: dict[str, Any], *, outcome: CellOutcome | None = None,
+             seconds: float = 0.0, error: str | None = None) -> dict[str, Any]:
+    """A cell's row: its ``identity`` (the columns naming it, ``Keys.identity``), what its
+    per-sample ``outcome`` grades to, and its status: ``error`` (the cell raised, or never ran)
+    first, else the outcome's own invalid reason, else ok."""
+    row = {**blank_row(), **identity, "seconds": round(seconds, 3),
+           "schema_version": SCHEMA_VERSION}
+    nan = float("nan")
+    if outcome is not None:
+        n = row["n_samples"] = len(outcome.labels)  # the graded samples, not a rebound split
+        clean, robust = int(outcome.clean_correct.sum()), int(outcome.robust.sum())
+        row["clean_accuracy"] = clean / n
+        low, high = wilson_interval(clean, n)
+        row.update(clean_accuracy_ci_low=low, clean_accuracy_ci_high=high)
+    if outcome is not None and outcome.invalid_reason is None:
+        attacked = outcome.clean_correct  # in a cascade, not the samples it skipped
+        if outcome.skipped is not None:
+            attacked = attacked & ~outcome.skipped
+        row["robust_accuracy"] = robust / n
+        low, high = wilson_interval(robust, n)
+        row.update(robust_accuracy_ci_low=low, robust_accuracy_ci_high=high)
+        row["attack_success_rate"] = (clean - robust) / clean if clean else nan
+        row["queries_mean"] = (float(outcome.queries[attacked].float().mean())
+                               if attacked.any() else nan)
+        fooled = outcome.queries[attacked & ~outcome.adv_correct].float()
+        if len(fooled):
+            row.update(queries_success_mean=float(fooled.mean()),
+                       queries_success_median=float(fooled.median()))
+        needed = outcome.needed_norm
+        if needed is not None and bool((~needed.isnan()).any()):
+            row["median_norm"] = float(np.median(needed[~needed.isnan()].numpy()))
+    reason = error or (outcome.invalid_reason if outcome else None)
+    row["valid"] = reason is None
+    row["status"] = "ok" if reason is None else ("error" if error else "invalid")
+    row["invalid_reason"] = reason or ""
+    return row
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -112,6 +154,8 @@ COUNTS = ["n_samples", "query_budget", "certified_broken", "eot_samples", "predi
           "batch_size", "seed", "schema_version"]
 NON_NEGATIVE = ["eps", "queries_mean", "queries_success_mean", "queries_success_median",
                 "seconds"]
+RADII = ["median_radius", "median_certified_radius"]  # >= 0; inf: never broken (curves.py)
+GAPS = ["median_radius_gap"]  # any number: negative only where a certificate is contradicted
 NEEDED = ["eps", "n_samples", "schema_version"]  # numbers every row must have
 STATUSES = ("ok", "invalid", "error")
 SLACK = 1e-6  # rounding of intervals written as text
@@ -138,7 +182,8 @@ class Rows:
 
 def as_numbers(frame: pd.DataFrame, rows: Rows) -> None:
     """Numeric columns as float64; text where a number belongs is refused, never coerced."""
-    for column in [c for c in FRACTIONS + COUNTS + NON_NEGATIVE if c in frame.columns]:
+    for column in [c for c in FRACTIONS + COUNTS + NON_NEGATIVE + RADII + GAPS
+                   if c in frame.columns]:
         scalars = frame[column].map(lambda v: v if np.isscalar(v) or v is None else "?")
         numbers = pd.to_numeric(scalars, errors="coerce").astype("float64")
         rows.error(frame[column].notna() & numbers.isna(), column, "not a number")
@@ -159,6 +204,8 @@ def check_numbers(frame: pd.DataFrame, rows: Rows) -> None:
         if column in COUNTS:
             rows.error(values.notna() & ((values != values.round()) | (values > 2**53)),
                        column, "must be a whole number (at most 2**53)")
+    for column in [c for c in RADII if c in frame.columns]:
+        rows.error(frame[column] < 0, column, "a radius must be >= 0")
     version = frame["schema_version"]
     rows.error(version > SCHEMA_VERSION, "schema_version",
                f"results schema version is newer than this bench's {SCHEMA_VERSION}; "

@@ -146,6 +146,35 @@ def certified_sample_broken(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
                           "certifier or the validity gate is wrong")
 
 
+RADIUS_TOLERANCE = 1e-6  # the validity gate's: an example up to ε + 1e-6 counts as within ε
+
+
+def minimum_norm_weak(broken: np.ndarray, minimum_norm: np.ndarray, eps: float) -> str | None:
+    """A cell that broke samples at ``eps`` (``broken``: one boolean per sample) whose
+    minimum-norm radius (the smallest norm the run's minimum-norm attacks found; NaN where
+    none reported) is above ``eps``: those attacks were weak there, and the robustness curve
+    rests on the cap of this fixed-ε cell for them. The flag, with the count, or None."""
+    weak = int((np.asarray(broken, bool)
+                & (np.asarray(minimum_norm, float) > eps + RADIUS_TOLERANCE)).sum())
+    plural = "s" * (weak != 1)
+    return (f"minimum-norm attack weak on {weak} sample{plural} (this cell broke them at "
+            f"ε={eps:g}, below the smallest norm the minimum-norm attacks found for them)"
+            ) if weak else None
+
+
+def certificate_contradicted(certified: np.ndarray, found: np.ndarray) -> str | None:
+    """Samples certified at a radius above the norm of an adversarial example found for them
+    (``found``: per sample the smallest norm a cell reached, inf where it broke none): no
+    attack may ever beat a certificate, so the certificate, the validity gate or the attack's
+    reported norm is wrong. A loud flag with the count, or None."""
+    wrong = int((np.asarray(certified, float)
+                 > np.asarray(found, float) + RADIUS_TOLERANCE).sum())
+    plural = "s" * (wrong != 1)
+    return (f"CERTIFICATE CONTRADICTED on {wrong} sample{plural}: certified at a radius above "
+            "the norm of an adversarial example found for them; the certifier, the validity "
+            "gate or the attack's reported norm is wrong") if wrong else None
+
+
 CHECKS = (certified_sample_broken, eps_zero_differs, rises_with_eps, unbounded_not_zero,
           single_step_beats_iterative, black_box_beats_white_box)
 
