@@ -16,7 +16,7 @@ so a plugin's test suite can give each rule its own pytest test::
 Attack rules: ``attributes``, ``constructible``, ``config``, ``threat-model`` (every declared norm
 at ε = 0 and two larger ε, through the harness's gate), ``shapes``, ``inputs-unchanged``,
 ``sealed`` (it changes neither the model nor the tensors it is graded with, runs the model only
-through the oracle and leaves the oracle's terms and counts alone: :mod:`advbench.running.guard`),
+through the oracle and leaves the oracle's terms and counts alone: :mod:`advbench.seal`),
 ``deterministic``, ``randomized`` (a class declaring ``randomized=False`` must not depend on the
 seed), ``batch-size-invariant`` (``randomized=False`` only), ``targeted`` and
 ``targeted-progress`` (``targeted=True`` only: it takes targets, and moves toward them);
@@ -46,7 +46,7 @@ from advbench.attack import Attack, AttackContext
 from advbench.data import Split
 from advbench.defense import Defense, TrainContext, TrainSettings, bpda_surrogate
 from advbench.oracle import ACCESS_LEVELS, AccessError, Oracle, QueryBudgetExceeded
-from advbench.running.guard import Pristine, Seal, Watch
+from advbench.seal import Pristine, Seal, Watch
 from advbench.threat import NORMS, ThreatModel
 
 Check = Callable[[], None]

@@ -5,9 +5,9 @@ enforces the query budget, so the query numbers in the results are the harness's
 plugin's. Against a randomized defended model a gradient-level query (``logits``, ``gradient``)
 answers with the expectation over ``eot_samples`` draws of the model (EOT): the draws behind one
 query are the harness's business and are not queries. In a cell, the harness also hands the
-oracle a :class:`~advbench.running.guard.Watch`: every model call goes through it, so the
-harness knows which passes came through the oracle and tallies their queries where the attack
-does not.
+oracle a :class:`Watch` (the seal's, :class:`advbench.seal.Watch`): every model call goes
+through it, so the harness knows which passes came through the oracle and tallies their queries
+where the attack does not.
 
 Counts are kept in NumPy, outside autograd and ``torch.func``: an attack may call the oracle
 inside ``torch.func.grad``, ``jvp`` or ``vmap`` (a ``vmap`` over candidates is charged for every
@@ -18,19 +18,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from torch._C import _functorch as functorch
 
-if TYPE_CHECKING:
-    from advbench.running.guard import Watch
-
 ACCESS_LEVELS = ("gradient", "scores", "decision")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Watch(Protocol):
+    """What the oracle needs of the harness's watch over one attack batch: told of each model
+    call, it tallies the call's charges and knows that the model runs inside the oracle.
+    :class:`advbench.seal.Watch` is the harness's; the oracle needs nothing else of the seal."""
+
+    def query(self, level: str, positions: np.ndarray, rows: int | None
+              ) -> contextlib.AbstractContextManager[None]:
+        """Around one model call at access ``level`` charged to the samples at ``positions``
+        (one entry per row charged), running the model on ``rows`` inputs (None: the model's
+        own ``predict`` decides how often)."""
+        ...
 
 
 class AccessError(RuntimeError):

@@ -7,6 +7,9 @@ after every attack batch, restores them when they differ and marks the cell inva
 pre-hooks on every submodule record any forward pass that does not come through the oracle, and
 the oracle's charges are tallied here, outside the object the attack holds.
 
+Public, like the gate, so that the conformance kit (:mod:`advbench.conformance`) checks an
+attack under the very seal the harness grades with; a plugin itself never needs it.
+
 What no in-process check can catch (torch functional ops applied to parameter tensors found via
 ``gc``, monkeypatching the harness, threads left running) needs a process boundary; see
 docs/bad-inputs.md, "Plugins that cheat".
@@ -184,7 +187,8 @@ def rank(level: str) -> int:
 class Watch:
     """One attack batch as the harness sees it: the terms it was given (kept here, not on the
     oracle the attack holds), the queries charged per sample, and the rules it broke. The
-    counts are NumPy's, so that an attack inside ``torch.func`` never sees them."""
+    counts are NumPy's, so that an attack inside ``torch.func`` never sees them. It is the
+    :class:`advbench.oracle.Watch` an :class:`~advbench.oracle.Oracle` is given in a cell."""
 
     access: str
     max_queries: int | None

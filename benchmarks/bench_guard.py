@@ -26,7 +26,7 @@ import torch
 
 from advbench import Oracle, Split, ThreatModel
 from advbench.running.evaluate import CellOutcome, attack_cell, predict
-from advbench.running.guard import Pristine, Seal
+from advbench.seal import Pristine, Seal
 from advbench_plugins.pgd_linf import PGDLinf
 
 BATCH, STEPS, REPEATS, N_EVAL = 250, 10, 5, 500

@@ -12,7 +12,7 @@ from torch import nn
 from advbench import Split, ThreatModel, load_registry, run_matrix
 from advbench.conformance import ConformanceError, check_attack, tiny_model
 from advbench.running.evaluate import attack_cell, predict
-from advbench.running.guard import ModelSeal, Pristine, Seal, SealBroken, identical
+from advbench.seal import ModelSeal, Pristine, Seal, SealBroken, identical
 from advbench_plugins.fgsm import FGSM
 
 SMALL = {"preset": "smoke", "n_train": 1000, "n_eval": cheating_plugins.N_EVAL,

@@ -20,7 +20,7 @@ from advbench import Attack, Defense, Split, ThreatModel, hookimpl, load_registr
 from advbench.conformance import tiny_images, tiny_model
 from advbench.oracle import Oracle, QueryBudgetExceeded
 from advbench.running.evaluate import attack_cell, predict
-from advbench.running.guard import Pristine, Seal
+from advbench.seal import Pristine, Seal
 
 MEAN = 0.75  # the noise's mean: uniform on [MEAN − 1, MEAN + 1]
 DRAWS = 8

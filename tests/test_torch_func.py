@@ -18,7 +18,7 @@ from torch.func import grad, jvp, vmap
 from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl, load_registry, run_matrix
 from advbench.conformance import check_attack, tiny_batch
 from advbench.oracle import QueryBudgetExceeded
-from advbench.running.guard import Pristine, Seal
+from advbench.seal import Pristine, Seal
 from advbench.threat import clip_to_box, l2_normalize
 
 

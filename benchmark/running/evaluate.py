@@ -15,7 +15,7 @@ from torch import nn
 from advbench.attack import Attack, AttackContext
 from advbench.data import Split
 from advbench.oracle import Oracle, model_labels
-from advbench.running.guard import Pristine, Seal, SealBroken, fingerprint, identical
+from advbench.seal import Pristine, Seal, SealBroken, fingerprint, identical
 from advbench.threat import ThreatModel
 
 SHOWN = 8  # adversarial examples a cell keeps for its pictures
@@ -152,7 +152,7 @@ def attack_cell(
     is their own label are not attacked. ``eot_samples`` > 1 averages gradients over that many
     draws of a randomized model, and grades its predictions by the softmax averaged over as
     many draws (:func:`graded`, as the clean predictions must be). The cell runs under ``seal``
-    (:mod:`advbench.running.guard`; one made here over ``model`` and these tensors when None):
+    (:mod:`advbench.seal`; one made here over ``model`` and these tensors when None):
     an attack that changes the model or what it is graded with, runs the model outside the
     oracle or tampers with the oracle's terms or counts makes the cell invalid, and the damage
     is undone. ``sealed=False`` is for measuring
