@@ -12,19 +12,15 @@ from torch import nn
 
 import advbench.algorithms.adversarial_training as at
 from advbench import ThreatModel
-from advbench.algorithms.adversarial_training import (
-    EpochRecord,
-    TrainingHistory,
-    plot_training_curves,
-)
+from advbench.algorithms.adversarial_training import EpochRecord, TrainingHistory
 from advbench.algorithms.smoothing import (
     SmoothedClassifier,
     certified_accuracy,
     max_certifiable_radius,
-    plot_certified_accuracy,
 )
 from advbench.defense import TrainContext, TrainSettings
-from advbench.running.evaluate import attack_cell, predict
+from advbench.reporting.figures import plot_certified_accuracy, plot_training_curves
+from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench.running.model_cache import ModelCache, content_key
 from advbench_plugins.adv_train_fgsm import AdvTrainFGSM
 from advbench_plugins.adv_train_pgd import AdvTrainPGD
@@ -50,8 +46,8 @@ def fit(defense, data, epochs: int = 2, seed: int = 0) -> nn.Module:
 
 def pgd_robust_accuracy(model: nn.Module, data) -> float:
     clean = predict(model, data.x, 500, CPU)
-    outcome = attack_cell(model, PGDLinf(steps=10), data, clean, LINF, batch_size=500,
-                          device=CPU, seed=0)
+    outcome = attack_cell(model, PGDLinf(steps=10), data, clean, LINF, CellSpec(batch_size=500,
+                          device=CPU, seed=0))
     return float(outcome.robust.float().mean())
 
 
@@ -140,6 +136,9 @@ def test_training_curves_are_written(tmp_path):
     assert TrainingHistory.from_dict(json.loads(json.dumps(history.to_dict()))) == history
     png = plot_training_curves(history, tmp_path / "curves.png")
     assert png.read_bytes().startswith(PNG)
+    # The run draws the dict read back from the cache: the same picture.
+    again = plot_training_curves(history.to_dict(), tmp_path / "again.png")
+    assert again.read_bytes() == png.read_bytes()
 
 
 # --- randomized smoothing -------------------------------------------------------------------

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -88,32 +87,6 @@ class TrainingHistory:
     def from_dict(cls, data: dict[str, Any]) -> TrainingHistory:
         fields = {**data, "records": [EpochRecord(**r) for r in data.get("records", [])]}
         return cls(**fields)
-
-
-def plot_training_curves(history: TrainingHistory | dict[str, Any], path: Path) -> Path:
-    """Clean and robust accuracy per epoch, train and validation, as a PNG; a detected
-    collapse is marked with a vertical line."""
-    from advbench.reporting.figures import plt, save_figure  # matplotlib only when drawing
-
-    if isinstance(history, dict):
-        history = TrainingHistory.from_dict(history)
-    epochs = [r.epoch for r in history.records]
-    figure, axis = plt.subplots(figsize=(5.5, 3.6))
-    curves = [("train_clean", "train clean", "C0", "-"), ("train_robust", "train robust", "C0",
-              "--"), ("val_clean", "validation clean", "C1", "-"),
-              ("val_robust", "validation robust", "C1", "--")]
-    for key, label, colour, style in curves:
-        values = [getattr(r, key) for r in history.records]
-        if values and all(v is not None for v in values):
-            axis.plot(epochs, values, style, color=colour, marker="o", label=label)
-    if history.collapse is not None:
-        axis.axvline(history.collapse["epoch"], color="red", alpha=0.5,
-                     label=f"collapse, restored epoch {history.collapse['restored_epoch']:g}")
-    axis.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1),
-             title=f"{history.defense} ({history.attack})")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
-    return save_figure(figure, path)
 
 
 def split_for_monitoring(train: Split, holdout: int, monitor: int, seed: int
@@ -284,3 +257,12 @@ class AdversarialTraining(Defense):
             return (*train, None, None)
         return (*train, *measure(model, validation, self.threat, self.guard_steps, ctx.device,
                                  seed))
+
+
+def __getattr__(name: str) -> Any:
+    # re-export until driver/worker import from advbench.reporting.figures (drawing moved there)
+    if name == "plot_training_curves":
+        from advbench.reporting.figures import plot_training_curves
+
+        return plot_training_curves
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,8 +15,8 @@ Noise is drawn from a generator owned by the module, seeded at construction and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -155,20 +155,10 @@ def certified_accuracy(labels: torch.Tensor, radii: torch.Tensor, y: torch.Tenso
     return (correct & reach).to(torch.float64).mean(dim=1)
 
 
-def plot_certified_accuracy(radius_grid: Sequence[float],
-                            accuracies: Sequence[float] | Mapping[str, Sequence[float]],
-                            path: Path, title: str = "randomized smoothing") -> Path:
-    """Certified accuracy against the L2 radius as a PNG; a mapping draws one line per label
-    (e.g. per σ)."""
-    from advbench.reporting.figures import plt, save_figure  # matplotlib only when drawing
+def __getattr__(name: str) -> Any:
+    # re-export until driver/worker import from advbench.reporting.figures (drawing moved there)
+    if name == "plot_certified_accuracy":
+        from advbench.reporting.figures import plot_certified_accuracy
 
-    lines = accuracies if isinstance(accuracies, Mapping) else {"": accuracies}
-    figure, axis = plt.subplots(figsize=(5, 3.6))
-    for label, values in lines.items():
-        axis.plot(list(radius_grid), [float(v) for v in values], marker="o",
-                  label=label or None)
-    axis.set(xlabel="L2 radius", ylabel="certified accuracy", ylim=(0, 1), title=title)
-    axis.grid(alpha=0.3)
-    if any(lines):
-        axis.legend(fontsize="small")
-    return save_figure(figure, path)
+        return plot_certified_accuracy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

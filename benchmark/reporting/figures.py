@@ -1,8 +1,12 @@
-"""Figures written into the run folder (matplotlib, headless)."""
+"""Figures written into the run folder (matplotlib, headless). All drawing lives here, in the
+internal reporting layer: the public building blocks only produce the data (an adversarial
+training's history, smoothing's certified accuracy per radius) and the run draws it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import matplotlib
 
@@ -43,3 +47,52 @@ def eps_sweep_figures(frame: pd.DataFrame, folder: Path) -> list[Path]:
             axis.legend(fontsize="small")
         written.append(save_figure(figure, folder / f"eps_sweep_{defense}_{split}.png"))
     return written
+
+
+class History(Protocol):
+    """An adversarial training's history (``advbench.algorithms.adversarial_training``'s
+    ``TrainingHistory``), drawn from its ``to_dict()`` form: what the model cache saves."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def plot_training_curves(history: History | Mapping[str, Any], path: Path) -> Path:
+    """Clean and robust accuracy per epoch, train and validation, as a PNG; a detected
+    collapse is marked with a vertical line. ``history``: a ``TrainingHistory`` or its dict."""
+    data = history.to_dict() if hasattr(history, "to_dict") else dict(history)
+    records = data.get("records", [])
+    epochs = [r["epoch"] for r in records]
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    curves = [("train_clean", "train clean", "C0", "-"), ("train_robust", "train robust", "C0",
+              "--"), ("val_clean", "validation clean", "C1", "-"),
+              ("val_robust", "validation robust", "C1", "--")]
+    for key, label, colour, style in curves:
+        values = [r[key] for r in records]
+        if values and all(v is not None for v in values):
+            axis.plot(epochs, values, style, color=colour, marker="o", label=label)
+    collapse = data.get("collapse")
+    if collapse is not None:
+        axis.axvline(collapse["epoch"], color="red", alpha=0.5,
+                     label=f"collapse, restored epoch {collapse['restored_epoch']:g}")
+    axis.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1),
+             title=f"{data['defense']} ({data['attack']})")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def plot_certified_accuracy(radius_grid: Sequence[float],
+                            accuracies: Sequence[float] | Mapping[str, Sequence[float]],
+                            path: Path, title: str = "randomized smoothing") -> Path:
+    """Certified accuracy against the L2 radius (``advbench.algorithms.smoothing``'s
+    ``certified_accuracy``) as a PNG; a mapping draws one line per label (e.g. per σ)."""
+    lines = accuracies if isinstance(accuracies, Mapping) else {"": accuracies}
+    figure, axis = plt.subplots(figsize=(5, 3.6))
+    for label, values in lines.items():
+        axis.plot(list(radius_grid), [float(v) for v in values], marker="o",
+                  label=label or None)
+    axis.set(xlabel="L2 radius", ylabel="certified accuracy", ylim=(0, 1), title=title)
+    axis.grid(alpha=0.3)
+    if any(lines):
+        axis.legend(fontsize="small")
+    return save_figure(figure, path)
