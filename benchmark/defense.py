@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from advbench.algorithms.training import train_classifier
 from advbench.data import Dataset, Split
 from advbench.threat import ThreatModel
 
@@ -178,8 +179,6 @@ class Defense:
     def fit(self, model: nn.Module, train: Split, ctx: TrainContext) -> nn.Module:
         """Train ``model`` on ``train`` with this defense's loss and return it; the loss sees
         ``ctx`` as ``self.context``."""
-        from advbench.algorithms.training import train_classifier
-
         with self.using(ctx):
             train_classifier(model, train, ctx, self.training_loss)
         return model

@@ -24,15 +24,12 @@ cleared by the ``zero_grad`` that follows it. ``progress`` is the share of steps
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from advbench.data import Split
-
-if TYPE_CHECKING:  # the type only: defense.py's default fit calls this loop
-    from advbench.defense import TrainContext
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -40,7 +37,33 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 CheckFn = Callable[[float, int, float, float], bool]
 
 
-def train_classifier(model: nn.Module, train: Split, ctx: TrainContext, loss_fn: LossFn,
+class LoopSettings(Protocol):
+    """What the loop reads of :class:`advbench.TrainSettings`."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+
+
+class LoopContext(Protocol):
+    """What the loop reads of :class:`advbench.TrainContext`. Described here rather than
+    imported: ``defense.py`` imports this module for ``Defense.fit``, and the layers point one
+    way."""
+
+    @property
+    def settings(self) -> LoopSettings: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def on_batch(self) -> Callable[[], None]: ...
+
+
+def train_classifier(model: nn.Module, train: Split, ctx: LoopContext, loss_fn: LossFn,
                      check: CheckFn | None = None, checks_per_epoch: int = 1) -> None:
     """Adam with a one-cycle learning-rate schedule (peak ``settings.lr``) over shuffled
     minibatches, the order seeded by ``ctx.seed``. One-cycle reaches the seed CNN's accuracy in
