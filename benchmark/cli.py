@@ -17,6 +17,9 @@ from typing import Any, NoReturn
 
 from advbench.errors import BenchError, UsageError, path_problem
 from advbench.plugin_system.options import parse_set, shown
+from advbench.plugin_system.presets import PRESETS
+from advbench.running.config import SPLIT_CHOICES, RunConfig
+from advbench.running.config import defaults as run_defaults
 
 MIN_WIDTH = 100  # columns: narrower, rich would fold the leaderboard's numbers away
 # What --resume may change: where the cells run, not what they compute.
@@ -67,55 +70,74 @@ def format_eps(eps: dict[str, list[float]]) -> list[str]:
     return [f"{norm}={','.join(repr(v) for v in values)}" for norm, values in eps.items()]
 
 
+def choices_help(choices: tuple[str, ...] | list[str], default: str) -> str:
+    """``smoke, cpu (default) or paper``: the choices, the default marked."""
+    named = [f"{choice} (default)" if choice == default else choice for choice in choices]
+    return f"{', '.join(named[:-1])} or {named[-1]}" if len(named) > 1 else named[0]
+
+
 def build_parser() -> Parser:
+    # Every `bench run` default is RunConfig's (--out's default_out() aside): one source.
+    default = run_defaults()
     parser = Parser(prog="bench", description="Run every adversarial attack against every "
                     "defense on real data; every number checked by the harness.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
     run = sub.add_parser("run", help="run the attack × defense matrix")
-    run.add_argument("--attacks", default="all", help="'all' or a comma list (default: all)")
-    run.add_argument("--defenses", default="all", help="'all' or a comma list (default: all)")
-    run.add_argument("--dataset", default="fashion-mnist", help="dataset plugin name")
-    run.add_argument("--model", default="seed-cnn",
+    run.add_argument("--attacks", default=default["attacks"],
+                     help="'all' or a comma list (default: %(default)s)")
+    run.add_argument("--defenses", default=default["defenses"],
+                     help="'all' or a comma list (default: %(default)s)")
+    run.add_argument("--dataset", default=default["dataset"], help="dataset plugin name")
+    run.add_argument("--model", default=default["model"],
                      help="model plugin name, or package.module:factory")
     run.add_argument("--eps", action="append", default=[], metavar="NORM=V[,V...]",
                      help="ε per norm, repeatable; runs only the norms given (default: the "
                      "dataset's ε for every norm an attack supports)")
-    run.add_argument("--preset", default="cpu", help="smoke, cpu (default) or paper")
+    run.add_argument("--preset", default=default["preset"],
+                     help=choices_help(list(PRESETS), default["preset"]))
     run.add_argument("--set", action="append", default=[], dest="options",
                      metavar="PLUGIN.KEY=V[,V...]",
                      help="a plugin argument, repeatable; several values run one variant each "
                      "(e.g. gaussian-smoothing.sigma=0.25,0.5)")
-    run.add_argument("--n-eval", type=int, help="evaluation samples per split")
-    run.add_argument("--n-train", type=int, help="training samples")
-    run.add_argument("--epochs", type=int, help="training epochs")
-    run.add_argument("--batch-size", type=int, default=250, help="attack batch size")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    # the choices are checked with the other settings (running.plan.SPLIT_CHOICES): naming
-    # them here would import torch for --help
-    run.add_argument("--split", default="test", help="test (default), train or both")
-    run.add_argument("--out", type=path_arg, help="run folder (default: runs/<timestamp>)")
-    run.add_argument("--data-root", type=path_arg, help="folder holding the dataset files")
-    run.add_argument("--cache-dir", type=path_arg, help="cache folder: trained models, and "
+    run.add_argument("--n-eval", type=int, default=default["n_eval"],
+                     help="evaluation samples per split")
+    run.add_argument("--n-train", type=int, default=default["n_train"], help="training samples")
+    run.add_argument("--epochs", type=int, default=default["epochs"], help="training epochs")
+    run.add_argument("--batch-size", type=int, default=default["batch_size"],
+                     help="attack batch size")
+    run.add_argument("--seed", type=int, default=default["seed"])
+    run.add_argument("--device", default=default["device"], choices=("auto", "cpu", "cuda"))
+    # the choices are checked with the other settings (running.plan.check_config), as they
+    # always were: argparse's message would differ
+    run.add_argument("--split", default=default["split"],
+                     help=choices_help(SPLIT_CHOICES, default["split"]))
+    run.add_argument("--out", type=path_arg, default=default["out"],
+                     help="run folder (default: runs/<timestamp>)")
+    run.add_argument("--data-root", type=path_arg, default=default["data_root"],
+                     help="folder holding the dataset files")
+    run.add_argument("--cache-dir", type=path_arg, default=default["cache_dir"],
+                     help="cache folder: trained models, and "
                      "finished cells in its cells/ (default: the user cache folder)")
-    run.add_argument("--fresh", action="store_true", help="compute every cell and train every "
-                     "model again, reading no cache (the new results are still cached)")
-    run.add_argument("--eot-samples", type=int, default=8,
+    run.add_argument("--fresh", action="store_true", default=default["fresh"],
+                     help="compute every cell and train every model again, reading no cache "
+                     "(the new results are still cached)")
+    run.add_argument("--eot-samples", type=int, default=default["eot_samples"],
                      help="against a randomized defense: gradient draws per step (EOT), and "
                      "draws whose mean softmax grades each prediction, clean and adversarial")
     run.add_argument("--resume", type=path_arg, metavar="DIR",
                      help="finish an interrupted run in DIR with its recorded configuration")
     run.add_argument("--cascade", action=argparse.BooleanOptionalAction,
+                     default=default["cascade"],
                      help="AutoAttack's cascade: per defense and threat model, attacks run "
                      "cheapest first, each on the samples every earlier one failed on (one "
                      "trustworthy worst case, faster; per-attack columns are then cumulative). "
                      "Default: the preset's (cpu and paper cascade, smoke does not); "
                      "--no-cascade gives every attack its own full-matrix row")
-    run.add_argument("--targeted", metavar="random|least-likely|CLASS",
+    run.add_argument("--targeted", default=default["targeted"], metavar="random|least-likely|CLASS",
                      help="run the targeted-capable attacks toward these targets")
-    run.add_argument("--strict-plugins", action="store_true",
+    run.add_argument("--strict-plugins", action="store_true", default=default["strict_plugins"],
                      help="fail if any plugin fails to load")
     run.add_argument("--executor", default="local", choices=("local", "processes", "ray"),
                      help="where cells run: this process (default), a process pool, or Ray")
@@ -176,9 +198,8 @@ def config_from_args(args: argparse.Namespace):
     return flag_config(args)
 
 
-def flag_config(args: argparse.Namespace):
+def flag_config(args: argparse.Namespace) -> RunConfig:
     """The configuration the flags give."""
-    from advbench.running.plan import RunConfig
     from advbench.running.run_folder import default_out
 
     return RunConfig(
@@ -191,9 +212,8 @@ def flag_config(args: argparse.Namespace):
         fresh=args.fresh, cascade=args.cascade)
 
 
-def resumed_config(folder: Path):
+def resumed_config(folder: Path) -> RunConfig:
     """The recorded configuration of the run in ``folder``, every key and type checked."""
-    from advbench.running.driver import RunConfig
     from advbench.running.plan import check_config
 
     path = folder / "manifest.json"

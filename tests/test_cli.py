@@ -140,3 +140,32 @@ def assert_one_line_error(capsys, code: int | None, expected: str) -> None:
     assert "\n" not in err and "Traceback" not in err, err
     assert err.startswith("bench"), err
     assert expected in err, err
+
+
+def test_run_flags_default_to_run_config():
+    """RunConfig is the one source of the defaults: `bench run` with no flag is RunConfig()
+    (its run folder aside), and the help says RunConfig's values."""
+    import dataclasses
+
+    from advbench.cli import build_parser, flag_config
+    from advbench.running.config import RunConfig
+
+    parser = build_parser()
+    config = flag_config(parser.parse_args(["run"]))
+    assert dataclasses.replace(config, out=None) == RunConfig()
+    assert config.out is not None  # runs/<timestamp>
+    run = next(a for a in parser._actions if a.dest == "command").choices["run"]
+    help_text = " ".join(run.format_help().split())
+    assert "smoke, cpu (default) or paper" in help_text
+    assert "test (default), train or both" in help_text
+    assert "'all' or a comma list (default: all)" in help_text
+
+
+def test_bench_help_imports_no_torch():
+    """``bench --help`` reads RunConfig's defaults without importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from advbench.cli import build_parser; build_parser(); "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -25,46 +25,11 @@ from advbench.data import Dataset, Split, missing_reason
 from advbench.defense import TrainSettings
 from advbench.errors import UsageError, path_problem
 from advbench.models import ImportedModel, ModelPlugin
-from advbench.plugin_system.options import Options, check_targets, coerce, describe, expand, shown
+from advbench.plugin_system.options import check_targets, coerce, describe, expand, shown
 from advbench.plugin_system.presets import Preset, get_preset
 from advbench.plugin_system.registry import Entry, Registry
+from advbench.running.config import SPLIT_CHOICES, RunConfig
 from advbench.threat import NORMS, ThreatModel
-
-SPLIT_CHOICES = ("test", "train", "both")
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a run. ``None`` means: take it from the preset or the dataset."""
-
-    attacks: str | Sequence[str] = "all"
-    defenses: str | Sequence[str] = "all"
-    dataset: str = "fashion-mnist"
-    model: str = "seed-cnn"
-    eps: Mapping[str, Sequence[float]] | None = None
-    preset: str = "cpu"
-    n_eval: int | None = None
-    n_train: int | None = None
-    epochs: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    split: str = "test"
-    data_root: Path | None = None
-    out: Path | None = None
-    cache_dir: Path | None = None
-    batch_size: int = 250
-    strict_plugins: bool = False
-    targeted: str | None = None  # None, "random", "least-likely" or a class index
-    resume: bool = False  # reuse the finished cells found in ``out``
-    fresh: bool = False  # compute every cell and train every model: read no cache (still write)
-    eot_samples: int = 8  # gradient draws per step against a randomized defended model
-    # AutoAttack's cascade: per defense and threat model, attacks run cheapest first
-    # (``cascade_rank``), each on the samples every earlier one failed on. None: the preset's
-    # choice (``Preset.cascade``: cpu and paper cascade, smoke runs the full matrix).
-    cascade: bool | None = None
-    # Plugin arguments, plugin → argument → values; several values run one variant each.
-    options: Options | None = None
-
 
 WORST_CASE = "worst-case"
 PATHS = ("data_root", "out", "cache_dir")  # "" would silently mean the current folder

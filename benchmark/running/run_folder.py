@@ -20,9 +20,10 @@ from advbench.errors import UsageError
 from advbench.plugin_system.registry import Registry
 from advbench.reporting.results import SCHEMA_VERSION, validate_results
 from advbench.running.cell_cache import outcome_problem
+from advbench.running.config import RunConfig
 from advbench.running.evaluate import CellOutcome
 from advbench.running.model_cache import data_fingerprint
-from advbench.running.plan import Plan, RunConfig
+from advbench.running.plan import Plan
 
 
 def config_record(config: RunConfig) -> dict[str, Any]:
