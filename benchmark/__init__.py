@@ -27,7 +27,7 @@ _EXPORTS = {
     "margin": "algorithms.losses", "margin_loss": "algorithms.losses",
     "targeted_dlr": "algorithms.losses", "targeted_dlr_loss": "algorithms.losses",
     "load_registry": "plugin_system.loader",
-    "RunConfig": "running.driver", "evaluate_model": "running.driver",
+    "RunConfig": "running.config", "evaluate_model": "running.driver",
     "run_matrix": "running.driver",
     "ThreatModel": "threat",
 }
