@@ -1,5 +1,7 @@
 """Where the tasks of a run execute: ``base`` holds the executor contract with the in-process
-and process-pool executors, ``ray`` the Ray one (imported only when asked for)."""
+and process-pool executors, ``ray`` the Ray one (imported only when asked for). Internal: the
+names ``get_executor`` knows are the only stable way to choose one (``--executor``,
+``run_matrix(executor=NAME)``)."""
 
 from __future__ import annotations
 

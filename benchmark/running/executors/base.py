@@ -5,8 +5,9 @@ and attacking it in one cell, which depends on the first. An :class:`Executor` t
 hands back each cell's result as it finishes; the driver (``advbench.running.driver``) alone records
 results and writes the run folder, so resume and the results files work the same everywhere.
 
-Another backend (Dask, Slurm, ...) is a subclass implementing the five methods below, given to
-``run_matrix(executor=...)``; ``docs/scaling.md`` says how.
+Internal, like the rest of ``advbench.running``: not a plugin extension point, free to change
+in any release. A new backend (Dask, Slurm, ...) is added here, in bench itself, as a subclass
+implementing the six methods below and a name in ``get_executor``; ``docs/scaling.md`` says how.
 """
 
 from __future__ import annotations
