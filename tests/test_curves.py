@@ -197,3 +197,17 @@ def test_negative_radius_in_a_results_file_is_refused(tmp_path):
     write_results(tmp_path, frame.to_dict("records"))
     with pytest.raises(Exception, match="median_radius = -0.5: a radius must be >= 0"):
         read_results(tmp_path / "results.csv")
+
+
+def test_a_cascade_cell_is_flagged_only_for_what_it_broke_itself():
+    # in the cascade fmn-linf > fab-linf > fgsm, FGSM skipped sample 4 (predicted −1: broken
+    # before it) and broke sample 2 itself, which the minimum-norm attacks put at 0.5
+    fgsm, samples = cell("fgsm", 0.1, [False, True, False, True, False],
+                         cascade="fmn-linf > fab-linf > fgsm")
+    samples["adv_pred"] = [0, 1, 0, 1, -1]
+    frame, all_samples = run(FMN, FAB, (fgsm, samples))
+    flags = consistency_flags(frame, all_samples, sample_radii(frame, all_samples))
+    assert flags[2][0].startswith("minimum-norm attack weak on 1 sample ")
+    samples["adv_pred"] = [0, 1, -1, 1, -1]  # had it skipped sample 2 too: nothing of its own
+    frame, all_samples = run(FMN, FAB, (fgsm, samples))
+    assert consistency_flags(frame, all_samples, sample_radii(frame, all_samples)) == {}

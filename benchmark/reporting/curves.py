@@ -227,6 +227,8 @@ def consistency_flags(frame: pd.DataFrame, samples: pd.DataFrame,
             continue
         clean = group["clean_correct"].to_numpy(bool)
         broken = clean & ~part["robust"].to_numpy(bool)
+        if isinstance(row.get("cascade"), str) and row["cascade"]:  # only what it broke itself
+            broken &= part["adv_pred"].to_numpy() != -1  # (what it skipped is predicted −1)
         needed = part["needed_norm"].to_numpy(float)
         found = np.where(broken, float(row["eps"]), np.inf)  # this cell's own examples
         found = np.where(np.isnan(needed) | ~clean, found, np.fmin(found, needed))
