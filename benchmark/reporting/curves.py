@@ -116,21 +116,27 @@ def sample_radii(frame: pd.DataFrame, samples: pd.DataFrame,
         part["clean_correct"] = clean
         part["minimum_norm"] = minimum
         part["attack_radius"] = np.where(clean, radius, 0.0)
-        part["certified_radius"] = np.nan
-        part["certifier"] = ""
-        defense, norm, split = keys[2], keys[3], keys[4]
-        norm_certified, certifier = certified.get((defense, split), ("", ""))
-        if certificates is not None and norm_certified == norm:
-            found = certificates[(certificates["defense"] == defense)
-                                 & (certificates["split"] == split)]
-            if len(found) == len(part):
-                part["certified_radius"] = found.sort_values("sample")[
-                    "certified_radius"].to_numpy(float)
-                part["certifier"] = certifier
-        parts.append(part)
+        parts.append(with_certificate(part, certificates, certified))
     columns = [*GROUP, "sample", "label", "clean_correct", "minimum_norm", "attack_radius",
                "certified_radius", "certifier"]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+def with_certificate(part: pd.DataFrame, certificates: pd.DataFrame | None,
+                     certified: dict[tuple[str, str], tuple[str, str]]) -> pd.DataFrame:
+    """One group's radii with its defense's certified radii, where its certificate is of the
+    group's norm (NaN and no certifier otherwise)."""
+    first = part.iloc[0]
+    norm, certifier = certified.get((first["defense"], first["split"]), ("", ""))
+    part["certified_radius"], part["certifier"] = np.nan, ""
+    if certificates is None or norm != first["norm"]:
+        return part
+    found = certificates[(certificates["defense"] == first["defense"])
+                         & (certificates["split"] == first["split"])]
+    if len(found) == len(part):
+        part["certified_radius"] = found.sort_values("sample")["certified_radius"].to_numpy(float)
+        part["certifier"] = certifier
+    return part
 
 
 def robust_at(radii: np.ndarray, eps: np.ndarray) -> np.ndarray:
