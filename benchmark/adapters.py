@@ -58,15 +58,17 @@ class AdaptedAttack(Attack):
     spec: ClassVar[AdaptedSpec]
     upstream_class: ClassVar[type]
 
-    @property
-    def max_queries(self) -> int | None:
+    @property  # Attack's max_queries may be a field or a property; here it follows the spec
+    def max_queries(self) -> int | None:  # type: ignore[override]
         return None if self.spec.budget is None else self.spec.budget(self)
 
     def upstream_arguments(self, harness: dict[str, Any]) -> dict[str, Any]:
         """The upstream constructor's arguments: the user's (the plugin's fields), then those
         of ``harness`` the constructor accepts (ε, norm, seed, verbosity: the harness's)."""
         accepted = inspect.signature(self.upstream_class).parameters
-        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        # Every subclass is made by adapted_attack's make_dataclass.
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        given = {f.name: getattr(self, f.name) for f in fields if f.init}
         return {**given, **{k: v for k, v in harness.items() if k in accepted}}
 
 

@@ -521,7 +521,7 @@ def open_streams() -> Any:
     becomes /dev/null, and stdout is wrapped so that it never stops a command."""
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - lives with the process
+            setattr(sys, name, open(os.devnull, "w"))  # lives with the process
     real = sys.stdout
     if not isinstance(real, PipeSafe):
         sys.stdout = PipeSafe(real)

@@ -67,7 +67,7 @@ class ConformanceError(AssertionError):
     """A plugin class breaks a rule of the contract; the message names the class and the rule."""
 
 
-def fail(cls: type, rule: str, reason: str) -> NoReturn:
+def fail(cls: type[Any], rule: str, reason: str) -> NoReturn:
     label = getattr(cls, "name", None)
     who = f"{label!r} ({cls.__qualname__})" if isinstance(label, str) else cls.__qualname__
     text = " ".join(reason.split())
@@ -135,10 +135,10 @@ def tiny_batch(n: int = BATCH, channels: int = 1) -> Batch:
 # Rules shared by attacks and defenses -----------------------------------------------------------
 
 
-def check_constructible(cls: type) -> Any:
+def check_constructible(cls: type[Any]) -> Any:
     """``cls()`` works and every constructor parameter is keyword-only (so ``all`` builds it)."""
     try:
-        parameters = inspect.signature(cls).parameters.values()
+        parameters = list(inspect.signature(cls).parameters.values())
     except (TypeError, ValueError):
         parameters = []
     positional = [p.name for p in parameters
@@ -153,7 +153,7 @@ def check_constructible(cls: type) -> Any:
              "field a default")
 
 
-def check_config(cls: type, instance: Any) -> None:
+def check_config(cls: type[Any], instance: Any) -> None:
     """``config()`` is a dict that JSON can write (it goes into every result row)."""
     try:
         config = instance.config()
@@ -167,7 +167,7 @@ def check_config(cls: type, instance: Any) -> None:
         fail(cls, "config", f"config() is not JSON-serialisable: {one_line(exc)}")
 
 
-def check_common_attributes(cls: type, base: type) -> None:
+def check_common_attributes(cls: type[Any], base: type) -> None:
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConformanceError(f"{cls!r} breaks rule 'attributes': not a subclass of "
                                f"advbench.{base.__name__}")
@@ -177,13 +177,14 @@ def check_common_attributes(cls: type, base: type) -> None:
     if not isinstance(getattr(cls, "description", ""), str):
         fail(cls, "attributes", "'description' must be a string")
     if not isinstance(getattr(cls, "randomized", None), bool):
-        fail(cls, "attributes", f"'randomized' must be a bool, got {cls.randomized!r}")
+        fail(cls, "attributes", "'randomized' must be a bool, got "
+             f"{getattr(cls, 'randomized', None)!r}")
 
 
 # Attacks ----------------------------------------------------------------------------------------
 
 
-def check_attack_attributes(cls: type) -> None:
+def check_attack_attributes(cls: type[Any]) -> None:
     check_common_attributes(cls, Attack)
     norms = getattr(cls, "norms", None)
     if not isinstance(norms, (tuple, list)) or not norms:
@@ -204,7 +205,7 @@ class AttackProbe:
     """Runs one attack class on the tiny world the way the runner would, mapping every
     failure to the rule it breaks. Construction and the batches are built once, lazily."""
 
-    def __init__(self, cls: type, norms: tuple[str, ...] | None,
+    def __init__(self, cls: type[Any], norms: tuple[str, ...] | None,
                  params: Mapping[str, Any] | None) -> None:
         self.cls, self.requested, self.params = cls, norms, dict(params or {})
 
@@ -212,11 +213,12 @@ class AttackProbe:
     def attack(self) -> Attack:
         """The instance the behavioural rules use, after the static rules pass."""
         check_attack_attributes(self.cls)
-        instance = check_constructible(self.cls)
+        instance: Attack = check_constructible(self.cls)
         if not self.params:
             return instance
         try:
-            return self.cls(**self.params)
+            built: Attack = self.cls(**self.params)
+            return built
         except Exception as exc:
             fail(self.cls, "constructible", f"{self.cls.__qualname__}(**params) raised "
                  f"{one_line(exc)}")
@@ -413,7 +415,7 @@ class AttackProbe:
 
 
 def attack_checks(
-    cls: type, *, norms: tuple[str, ...] | None = None, params: Mapping[str, Any] | None = None
+    cls: type[Any], *, norms: tuple[str, ...] | None = None, params: Mapping[str, Any] | None = None
 ) -> Iterator[tuple[str, Check]]:
     """The attack rules as ``(name, check)`` pairs; each check raises ConformanceError.
 
@@ -426,7 +428,7 @@ def attack_checks(
 
 
 def check_attack(
-    cls: type, *, norms: tuple[str, ...] | None = None, params: Mapping[str, Any] | None = None
+    cls: type[Any], *, norms: tuple[str, ...] | None = None, params: Mapping[str, Any] | None = None
 ) -> None:
     """Run every attack rule on ``cls``; raise ConformanceError at the first one it breaks."""
     for _, check in attack_checks(cls, norms=norms, params=params):
@@ -436,7 +438,7 @@ def check_attack(
 # Defenses ---------------------------------------------------------------------------------------
 
 
-def check_defense_attributes(cls: type) -> None:
+def check_defense_attributes(cls: type[Any]) -> None:
     check_common_attributes(cls, Defense)
     fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     unknown = sorted(set(getattr(cls, "wrapper_fields", ())) - fields)
@@ -460,7 +462,7 @@ class DefenseProbe:
     """Fits one defense class on the tiny split as the runner would (global RNG seeded before
     building and fitting), mapping every failure to the rule it breaks."""
 
-    def __init__(self, cls: type, params: Mapping[str, Any] | None) -> None:
+    def __init__(self, cls: type[Any], params: Mapping[str, Any] | None) -> None:
         self.cls, self.params = cls, dict(params or {})
         self.x = tiny_images(BATCH, seed=SEED + 2)
         self.global_draws: set[str] = set()  # which of fit, wrap, forward drew from it
@@ -478,11 +480,12 @@ class DefenseProbe:
 
     def instance(self) -> Defense:
         check_defense_attributes(self.cls)
-        default = check_constructible(self.cls)
+        default: Defense = check_constructible(self.cls)
         if not self.params:
             return default
         try:
-            return self.cls(**self.params)
+            built: Defense = self.cls(**self.params)
+            return built
         except Exception as exc:
             fail(self.cls, "constructible", f"{self.cls.__qualname__}(**params) raised "
                  f"{one_line(exc)}")
@@ -529,7 +532,7 @@ class DefenseProbe:
         x = self.x.clone()
         try:
             with torch.no_grad(), self.global_rng_watched("the forward pass", global_seed):
-                logits = model(x)
+                logits: torch.Tensor = model(x)
         except Exception as exc:
             fail(self.cls, rule, f"forward pass raised {one_line(exc)}")
         if not torch.equal(x, self.x):
@@ -661,13 +664,13 @@ class DefenseProbe:
 
 
 def defense_checks(
-    cls: type, *, params: Mapping[str, Any] | None = None
+    cls: type[Any], *, params: Mapping[str, Any] | None = None
 ) -> Iterator[tuple[str, Check]]:
     """The defense rules as ``(name, check)`` pairs; each check raises ConformanceError."""
     yield from single_threaded(DefenseProbe(cls, params).checks())
 
 
-def check_defense(cls: type, *, params: Mapping[str, Any] | None = None) -> None:
+def check_defense(cls: type[Any], *, params: Mapping[str, Any] | None = None) -> None:
     """Run every defense rule on ``cls``; raise ConformanceError at the first one it breaks."""
     for _, check in defense_checks(cls, params=params):
         check()

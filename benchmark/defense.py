@@ -50,7 +50,7 @@ class DatasetInfo:
 
     @classmethod
     def of(cls, dataset: Dataset) -> DatasetInfo:
-        return cls(dataset.name, tuple(dataset.shape), dataset.num_classes,
+        return cls(dataset.name, (*dataset.shape,), dataset.num_classes,
                    dict(dataset.default_eps))
 
 

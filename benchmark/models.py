@@ -16,7 +16,7 @@ from advbench.errors import UsageError
 class ModelPlugin:
     """Base class of model plugins: builds an untrained classifier returning logits."""
 
-    name: ClassVar[str]
+    name: str  # a class attribute; an imported model's is its path
     description: ClassVar[str] = ""
 
     def build(self, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:

@@ -208,7 +208,7 @@ class Oracle:
         """Class probabilities, detached (scores or gradient access); one draw."""
         self._require("scores")
         with self._query("scores", x, index, len(x)):
-            return self._model(x).softmax(dim=1)
+            return torch.softmax(self._model(x), dim=1)
 
     @torch.no_grad()
     def labels(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -234,4 +234,5 @@ def model_labels(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's decision: its own ``predict`` (which may abstain with −1) when it defines
     one, as randomized smoothing does, else the argmax of its logits."""
     predict = getattr(model, "predict", None)
-    return predict(x) if callable(predict) else model(x).argmax(dim=1)
+    labels: torch.Tensor = predict(x) if callable(predict) else model(x).argmax(dim=1)
+    return labels

@@ -37,7 +37,8 @@ def perturbation_size(delta: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "linf":
         return flat.abs().amax(dim=1)
     if norm == "l2":
-        return flat.norm(p=2, dim=1)
+        size: torch.Tensor = flat.norm(p=2, dim=1)  # Tensor.norm is annotated Any
+        return size
     if norm == "l0":
         changed = delta != 0
         if delta.dim() == 4:
@@ -65,7 +66,7 @@ def project(delta: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
     if threat.norm == "linf":
         return delta.clamp(-threat.eps, threat.eps)
     if threat.norm == "l2":
-        norms = delta.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
+        norms: torch.Tensor = delta.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
         factor = (threat.eps / norms).clamp(max=1.0)
         return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
     raise ValueError(f"projection onto an {threat.norm} ball is not defined here")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -68,7 +68,8 @@ def checkpoints(iterations: int, first: float = 0.22, shrink: float = 0.03,
     return sorted(set(mark for mark in marks if mark < max(iterations, 1)) | {0})
 
 
-def _loss_of(loss: str, targeted: bool, y: torch.Tensor) -> tuple[LossFn, Callable]:
+def _loss_of(loss: str, targeted: bool, y: torch.Tensor,
+             ) -> tuple[LossFn, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
     """(summed loss for the oracle, per-sample value from logits and oracle labels)."""
     if loss == "ce":
         if targeted:
@@ -112,7 +113,7 @@ def apgd_run(
     best = torch.full((n,), -torch.inf, dtype=x.dtype, device=x.device)
     best_x, best_grad = start.clone(), torch.zeros_like(start)
     # Per active row (shrunk together when fooled rows leave).
-    active = {
+    active: dict[str, Any] = {
         "pos": torch.arange(n, device=x.device), "x": x, "y": y, "labels": labels,
         "index": rows, "cur": start, "prev": start, "criterion": criterion,
         "eta": torch.full((n,), 2 * threat.eps, dtype=x.dtype, device=x.device),
@@ -269,7 +270,7 @@ class APGDAttack(Attack):
         if not 0 < self.rho <= 1 or not 0 < self.momentum <= 1:
             raise ValueError("rho and momentum must be in (0, 1]")
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, Any]:
         return dict(iterations=self.iterations, restarts=self.restarts, rho=self.rho,
                     momentum=self.momentum, random_start=self.random_start,
                     early_exit=self.early_exit)

@@ -54,7 +54,7 @@ from advbench.attack import (
 from advbench.oracle import Oracle
 from advbench.threat import ThreatModel, clip_to_box, perturbation_size, project
 
-NORMS = ("linf", "l2")
+NORMS: tuple[str, ...] = ("linf", "l2")
 TINY = 1e-12
 
 def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from advbench.attack import Attack, AttackContext, criterion_for
 from advbench.oracle import Oracle
 from advbench.threat import ThreatModel, clip_to_box, l2_normalize, perturbation_size, project
 
-NORMS = ("linf", "l2")
+NORMS: tuple[str, ...] = ("linf", "l2")
 TINY = 1e-12
 
 

@@ -136,7 +136,7 @@ class Loader:
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted while importing plugin {source}: nothing was "
                               "run") from None
-        except BaseException as exc:  # noqa: BLE001 - GeneratorExit too: a plugin's failure
+        except BaseException as exc:  # GeneratorExit too: a plugin's failure
             self.fail(source, one_line(exc))
             return
         self.register(plugin, source)
@@ -152,7 +152,7 @@ class Loader:
                 except KeyboardInterrupt:
                     raise Interrupted(f"interrupted in {hook_name}() of plugin {source}: "
                                       "nothing was run") from None
-                except BaseException as exc:  # noqa: BLE001 - SystemExit too
+                except BaseException as exc:  # SystemExit too
                     self.fail(source, f"{hook_name}() raised {one_line(exc)}")
                     continue
                 for cls in classes:

@@ -76,7 +76,7 @@ def parse_value(text: str) -> Any:
         except (RecursionError, MemoryError):
             raise UsageError(f"value {shown(text)} is nested too deeply; give a flat value "
                              "or a list") from None
-        except Exception:  # noqa: BLE001 - not this kind of literal: try the next parser
+        except Exception:  # not this kind of literal: try the next parser
             continue
         if plain(value):
             return value
@@ -112,7 +112,7 @@ def format_set(options: Options) -> list[str]:
             for plugin, keys in options.items() for key, values in keys.items()]
 
 
-def arguments_of(cls: type) -> list[str]:
+def arguments_of(cls: type[Any]) -> list[str]:
     """The arguments a plugin class accepts: its dataclass fields that take a value."""
     if not dataclasses.is_dataclass(cls):
         return []
@@ -198,16 +198,16 @@ def bound_problem(key: str, value: Any, metadata: Mapping[str, Any]) -> str | No
     return None
 
 
-def field_hint(cls: type, spec: dataclasses.Field) -> Any:
+def field_hint(cls: type[Any], spec: dataclasses.Field[Any]) -> Any:
     """A field's annotation, resolved; the type of its default when it cannot be resolved."""
     try:
         return typing.get_type_hints(cls)[spec.name]
-    except Exception:  # noqa: BLE001 - an annotation naming what its module cannot see
+    except Exception:  # an annotation naming what its module cannot see
         default = spec.default
         return Any if default is None or default is dataclasses.MISSING else type(default)
 
 
-def checked_value(cls: type, key: str, value: Any) -> Any:
+def checked_value(cls: type[Any], key: str, value: Any) -> Any:
     """``value`` checked against the argument's annotation and bounds, converted as the
     annotation asks; a usage error naming the expected type or the broken bound otherwise."""
     spec = next(f for f in dataclasses.fields(cls) if f.name == key)
@@ -224,7 +224,7 @@ def checked_value(cls: type, key: str, value: Any) -> Any:
     return value
 
 
-def default_problems(cls: type) -> list[str]:
+def default_problems(cls: type[Any]) -> list[str]:
     """Fields whose own default breaks their bounds (for the plugin kit and tests)."""
     if not dataclasses.is_dataclass(cls):
         return []

@@ -28,7 +28,7 @@ class Source:
 class Entry:
     name: str
     kind: str
-    cls: type
+    cls: type[Any]
     source: Source
     # Arguments the user set (``--set``); a variant's name carries them (see
     # advbench.plugin_system.options).
@@ -56,7 +56,7 @@ class Registry:
     failures: list[Failure] = field(default_factory=list)
     unavailable: list[Failure] = field(default_factory=list)  # optional dependency missing
 
-    def add(self, kind: str, cls: type, source: Source) -> str | None:
+    def add(self, kind: str, cls: type[Any], source: Source) -> str | None:
         """Register ``cls``; return an error message instead when it cannot be."""
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
 
 def save_figure(figure: plt.Figure, path: Path) -> Path:
