@@ -233,7 +233,7 @@ def resumed_config(folder: Path) -> RunConfig:
                          "'config'; restore the run's own manifest")
     config = RunConfig(**recorded)
     check_config(config, where=f"--resume {folder}: {path}")
-    paths = {key: Path(value) for key in ("data_root", "cache_dir")
+    paths: dict[str, Any] = {key: Path(value) for key in ("data_root", "cache_dir")
              if (value := recorded.get(key)) is not None}
     return dataclasses.replace(config, out=folder, resume=True, **paths)
 
@@ -246,7 +246,7 @@ def check_resume_flags(args: argparse.Namespace, resumed: Any) -> None:
 
     wanted = config_record(flag_config(args))
     recorded = config_record(resumed)
-    given = getattr(args, "given", set()) - RESUME_MAY_CHANGE
+    given: set[str] = getattr(args, "given", set()) - RESUME_MAY_CHANGE
     conflicts = [key for key in sorted(given & set(wanted)) if wanted[key] != recorded[key]]
     if "out" in given and Path(args.out).resolve() != Path(args.resume).resolve():
         conflicts.append("out")

@@ -127,9 +127,11 @@ class Layout:
 
     def restore(self, module: nn.Module) -> None:
         module.training = self.training
-        for saved, now in ((self.parameters, module._parameters), (self.buffers, module._buffers),
-                           (self.modules, module._modules), (self.pre_hooks,
-                           module._forward_pre_hooks), (self.hooks, module._forward_hooks)):
+        tables: tuple[tuple[dict[Any, Any], dict[Any, Any]], ...] = (
+            (self.parameters, module._parameters), (self.buffers, module._buffers),
+            (self.modules, module._modules), (self.pre_hooks, module._forward_pre_hooks),
+            (self.hooks, module._forward_hooks))
+        for saved, now in tables:
             now.clear()
             now.update(saved)
         if self.forward is None:

@@ -100,7 +100,7 @@ def train_classifier(model: nn.Module, train: Split, ctx: LoopContext, loss_fn: 
             loss_sum, count = loss_sum + loss.detach(), count + 1
             if batch in check_at:
                 stop = check(epoch + batch / batches, step, float(loss_sum) / count,
-                             schedule.get_last_lr()[0])
+                             float(schedule.get_last_lr()[0]))
                 loss_sum, count = torch.zeros((), device=ctx.device), 0
                 if stop:
                     model.eval()

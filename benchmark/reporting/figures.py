@@ -31,7 +31,7 @@ def eps_sweep_figures(frame: pd.DataFrame, folder: Path) -> list[Path]:
     valid = frame[frame["valid"].astype(bool)]
     written = []
     for (defense, split), part in valid.groupby(["defense", "split"], sort=True):
-        norms = [n for n, cells in part.groupby("norm") if cells["eps"].nunique() > 1]
+        norms = [str(n) for n, cells in part.groupby("norm") if cells["eps"].nunique() > 1]
         if not norms:
             continue
         figure, axes = plt.subplots(1, len(norms), figsize=(5 * len(norms), 3.6), squeeze=False)
