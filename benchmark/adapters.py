@@ -18,7 +18,7 @@ import random
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -72,9 +72,12 @@ class AdaptedAttack(Attack):
         return {**given, **{k: v for k, v in harness.items() if k in accepted}}
 
 
-def adapted_class(spec: AdaptedSpec, base: type[AdaptedAttack], upstream: type,
+A = TypeVar("A", bound=AdaptedAttack)
+
+
+def adapted_class(spec: AdaptedSpec, base: type[A], upstream: type,
                   fields: list[tuple[str, Any, Any]], *, title: str, package: str, version: str,
-                  prefix: str, module: str, **namespace: Any) -> type[AdaptedAttack]:
+                  prefix: str, module: str, **namespace: Any) -> type[A]:
     """The bench attack class of one library attack: a dataclass of upstream's arguments
     (``fields``) plus the recorded ``projected`` and ``upstream`` (``<package>.<class>
     <version>``), named ``prefix`` + upstream's class name and put in ``module`` under that
@@ -89,8 +92,8 @@ def adapted_class(spec: AdaptedSpec, base: type[AdaptedAttack], upstream: type,
                  "upstream_class": upstream,
                  "description": f"{title} {spec.upstream}: {spec.summary}{note}", **namespace}
     class_name = prefix + spec.upstream
-    cls = dataclasses.make_dataclass(class_name, fields, bases=(base,), namespace=namespace,
-                                     kw_only=True)
+    cls: type[A] = dataclasses.make_dataclass(class_name, fields, bases=(base,),
+                                              namespace=namespace, kw_only=True)
     cls.__module__ = module
     setattr(sys.modules[module], class_name, cls)
     return cls

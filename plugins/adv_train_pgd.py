@@ -54,12 +54,14 @@ class AdvTrainPGD(AdversarialTraining):
             self.rel_step_size = 2.5 / self.steps
 
     def attack_label(self) -> str:
+        assert self.rel_step_size is not None  # __post_init__ fills it in
         return (f"PGD-{self.steps} α={float(self.rel_step_size):.3g}ε, "
                 f"ε={self.threat.eps:g} {self.norm}")
 
     def adversarial_examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                              generator: torch.Generator | None) -> torch.Tensor:
         threat = self.threat
+        assert self.rel_step_size is not None  # __post_init__ fills it in
         return pgd(model_gradient(model), x, y, threat, steps=self.steps,
                    step_size=float(self.rel_step_size) * threat.eps, early_exit=False,
                    return_final=True, generator=generator)

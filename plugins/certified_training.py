@@ -84,9 +84,12 @@ class CertifiedTraining(Defense):
         natural = F.cross_entropy(logits, y)
         if ramp == 0.0:  # ε = 0: the worst case is the clean point, the loss is natural
             return natural
-        if self.eps is None and self.context is None:
+        if self.context is not None:
+            full = self.context.eps_for("linf", self.eps)
+        elif self.eps is not None:
+            full = self.eps
+        else:
             raise RuntimeError("certified-training: eps is the run's, known only during fit")
-        full = self.eps if self.context is None else self.context.eps_for("linf", self.eps)
         eps = ramp * full
         kappa = self.kappa_start + ramp * (self.kappa_end - self.kappa_start)
         margins = margin_lower_bounds(model, x, y, eps, "ibp")

@@ -69,11 +69,13 @@ class GaussianSmoothing(Defense):
         return F.cross_entropy(model(x + self.sigma * noise), y)
 
     def fit(self, model: nn.Module, train: Split, ctx: TrainContext) -> nn.Module:
-        self._generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 1)
+        # The instance's generator over the ClassVar default (kept out of config()).
+        self._generator = torch.Generator(  # type: ignore[misc]
+            device=ctx.device).manual_seed(ctx.seed + 1)
         try:
             return super().fit(model, train, ctx)
         finally:
-            self._generator = None
+            self._generator = None  # type: ignore[misc]
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return SmoothedClassifier(model, self.sigma, n0=self.n0, n=self.n, alpha=self.alpha,

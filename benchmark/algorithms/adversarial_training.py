@@ -184,9 +184,12 @@ class AdversarialTraining(Defense):
     @property
     def threat(self) -> ThreatModel:
         """The ball training examples come from: ``eps``, or the run's ε during ``fit``."""
-        if self.eps is None and self.context is None:
+        if self.context is not None:
+            eps = self.context.eps_for(self.norm, self.eps)
+        elif self.eps is not None:
+            eps = self.eps
+        else:
             raise RuntimeError(f"{type(self).name}: eps is the run's, known only during fit")
-        eps = self.eps if self.context is None else self.context.eps_for(self.norm, self.eps)
         return ThreatModel(self.norm, eps)
 
     def resolved_training_config(self, ctx: TrainContext) -> dict[str, Any]:
@@ -223,7 +226,7 @@ class AdversarialTraining(Defense):
                                                               self.monitor, ctx.seed)
         history = TrainingHistory(type(self).name, self.resolved_training_config(ctx),
                                   self.attack_label())
-        self.history = history
+        self.history = history  # type: ignore[misc]  # the instance's, over the ClassVar
         guard = CollapseGuard(self.collapse_ratio, self.collapse_min_best)
         started, measuring = time.perf_counter(), 0.0
 

@@ -153,13 +153,15 @@ def input_box(x: Tensor, eps: float) -> Box:
     return (x - eps).clamp(0.0, 1.0), (x + eps).clamp(0.0, 1.0)
 
 
-def _bn_affine(layer: nn.Module, like: Tensor) -> tuple[Tensor, Tensor]:
+def _bn_affine(layer: nn.BatchNorm1d | nn.BatchNorm2d, like: Tensor) -> tuple[Tensor, Tensor]:
     """Eval-mode batch norm as ``x·scale + shift``, shaped to broadcast over one sample."""
     dtype = like.dtype
-    scale = (layer.running_var.to(dtype) + layer.eps).rsqrt()
+    mean, var = layer.running_mean, layer.running_var
+    assert mean is not None and var is not None, "bounds need batch norm's running statistics"
+    scale = (var.to(dtype) + layer.eps).rsqrt()
     if layer.weight is not None:
         scale = scale * layer.weight.to(dtype)
-    shift = -layer.running_mean.to(dtype) * scale
+    shift = -mean.to(dtype) * scale
     if layer.bias is not None:
         shift = shift + layer.bias.to(dtype)
     view = (-1,) + (1,) * (like.dim() - 2)
@@ -172,16 +174,18 @@ def _affine_box(layer: nn.Module, lower: Tensor, upper: Tensor) -> Box:
     dtype = lower.dtype
     if isinstance(layer, nn.Linear):
         weight = layer.weight.to(dtype)
-        bias = None if layer.bias is None else layer.bias.to(dtype)
+        bias: Tensor | None = None if layer.bias is None else layer.bias.to(dtype)
         centre, radius = F.linear(centre, weight, bias), F.linear(radius, weight.abs())
     elif isinstance(layer, nn.Conv2d):
         weight = layer.weight.to(dtype)
         bias = None if layer.bias is None else layer.bias.to(dtype)
         centre = layer._conv_forward(centre, weight, bias)
         radius = layer._conv_forward(radius, weight.abs(), None)
-    else:  # batch norm
+    elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
         scale, shift = _bn_affine(layer, lower)
         centre, radius = centre * scale + shift, radius * scale.abs()
+    else:
+        raise TypeError(f"not an affine layer: {type(layer).__name__}")
     return centre - radius, centre + radius
 
 

@@ -125,9 +125,9 @@ def nearest_boundary(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, index: to
         point = x.detach().requires_grad_(True)
         with torch.enable_grad():
             z = oracle.logits(point, index)
-            rows = [torch.autograd.grad(z[:, j].sum(), point, retain_graph=j < z.shape[1] - 1)[0]
-                    for j in range(z.shape[1])]
-        draw = torch.stack(rows, dim=1)
+            grads = [torch.autograd.grad(z[:, j].sum(), point, retain_graph=j < z.shape[1] - 1)[0]
+                     for j in range(z.shape[1])]
+        draw = torch.stack(grads, dim=1)
         jacobian = draw if jacobian is None else jacobian + draw
         logits = z.detach() if logits is None else logits + z.detach()
     assert jacobian is not None and logits is not None

@@ -195,8 +195,8 @@ class _Run:
                     if bool(hit.any()):
                         out[pos[hit]], fooled[pos[hit]] = cur[hit], True
                         keep = ~hit
-                        cur, x, criterion, index, pos, grad = (
-                            t[keep] for t in (cur, x, criterion, index, pos, grad))
+                        cur, x, index, pos, grad = (t[keep] for t in (cur, x, index, pos, grad))
+                        criterion = criterion[keep]
                         if len(pos) == 0:
                             return out, fooled
                 else:
@@ -268,6 +268,7 @@ class PGDAttack(Attack):
 
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
             ctx: AttackContext) -> torch.Tensor:
+        assert self.rel_step_size is not None  # __post_init__ fills it in
         return pgd(oracle.gradient, x, y, threat, steps=self.steps,
                    step_size=float(self.rel_step_size) * threat.eps, targets=ctx.targets,
                    restarts=self.restarts, random_start=self.random_start,

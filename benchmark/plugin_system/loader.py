@@ -9,6 +9,7 @@ Set ``BENCH_DISABLE_PLUGIN_AUTOLOAD=1`` to load only bench's own plugins (tests 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import sys
@@ -107,7 +108,8 @@ class Loader:
 
     def load_entry_points(self, autoload: bool) -> None:
         found = entry_points(group=hookspecs.ENTRY_POINT_GROUP)
-        own_first = sorted(found, key=lambda ep: (ep.dist.name != OWN_DISTRIBUTION, ep.name))
+        own_first = sorted(found, key=lambda ep: (ep.dist is None
+                                                  or ep.dist.name != OWN_DISTRIBUTION, ep.name))
         for ep in own_first:
             dist = ep.dist.name if ep.dist else "unknown"
             if not autoload and dist != OWN_DISTRIBUTION:
@@ -117,7 +119,7 @@ class Loader:
     def load_modules(self, names: Iterable[str]) -> None:
         for name in names:
             self.load_one(Source(name, *distribution_of(name)),
-                          lambda name=name: importlib.import_module(name))
+                          functools.partial(importlib.import_module, name))
 
     def load_one(self, source: Source, load: Callable[[], object]) -> None:
         """Import one plugin module and register it; a plugin whose optional dependency is

@@ -28,7 +28,7 @@ class Source:
 class Entry:
     name: str
     kind: str
-    cls: type[Any]
+    cls: Any  # the plugin's class (a model given by --model: a factory of one)
     source: Source
     # Arguments the user set (``--set``); a variant's name carries them (see
     # advbench.plugin_system.options).

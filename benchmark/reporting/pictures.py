@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import SupportsInt
 
 import torch
 
@@ -38,12 +39,12 @@ def cell_stem(attack: str, defense: str, split: str, norm: str, eps: float | Non
     return stem if eps is None else f"{stem}_{eps:g}"
 
 
-def label_name(label: int, classes: Sequence[str]) -> str:
+def label_name(label: SupportsInt, classes: Sequence[str]) -> str:
     """A label as people read it: the class name, "abstain" for −1, else the number."""
-    label = int(label)
-    if label == -1:
+    number = int(label)
+    if number == -1:
         return "abstain"
-    return classes[label] if 0 <= label < len(classes) else str(label)
+    return classes[number] if 0 <= number < len(classes) else str(number)
 
 
 def _show_image(axis: plt.Axes, image: torch.Tensor) -> None:
@@ -116,8 +117,8 @@ def adversarial_examples_grid(
                  (change_row, f"δ ±{scale:.3g}" if scale else "δ = 0", "k", None),
                  (adv_row, label_name(pred_adv[i], classes), FOOLED if fooled else "k",
                   "bold" if fooled else None))
-        for axis, text, colour, weight in texts:
-            axis.text(centre, -1.5, text, ha="center", va="bottom", fontsize=8, color=colour,
+        for axis, text, ink, weight in texts:
+            axis.text(centre, -1.5, text, ha="center", va="bottom", fontsize=8, color=ink,
                       fontweight=weight)
     for axis, row in zip(axes[:, 0], ("clean", "perturbation", "adversarial"), strict=True):
         axis.set_xticks([])

@@ -329,7 +329,8 @@ def evaluation_sets(path: Path, frame: pd.DataFrame) -> dict[tuple[str, str], di
     """What a results file was evaluated on, per dataset and split: its sample counts, and the
     samples' hashes (indices and data) when its run's manifest lies beside it."""
     manifest = beside_manifest(path)
-    samples = manifest.get("samples") if isinstance(manifest.get("samples"), dict) else {}
+    samples = manifest.get("samples")
+    samples = samples if isinstance(samples, dict) else {}
     found = {}
     for (dataset, split), part in frame.groupby(["dataset", "split"], sort=False):
         record = samples.get(split) if manifest.get("dataset") == dataset else None

@@ -18,6 +18,7 @@ The page's Jinja2 template, style sheet and script are the files of ``templates/
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -309,10 +310,10 @@ def caption(stem: str, defense: str, attacks: Iterable[str]) -> str:
             return f"{what} ({rest} split)" if rest else what
     for attack in sorted(attacks, key=len, reverse=True):
         if stem.startswith(f"{attack}_{defense}_"):
-            rest = stem[len(f"{attack}_{defense}_"):].split("_")
-            if len(rest) == 3:  # the cell's split, norm and ε, as the runner names it
-                return f"{attack} · {rest[0]} split · {rest[1]} ε={rest[2]}"
-            return f"{attack} · {' '.join(rest)}"
+            parts = stem[len(f"{attack}_{defense}_"):].split("_")
+            if len(parts) == 3:  # the cell's split, norm and ε, as the runner names it
+                return f"{attack} · {parts[0]} split · {parts[1]} ε={parts[2]}"
+            return f"{attack} · {' '.join(parts)}"
     return stem
 
 
@@ -413,7 +414,8 @@ def write_site(frame: pd.DataFrame, folder: Path, manifest: dict[str, Any] | Non
         written = []
         for name in sorted(files, key=lambda n: (n != "index.html", n)):
             text = files[name]
-            write_atomic(folder / name, lambda p, text=text: p.write_text(text, encoding="utf-8"))
+            write_atomic(folder / name,
+                         functools.partial(Path.write_text, data=text, encoding="utf-8"))
             written.append(folder / name)
     except OSError as exc:
         raise BenchError(f"{folder}: cannot write the leaderboard page there "

@@ -86,7 +86,7 @@ def outcome_problem(row: Mapping[str, Any], outcome: CellOutcome) -> str | None:
         except (KeyError, TypeError, ValueError):
             same = False
         if not same:
-            stored = row.get(column)
+            stored: Any = row.get(column)
             stored = stored.item() if hasattr(stored, "item") else stored  # numpy scalar
             return f"{column} is {stored!r} but its {n} per-sample outcomes give {value:.6g}"
     return None
@@ -184,7 +184,8 @@ class CellCache:
             if meta["samples"]:
                 column = {name: torch.from_numpy(frame[name].to_numpy().copy())
                           for name in frame.columns}
-                outcome = CellOutcome(*(column[name] for name in OUTCOME_COLUMNS),
+                clean_correct, adv_pred, labels, queries = (column[n] for n in OUTCOME_COLUMNS)
+                outcome = CellOutcome(clean_correct, adv_pred, labels, queries,
                                       needed_norm=column.get("needed_norm"))
                 certified = column.get("certified")
             cell = CachedCell(dict(meta["row"]), outcome, certified, dict(meta["extras"]))

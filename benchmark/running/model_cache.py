@@ -67,7 +67,7 @@ def tensor_hash(*tensors: torch.Tensor) -> str:
     for tensor in tensors:
         array = tensor.detach().cpu().contiguous().numpy()
         digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
+        digest.update(array.data.cast("B"))
     return digest.hexdigest()[:20]
 
 

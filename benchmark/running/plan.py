@@ -238,7 +238,7 @@ def check_model(plugin: ModelPlugin, dataset: Dataset) -> None:
     dataset's shape: a factory that is not one fails before anything is trained or written."""
     if not isinstance(plugin, ImportedModel):
         return
-    shape, classes = tuple(dataset.shape), dataset.num_classes
+    shape, classes = (*dataset.shape,), dataset.num_classes
     label = f"--model {plugin.name!r}"
     try:
         model = plugin.build(shape, classes)
@@ -415,6 +415,10 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
         plan.left_out = randomized_version(plan.cells)
         plan.cells = [cell for cell in plan.cells
                       if not any(cell is out for out in plan.left_out)]
-        plan.cells.sort(key=lambda cell: (defenses.index(cell.defense),
-                                          cascade_rank(cell.attack)))
+
+        def rank(cell: Cell) -> tuple[int, int]:
+            assert cell.attack is not None  # every cell of a plan names its attack
+            return defenses.index(cell.defense), cascade_rank(cell.attack)
+
+        plan.cells.sort(key=rank)
     return plan

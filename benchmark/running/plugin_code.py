@@ -25,8 +25,8 @@ def top_package(name: str) -> str:
 def imported_modules(name: str, source: str) -> set[str]:
     """Names of the modules that module ``name`` (its ``source``) imports, ``from`` imports and
     relative ones included, that belong to its own top-level package and are loaded."""
-    top, found = top_package(name), set()
-    package = name if source_file(name) and source_file(name).name == "__init__.py" else \
+    top, found = top_package(name), set[str]()
+    package = name if (file := source_file(name)) and file.name == "__init__.py" else \
         name.rpartition(".")[0]
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

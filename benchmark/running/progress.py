@@ -12,6 +12,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -27,8 +28,8 @@ class RunProgress:
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
         ) if enabled else None
-        self._overall = None
-        self._current = None
+        self._overall: TaskID | None = None
+        self._current: TaskID | None = None
 
     def __enter__(self) -> RunProgress:
         if self._progress:

@@ -104,13 +104,14 @@ class LocalExecutor(Executor):
                 prepared.error = exc
         if prepared.error is not None:
             raise prepared.error
+        assert prepared.value is not None
         return prepared.value
 
     def state(self, prepared: _Lazy, defense: Defense) -> Defended:
         return self._get(prepared)
 
 
-_WORKER: Worker | None = None  # the worker of a pool process
+_WORKER: Worker  # the worker of a pool process, set by _start_process
 
 
 def _start_process(worker: Worker, threads: int, driver: int) -> None:
@@ -178,6 +179,7 @@ class ProcessExecutor(Executor):
     def _submit(self, task: _Task) -> None:
         task.tries += 1
         function = _prepare_in_process if task.kind == "prepare" else _attack_in_process
+        assert self.pool is not None, "start() makes the pool"
         self.running[self.pool.submit(function, *task.args)] = task.handle
 
     def _new_task(self, kind: str, args: tuple) -> int:
@@ -238,6 +240,7 @@ class ProcessExecutor(Executor):
     def _restart(self, lost: list[_Task]) -> Iterator[tuple[int, Outcome]]:
         """A dead process breaks the whole pool: what it was running goes to a new pool,
         except a task that has already been tried ``max_tries`` times, which fails."""
+        assert self.pool is not None, "start() makes the pool"
         self.pool.shutdown(wait=False, cancel_futures=True)
         lost += [self.tasks[handle] for handle in self.running.values()]
         self.running = {}

@@ -22,7 +22,7 @@ from advbench.running.worker import CellResult, Defended, Worker
 try:
     import ray
 except ImportError:  # pragma: no cover - depends on the environment
-    ray = None
+    ray = None  # type: ignore[assignment]  # checked where a Ray executor is made
 
 RETRIES = 2  # runs of a task again after its worker died
 CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's address; Ray itself retries forever
@@ -84,9 +84,8 @@ class RayExecutor(Executor):
                                  "--ray-address") from None
             self.started_here = True
         gpus = 1 if worker.plan.device.type == "cuda" else 0
-        options = dict(num_cpus=1, num_gpus=gpus, max_retries=RETRIES)
-        self.prepare_task = ray.remote(**options)(_prepare)
-        self.attack_task = ray.remote(**options)(_attack)
+        self.prepare_task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=RETRIES)(_prepare)
+        self.attack_task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=RETRIES)(_attack)
         self.worker_ref = ray.put(worker)
 
     def prepare(self, defense: Defense) -> Any:
