@@ -4,12 +4,12 @@ import os
 
 os.environ["BENCH_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from advbench import load_registry  # noqa: E402
-from advbench.algorithms.training import train_classifier  # noqa: E402
-from advbench.defense import TrainContext, TrainSettings  # noqa: E402
+from advbench import load_registry
+from advbench.algorithms.training import train_classifier
+from advbench.defense import TrainContext, TrainSettings
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import os
 # Tests must not be contaminated by whatever third-party plugins are installed.
 os.environ["BENCH_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from advbench import Split, load_registry  # noqa: E402
-from advbench.algorithms.training import train_classifier  # noqa: E402
-from advbench.defense import TrainContext, TrainSettings  # noqa: E402
+from advbench import Split, load_registry
+from advbench.algorithms.training import train_classifier
+from advbench.defense import TrainContext, TrainSettings
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

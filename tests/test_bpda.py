@@ -18,7 +18,7 @@ from advbench.defense import bpda_surrogate
 from advbench.oracle import Oracle
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples" / "bench-example-plugin"))
-from bench_example_plugin import input_quantization  # noqa: E402
+from bench_example_plugin import input_quantization
 
 SCALE = 1e4
 

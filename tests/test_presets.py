@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from advbench.plugin_system.loader import load_registry
 from advbench.plugin_system.presets import PRESETS

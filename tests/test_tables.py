@@ -10,12 +10,12 @@ import math
 import re
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
-import tomllib
 import torch
 from rich.console import Console
 

@@ -13,17 +13,17 @@ from torch import nn
 
 pytest.importorskip("torchattacks")
 
-import torchattacks  # noqa: E402
+import torchattacks
 
-import advbench_plugins.torchattacks_adapter as ta  # noqa: E402
-from advbench import AccessError, AttackContext, Oracle, Split, ThreatModel  # noqa: E402
-from advbench.adapters import OracleModel, nearest, project_l0, seeded_global_rng  # noqa: E402
-from advbench.conformance import check_attack  # noqa: E402
-from advbench.errors import UsageError  # noqa: E402
-from advbench.plugin_system.loader import load_registry  # noqa: E402
-from advbench.plugin_system.options import arguments_of, checked_value  # noqa: E402
-from advbench.running.evaluate import attack_cell, predict  # noqa: E402
-from advbench.threat import perturbation_size  # noqa: E402
+import advbench_plugins.torchattacks_adapter as ta
+from advbench import AccessError, AttackContext, Oracle, Split, ThreatModel
+from advbench.adapters import OracleModel, nearest, project_l0, seeded_global_rng
+from advbench.conformance import check_attack
+from advbench.errors import UsageError
+from advbench.plugin_system.loader import load_registry
+from advbench.plugin_system.options import arguments_of, checked_value
+from advbench.running.evaluate import attack_cell, predict
+from advbench.threat import perturbation_size
 
 EPS = {"linf": 0.1, "l2": 1.5, "l0": 3.0}
 TINY_EPS = {"linf": 0.1, "l2": 0.5, "l0": 3.0}
