@@ -8,9 +8,37 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advbench.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # what type checkers see of the lazy names that public modules define
+    from advbench.algorithms.losses import dlr as dlr
+    from advbench.algorithms.losses import dlr_loss as dlr_loss
+    from advbench.algorithms.losses import kl_divergence as kl_divergence
+    from advbench.algorithms.losses import kl_loss as kl_loss
+    from advbench.algorithms.losses import margin as margin
+    from advbench.algorithms.losses import margin_loss as margin_loss
+    from advbench.algorithms.losses import targeted_dlr as targeted_dlr
+    from advbench.algorithms.losses import targeted_dlr_loss as targeted_dlr_loss
+    from advbench.attack import Attack as Attack
+    from advbench.attack import AttackContext as AttackContext
+    from advbench.data import Dataset as Dataset
+    from advbench.data import Split as Split
+    from advbench.defense import Defense as Defense
+    from advbench.defense import TrainContext as TrainContext
+    from advbench.defense import TrainSettings as TrainSettings
+    from advbench.errors import BenchError as BenchError
+    from advbench.errors import PluginLoadError as PluginLoadError
+    from advbench.errors import PluginUnavailable as PluginUnavailable
+    from advbench.errors import UsageError as UsageError
+    from advbench.gate import GateResult as GateResult
+    from advbench.gate import check_adversarial as check_adversarial
+    from advbench.models import ModelPlugin as ModelPlugin
+    from advbench.oracle import AccessError as AccessError
+    from advbench.oracle import Oracle as Oracle
+    from advbench.oracle import QueryBudgetExceeded as QueryBudgetExceeded
+    from advbench.threat import ThreatModel as ThreatModel
 
 _EXPORTS = {
     "Attack": "attack", "AttackContext": "attack",

@@ -58,8 +58,8 @@ class AdaptedAttack(Attack):
     spec: ClassVar[AdaptedSpec]
     upstream_class: ClassVar[type]
 
-    @property  # Attack's max_queries may be a field or a property; here it follows the spec
-    def max_queries(self) -> int | None:  # type: ignore[override]
+    @property
+    def max_queries(self) -> int | None:
         return None if self.spec.budget is None else self.spec.budget(self)
 
     def upstream_arguments(self, harness: dict[str, Any]) -> dict[str, Any]:

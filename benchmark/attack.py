@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self, final
+from typing import TYPE_CHECKING, Any, ClassVar, Self, final
 
 import torch
 
@@ -123,7 +123,12 @@ class Attack:
     against_randomized: ClassVar[bool] = True
     description: ClassVar[str] = ""
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    max_queries: int | None = None
+    if TYPE_CHECKING:  # read-only here, so that a subclass may make it a field or a property
+        @property
+        def max_queries(self) -> int | None:
+            return None
+    else:
+        max_queries: int | None = None
 
     def run(
         self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,

@@ -197,7 +197,7 @@ class ArtAttack(AdaptedAttack):
             return x
         seed = draw_seed(ctx.generator)
         targeted = ctx.targets is not None
-        goal = ctx.targets if targeted else y
+        goal = y if ctx.targets is None else ctx.targets
         model = OracleModel(oracle, x, threat.norm, self.access)
         here = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
         with seeded_global_rng(seed, x.device), here, torch.enable_grad():
