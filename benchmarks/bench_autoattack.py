@@ -143,7 +143,7 @@ def defended_models(cache: Path) -> tuple[dict[str, nn.Module], Plan]:
     models = {}
     for entry in plan.defenses:
         defense = plan.build(entry)
-        base, _, line = worker.trained_model(defense)
+        base, _, line = worker.models.trained_model(defense)
         print(line)
         models[entry.name] = defense.wrap(base).eval()
     return models, plan

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from advbench import Oracle, Split, ThreatModel
-from advbench.running.evaluate import CellOutcome, attack_cell, predict
+from advbench.running.evaluate import CellOutcome, CellSpec, attack_cell, predict
 from advbench.seal import Pristine, Seal
 from advbench_plugins.pgd_linf import PGDLinf
 
@@ -50,8 +50,8 @@ def graded(data: Split, clean: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def cell(model: torch.nn.Module, data: Split, clean: torch.Tensor, **sealing) -> CellOutcome:
     attack = PGDLinf(steps=STEPS, early_exit=False)
-    return attack_cell(model, attack, data, clean, THREAT, batch_size=BATCH, device=CPU, seed=0,
-                       **sealing)
+    spec = CellSpec(batch_size=BATCH, device=CPU, seed=0, sealed=sealing.get("sealed", True))
+    return attack_cell(model, attack, data, clean, THREAT, spec, seal=sealing.get("seal"))
 
 
 def best_of(function: Callable[[], object], repeats: int) -> float:

@@ -26,7 +26,7 @@ from advbench.conformance import check_attack
 from advbench.errors import UsageError
 from advbench.plugin_system.loader import load_registry
 from advbench.plugin_system.options import arguments_of, checked_value
-from advbench.running.evaluate import attack_cell, predict
+from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench.threat import perturbation_size
 
 EPS = {"linf": 0.1, "l2": 1.5}
@@ -87,8 +87,8 @@ def test_each_adapted_attack_runs_a_gated_cell(name, tiny):
     clean = predict(net, x, 64, torch.device("cpu"))
     for norm in cls.norms:
         outcome = attack_cell(net, cls(**FAST[name]), Split(x, y), clean,
-                              ThreatModel(norm, EPS[norm]), batch_size=64,
-                              device=torch.device("cpu"), seed=0)
+                              ThreatModel(norm, EPS[norm]), CellSpec(batch_size=64,
+                              device=torch.device("cpu"), seed=0))
         assert outcome.invalid_reason is None, (name, norm, outcome.invalid_reason)
         assert bool((outcome.queries[outcome.clean_correct] > 0).all()), (name, norm)
         assert int(outcome.robust.sum()) < len(y), (name, norm)  # it bites
@@ -194,7 +194,7 @@ def test_minimum_norm_output_is_projected_and_the_median_norm_reported(tiny):
     clean = predict(net, x, 8, torch.device("cpu"))
     attack = BY_NAME["art-deepfool"](max_iter=20)
     outcome = attack_cell(net, attack, Split(x, y), clean, ThreatModel("l2", 0.1),
-                          batch_size=4, device=torch.device("cpu"), seed=0)
+                          CellSpec(batch_size=4, device=torch.device("cpu"), seed=0))
     assert outcome.invalid_reason is None  # projected: the gate accepts it
     attacked = clean == y
     needed = outcome.needed_norm

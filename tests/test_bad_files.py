@@ -125,7 +125,7 @@ def plan_for(registry, root: Path, tmp_path: Path):
 
 
 def key_of(plan) -> str:
-    return content_key(Worker(plan, None).model_parts(plan.build(plan.defenses[0])))
+    return content_key(Worker(plan, None).models.model_parts(plan.build(plan.defenses[0])))
 
 
 def test_fingerprint_follows_the_data_not_the_indices():

@@ -20,7 +20,7 @@ from advbench import load_registry, run_matrix
 from advbench.cli import main
 from advbench.data import read_idx
 from advbench.reporting.results import blank_row
-from advbench.running import worker as worker_module
+from advbench.running import keys as keys_module
 from advbench.running.cell_cache import CachedCell, CellCache
 from advbench.running.evaluate import CellOutcome
 from advbench.running.model_cache import ModelCache, content_key
@@ -136,7 +136,7 @@ PARTS = {
 
 def cache_key(plan, cell, attack_config, user_model) -> str:
     defense = plan.build(plan.defenses[0])
-    return Worker(plan, user_model).cache_key(cell, defense, attack_config, "{}")
+    return Worker(plan, user_model).keys.cache_key(cell, defense, attack_config, "{}")
 
 
 @pytest.mark.parametrize("part", [*PARTS, "bench's code"])
@@ -146,7 +146,7 @@ def test_each_part_of_the_key_changes_it(plan, part, monkeypatch):
     before = cache_key(plan, cell, attack_config, None)
     assert cache_key(plan, cell, attack_config, None) == before  # stable
     if part == "bench's code":
-        monkeypatch.setattr(worker_module, "code_version", lambda: "edited")
+        monkeypatch.setattr(keys_module, "code_version", lambda: "edited")
         changed = (plan, cell, attack_config, None)
     else:
         changed = PARTS[part](plan, cell, attack_config, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-import advbench.running.worker
+import advbench.running.prepare
 from advbench import run_matrix
 
 SMALL = dict(preset="smoke", n_train=3000, n_eval=150)
@@ -27,7 +27,7 @@ def test_a_planted_certifier_bug_is_flagged_loudly(tmp_path, monkeypatch):
     def certifies_everything(model, x, y, eps, method):
         return torch.ones(len(y), dtype=torch.bool)
 
-    monkeypatch.setattr(advbench.running.worker, "certify", certifies_everything)
+    monkeypatch.setattr(advbench.running.prepare, "certify", certifies_everything)
     frame = run_matrix(attacks="fgsm", defenses="none", cache_dir=tmp_path, **SMALL)
     row = frame.iloc[0]
     assert row["certified_accuracy"] == 1.0 and row["certified_broken"] > 0

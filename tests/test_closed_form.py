@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from advbench import AttackContext, Oracle, Split, ThreatModel
-from advbench.running.evaluate import attack_cell, predict
+from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench_plugins.fgm import FGM
 from advbench_plugins.fgsm import FGSM
 
@@ -76,7 +76,7 @@ def test_harness_robustness_matches_the_closed_form_margin():
     model, x, y, s = binary_problem(n=400)
     pred = predict(model, x, 100, torch.device("cpu"))
     outcome = attack_cell(model, FGSM(), Split(x, y), pred, ThreatModel("linf", EPS_LINF),
-                          batch_size=100, device=torch.device("cpu"), seed=0)
+                          CellSpec(batch_size=100, device=torch.device("cpu"), seed=0))
     margin = s * model.score(x) - EPS_LINF * model.w.abs().sum()
     assert torch.equal(outcome.robust, margin > 0)
     assert 0 < int(outcome.robust.sum()) < int(outcome.clean_correct.sum())

@@ -7,7 +7,7 @@ import sample_plugins
 import torch
 
 from advbench import AttackContext, Oracle, ThreatModel, check_adversarial
-from advbench.running.evaluate import attack_cell, predict
+from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench.threat import perturbation_size
 
 EXPECTED_REASON = {
@@ -26,7 +26,7 @@ def test_every_cheater_is_caught(cheater, norm, eps, trained_cnn, batch):
     x, y = batch
     pred = predict(trained_cnn, x, 250, torch.device("cpu"))
     outcome = attack_cell(trained_cnn, cheater(), _split(x, y), pred, ThreatModel(norm, eps),
-                          batch_size=250, device=torch.device("cpu"), seed=0)
+                          CellSpec(batch_size=250, device=torch.device("cpu"), seed=0))
     assert outcome.invalid_reason is not None
     assert EXPECTED_REASON[cheater.name] in outcome.invalid_reason
 

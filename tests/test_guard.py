@@ -11,7 +11,7 @@ from torch import nn
 
 from advbench import Split, ThreatModel, load_registry, run_matrix
 from advbench.conformance import ConformanceError, check_attack, tiny_model
-from advbench.running.evaluate import attack_cell, predict
+from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench.seal import ModelSeal, Pristine, Seal, SealBroken, identical
 from advbench_plugins.fgsm import FGSM
 
@@ -136,7 +136,8 @@ def test_an_honest_cell_is_the_same_sealed_or_not(trained_cnn, batch):
     x, y = x[:100], y[:100]
     clean = predict(trained_cnn, x, 50, torch.device("cpu"))
     outcomes = [attack_cell(trained_cnn, FGSM(), Split(x, y), clean, ThreatModel("linf", 0.1),
-                            batch_size=50, device=torch.device("cpu"), seed=0, sealed=sealed)
+                            CellSpec(batch_size=50, device=torch.device("cpu"), seed=0,
+                                     sealed=sealed))
                 for sealed in (True, False)]
     assert outcomes[0].invalid_reason is None
     assert torch.equal(outcomes[0].adv_pred, outcomes[1].adv_pred)

@@ -129,11 +129,11 @@ def test_clean_accuracy_is_the_harness_forward_pass(trained_cnn, fashion):
     x, y = fashion["test"].x[:300], fashion["test"].y[:300]
     expected = float((predict(trained_cnn, x, 100, torch.device("cpu")) == y).float().mean())
     from advbench import ThreatModel
-    from advbench.running.evaluate import attack_cell
+    from advbench.running.evaluate import CellSpec, attack_cell
     from advbench_plugins.fgsm import FGSM
 
     pred = predict(trained_cnn, x, 100, torch.device("cpu"))
     outcome = attack_cell(trained_cnn, FGSM(), Split(x, y), pred, ThreatModel("linf", 0.0),
-                          batch_size=100, device=torch.device("cpu"), seed=0)
+                          CellSpec(batch_size=100, device=torch.device("cpu"), seed=0))
     assert float(outcome.clean_correct.float().mean()) == expected
     assert torch.equal(outcome.robust, outcome.clean_correct)  # ε = 0 is clean accuracy

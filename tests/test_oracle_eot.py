@@ -19,7 +19,7 @@ from torch import nn
 from advbench import Attack, Defense, Split, ThreatModel, hookimpl, load_registry, run_matrix
 from advbench.conformance import tiny_images, tiny_model
 from advbench.oracle import Oracle, QueryBudgetExceeded
-from advbench.running.evaluate import attack_cell, predict
+from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench.seal import Pristine, Seal
 
 MEAN = 0.75  # the noise's mean: uniform on [MEAN − 1, MEAN + 1]
@@ -162,8 +162,8 @@ def test_a_budget_of_one_query_per_step_gets_every_step_under_the_seal(noisy):
     clean = predict(model, x, 16, torch.device("cpu"))
     data = Split(x, clean.clone())
     outcome = attack_cell(model, Stepwise(), data, clean, ThreatModel("linf", 0.1),
-                          batch_size=16, device=torch.device("cpu"), seed=0,
-                          eot_samples=DRAWS)
+                          CellSpec(batch_size=16, device=torch.device("cpu"), seed=0,
+                          eot_samples=DRAWS))
     assert outcome.invalid_reason is None
     assert outcome.queries.tolist() == [STEPS] * len(x)
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from advbench import AttackContext, Oracle, Split, ThreatModel, load_registry
 from advbench.algorithms.pgd import model_gradient, model_logits, pgd, sample_start
-from advbench.running.evaluate import attack_cell, predict
+from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench.threat import perturbation_size
 from advbench_plugins import pgd_l2, pgd_linf
 from advbench_plugins.fgsm import FGSM
@@ -33,8 +33,8 @@ def cell(model, attack, x, y, threat, seed=0):
     """Per-sample robustness (correct before and after) as the runner grades it."""
     data = Split(x, y)
     clean = predict(model, x, 500, CPU)
-    return attack_cell(model, attack, data, clean, threat, batch_size=500, device=CPU,
-                       seed=seed).robust
+    return attack_cell(model, attack, data, clean, threat, CellSpec(batch_size=500, device=CPU,
+                       seed=seed)).robust
 
 
 def test_registered_with_madry_step_rule():

@@ -21,7 +21,7 @@ from advbench.reporting.pictures import (
     signed_perturbation,
     sweep_series,
 )
-from advbench.running.evaluate import SHOWN, CellOutcome, attack_cell, either_fooled
+from advbench.running.evaluate import SHOWN, CellOutcome, CellSpec, attack_cell, either_fooled
 from advbench.threat import perturbation_size
 from advbench_plugins.fashion_mnist import FashionMNIST
 from advbench_plugins.fgsm import FGSM
@@ -36,7 +36,7 @@ def run_cell(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor,
              threat: ThreatModel = LINF, batch_size: int = 5, **kwargs) -> CellOutcome:
     clean = model(x).argmax(dim=1)
     return attack_cell(model, attack, Split(x.clone(), y.clone()), clean, threat,
-                       batch_size=batch_size, device=CPU, seed=0, **kwargs)
+                       CellSpec(batch_size=batch_size, device=CPU, seed=0, **kwargs))
 
 
 def assert_png(path, height_at_least: int = 100) -> None:

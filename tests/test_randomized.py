@@ -13,7 +13,7 @@ import torch
 from advbench import ThreatModel, hookimpl, load_registry, run_matrix
 from advbench.algorithms.smoothing import SmoothedClassifier
 from advbench.reporting.results import RADIUS_GRID, radius_columns
-from advbench.running.evaluate import attack_cell, is_randomized, predict
+from advbench.running.evaluate import CellSpec, attack_cell, is_randomized, predict
 from advbench.running.worker import Worker
 from advbench_plugins.gaussian_smoothing import GaussianSmoothing
 from advbench_plugins.pgd_l2 import PGDL2
@@ -46,8 +46,8 @@ def test_eot_lowers_the_robust_accuracy_of_a_smoothed_model(trained_cnn, fashion
     for eot in (1, 16):
         model.reseed(2)
         outcome = attack_cell(model, PGDL2(steps=10), data, clean, ThreatModel("l2", 1.0),
-                              batch_size=100, device=torch.device("cpu"), seed=0,
-                              eot_samples=eot)
+                              CellSpec(batch_size=100, device=torch.device("cpu"), seed=0,
+                              eot_samples=eot))
         robust[eot] = int(outcome.robust.sum())
     assert robust[16] < robust[1]
 

@@ -16,7 +16,7 @@ from torch import nn
 from advbench import Defense, ThreatModel, hookimpl, load_registry, run_matrix
 from advbench.reporting.leaderboard import to_markdown
 from advbench.reporting.results import wilson_interval
-from advbench.running.evaluate import attack_cell, decide, predict, prediction_draws
+from advbench.running.evaluate import CellSpec, attack_cell, decide, predict, prediction_draws
 from advbench_plugins.fgsm import FGSM
 from advbench_plugins.pgd_linf import PGDLinf
 from advbench_plugins.random_search import RandomSearch
@@ -119,8 +119,8 @@ def test_eps_zero_equals_clean_for_a_random_prediction(trained_cnn, fashion, dra
     threat = ThreatModel("linf", 0.0)
     robust = []
     for attack in (FGSM(), PGDLinf(steps=3), RandomSearch(max_queries=20)):
-        outcome = attack_cell(model, attack, data, clean, threat, batch_size=60, device=CPU,
-                              seed=0, eot_samples=draws)
+        outcome = attack_cell(model, attack, data, clean, threat,
+                              CellSpec(batch_size=60, device=CPU, seed=0, eot_samples=draws))
         assert torch.equal(outcome.robust, outcome.clean_correct), attack.name
         robust.append(outcome.robust)
     assert torch.equal(torch.stack(robust).all(dim=0), clean == data.y)
@@ -134,7 +134,7 @@ def test_changed_inputs_are_graded_by_the_mean_of_draws(trained_cnn, fashion):
     torch.manual_seed(2)
     clean = predict(model, data.x, 100, CPU, 16)
     outcome = attack_cell(model, FGSM(), data, clean, ThreatModel("linf", 0.3),
-                          batch_size=100, device=CPU, seed=0, eot_samples=16)
+                          CellSpec(batch_size=100, device=CPU, seed=0, eot_samples=16))
     assert (outcome.adv_pred != clean).any()  # graded again, not kept
 
 

@@ -22,7 +22,7 @@ from advbench.conformance import check_attack
 from advbench.errors import UsageError
 from advbench.plugin_system.loader import load_registry
 from advbench.plugin_system.options import arguments_of, checked_value
-from advbench.running.evaluate import attack_cell, predict
+from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench.threat import perturbation_size
 
 EPS = {"linf": 0.1, "l2": 1.5, "l0": 3.0}
@@ -93,8 +93,8 @@ def test_each_adapted_attack_runs_a_gated_cell(name, trained_cnn, correct):
     clean = predict(trained_cnn, x, 64, torch.device("cpu"))
     for norm in cls.norms:
         outcome = attack_cell(trained_cnn, cls(**FAST.get(name, {})), data, clean,
-                              ThreatModel(norm, EPS[norm]), batch_size=64,
-                              device=torch.device("cpu"), seed=0)
+                              ThreatModel(norm, EPS[norm]), CellSpec(batch_size=64,
+                              device=torch.device("cpu"), seed=0))
         assert outcome.invalid_reason is None, (name, norm, outcome.invalid_reason)
         assert bool((outcome.queries[outcome.clean_correct] > 0).all()), (name, norm)
         # Weak here: one to three pixels (L0), SPSA's few samples, and DeepFool, which stalls
@@ -198,7 +198,7 @@ def test_a_cell_reports_the_median_norm_minimum_norm_attacks_needed(trained_cnn,
     clean = predict(trained_cnn, x, 12, torch.device("cpu"))
     attack = BY_NAME["ta-deepfool"](steps=20)
     outcome = attack_cell(trained_cnn, attack, Split(x, y), clean, ThreatModel("l2", 0.3),
-                          batch_size=5, device=torch.device("cpu"), seed=0)
+                          CellSpec(batch_size=5, device=torch.device("cpu"), seed=0))
     attacked = clean == y
     needed = outcome.needed_norm
     assert bool(needed[~attacked].isnan().all()) and not bool(needed[attacked].isnan().any())

@@ -155,7 +155,7 @@ def run_key(registry, defense: str, eps: float, options=None) -> str:
     config = RunConfig(attacks="fgsm", defenses=defense, preset="smoke", n_train=60, n_eval=20,
                        eps={"linf": [eps]}, options=options, device="cpu")
     plan = build_plan(config, registry)
-    return content_key(Worker(plan, None).model_parts(plan.build(plan.defenses[0])))
+    return content_key(Worker(plan, None).models.model_parts(plan.build(plan.defenses[0])))
 
 
 def test_runs_at_different_eps_never_share_a_cached_adversarially_trained_model(registry):
@@ -174,7 +174,7 @@ def test_the_worker_hands_the_run_to_training(registry):
     config = RunConfig(attacks="fgsm,pgd-l2", defenses="none", preset="smoke", n_train=60,
                        n_eval=20, eps={"linf": [0.05, 0.1], "l2": [1.5]}, device="cpu")
     plan = build_plan(config, registry)
-    ctx = Worker(plan, None).train_context(plan.build(plan.defenses[0]))
+    ctx = Worker(plan, None).models.train_context(plan.build(plan.defenses[0]))
     assert sorted((t.norm, t.eps) for t in ctx.threats) == [("l2", 1.5), ("linf", 0.05),
                                                             ("linf", 0.1)]
     assert ctx.dataset == DatasetInfo("fashion-mnist", (1, 28, 28), 10,

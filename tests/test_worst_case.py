@@ -10,7 +10,7 @@ import sample_plugins
 import torch
 
 from advbench import ThreatModel, UsageError, load_registry, run_matrix
-from advbench.running.evaluate import attack_cell, predict
+from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench.running.plan import choose_targets
 from advbench.running.worker import targeted_success
 from advbench_plugins.fgsm import FGSM
@@ -77,8 +77,8 @@ def test_targets_reach_the_attack(trained_cnn, fashion):
     hits = {}
     for name, given in (("targeted", targets), ("untargeted", None)):
         outcome = attack_cell(trained_cnn, FGSM(), data, pred, ThreatModel("linf", 0.3),
-                              batch_size=200, device=torch.device("cpu"), seed=0,
-                              targets=given)
+                              CellSpec(batch_size=200, device=torch.device("cpu"), seed=0,
+                              targets=given))
         hits[name] = targeted_success(outcome, targets)
     assert hits["targeted"] > 1.5 * hits["untargeted"]
 

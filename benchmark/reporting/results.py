@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +12,9 @@ from scipy.stats import binomtest
 
 from advbench._util import write_atomic  # re-export until driver/worker import from advbench._util
 from advbench.errors import BenchError, UsageError
+
+if TYPE_CHECKING:
+    from advbench.running.evaluate import CellOutcome
 
 SCHEMA_VERSION = 1
 
@@ -60,6 +63,44 @@ def wilson_interval(successes: int, n: int) -> tuple[float, float]:
         return float("nan"), float("nan")
     interval = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
     return float(interval.low), float(interval.high)
+
+
+def cell_row(identity: dict[str, Any], *, outcome: CellOutcome | None = None,
+             seconds: float = 0.0, error: str | None = None) -> dict[str, Any]:
+    """A cell's row: its ``identity`` (the columns naming it, ``Keys.identity``), what its
+    per-sample ``outcome`` grades to, and its status: ``error`` (the cell raised, or never ran)
+    first, else the outcome's own invalid reason, else ok."""
+    row = {**blank_row(), **identity, "seconds": round(seconds, 3),
+           "schema_version": SCHEMA_VERSION}
+    nan = float("nan")
+    if outcome is not None:
+        n = row["n_samples"] = len(outcome.labels)  # the graded samples, not a rebound split
+        clean, robust = int(outcome.clean_correct.sum()), int(outcome.robust.sum())
+        row["clean_accuracy"] = clean / n
+        low, high = wilson_interval(clean, n)
+        row.update(clean_accuracy_ci_low=low, clean_accuracy_ci_high=high)
+    if outcome is not None and outcome.invalid_reason is None:
+        attacked = outcome.clean_correct  # in a cascade, not the samples it skipped
+        if outcome.skipped is not None:
+            attacked = attacked & ~outcome.skipped
+        row["robust_accuracy"] = robust / n
+        low, high = wilson_interval(robust, n)
+        row.update(robust_accuracy_ci_low=low, robust_accuracy_ci_high=high)
+        row["attack_success_rate"] = (clean - robust) / clean if clean else nan
+        row["queries_mean"] = (float(outcome.queries[attacked].float().mean())
+                               if attacked.any() else nan)
+        fooled = outcome.queries[attacked & ~outcome.adv_correct].float()
+        if len(fooled):
+            row.update(queries_success_mean=float(fooled.mean()),
+                       queries_success_median=float(fooled.median()))
+        needed = outcome.needed_norm
+        if needed is not None and bool((~needed.isnan()).any()):
+            row["median_norm"] = float(np.median(needed[~needed.isnan()].numpy()))
+    reason = error or (outcome.invalid_reason if outcome else None)
+    row["valid"] = reason is None
+    row["status"] = "ok" if reason is None else ("error" if error else "invalid")
+    row["invalid_reason"] = reason or ""
+    return row
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -128,50 +128,57 @@ def graded(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, clean: torch.
     return labels
 
 
+@dataclass(frozen=True, eq=False)
+class CellSpec:
+    """How a cell's attack runs: ``batch_size`` samples at a time on ``device``, each batch's
+    generator seeded from ``seed``. ``targets`` (one label per sample): the attack is targeted,
+    and samples whose target is their own label are not attacked. ``eot_samples`` > 1 averages
+    gradients over that many draws of a randomized model, and grades its predictions by the
+    softmax averaged over as many draws (:func:`graded`, as the clean predictions must be).
+    A ``surrogate`` gives the oracle BPDA gradients (:class:`Oracle`). ``skip``: samples a
+    cascade's earlier attacks fooled, counted as fooled, not attacked. ``sealed=False`` is for
+    measuring the seal's cost only."""
+
+    batch_size: int
+    device: torch.device
+    seed: int
+    targets: torch.Tensor | None = None
+    eot_samples: int = 1
+    surrogate: nn.Module | None = None
+    skip: tuple[int, ...] = ()
+    sealed: bool = True
+
+
 def attack_cell(
     model: nn.Module,
     attack: Attack,
     data: Split,
     clean_pred: torch.Tensor,
     threat: ThreatModel,
+    spec: CellSpec,
     *,
-    batch_size: int,
-    device: torch.device,
-    seed: int,
-    targets: torch.Tensor | None = None,
-    eot_samples: int = 1,
-    on_batch: Callable[[int], None] = lambda n: None,
     seal: Seal | None = None,
-    sealed: bool = True,
-    surrogate: nn.Module | None = None,
-    skip: tuple[int, ...] = (),
+    on_batch: Callable[[int], None] = lambda n: None,
 ) -> CellOutcome:
-    """Run ``attack`` on every correctly classified sample of ``data``, batch by batch.
+    """Run ``attack`` on every correctly classified sample of ``data``, batch by batch, as
+    ``spec`` says (:class:`CellSpec`); ``on_batch`` hears how many samples each batch attacked.
 
-    With ``targets`` (one label per sample), the attack is targeted and samples whose target
-    is their own label are not attacked. ``eot_samples`` > 1 averages gradients over that many
-    draws of a randomized model, and grades its predictions by the softmax averaged over as
-    many draws (:func:`graded`, as the clean predictions must be). The cell runs under ``seal``
-    (:mod:`advbench.seal`; one made here over ``model`` and these tensors when None):
-    an attack that changes the model or what it is graded with, runs the model outside the
-    oracle or tampers with the oracle's terms or counts makes the cell invalid, and the damage
-    is undone. ``sealed=False`` is for measuring
-    the seal's cost only. A ``surrogate`` gives the oracle BPDA gradients (:class:`Oracle`).
-    ``skip``: samples a cascade's earlier attacks fooled, counted as fooled, not attacked.
+    The cell runs under ``seal`` (:mod:`advbench.seal`; one made here over ``model``
+    and these tensors when None): an attack that changes the model or what it is graded with,
+    runs the model outside the oracle or tampers with the oracle's terms or counts makes the
+    cell invalid, and the damage is undone.
     """
     graded = {"evaluation images": data.x, "evaluation labels": data.y,
               "clean predictions": clean_pred}
-    if targets is not None:
-        graded["targets"] = targets
-    if sealed and seal is None:
+    if spec.targets is not None:
+        graded["targets"] = spec.targets
+    if spec.sealed and seal is None:
         seal = Seal(model, [Pristine(graded)])
     if seal is None:
-        return _attack_batches(model, attack, data, clean_pred, threat, batch_size, device, seed,
-                               targets, eot_samples, on_batch, None, surrogate, skip)
+        return _attack_batches(model, attack, data, clean_pred, threat, spec, None, on_batch)
     seal.covers(graded.values())
     with seal.cell():
-        outcome = _attack_batches(model, attack, data, clean_pred, threat, batch_size, device,
-                                  seed, targets, eot_samples, on_batch, seal, surrogate, skip)
+        outcome = _attack_batches(model, attack, data, clean_pred, threat, spec, seal, on_batch)
         try:
             seal.check_copies()
         except SealBroken as exc:
@@ -181,12 +188,12 @@ def attack_cell(
 
 def _attack_batches(
     model: nn.Module, attack: Attack, data: Split, clean_pred: torch.Tensor,
-    threat: ThreatModel, batch_size: int, device: torch.device, seed: int,
-    targets: torch.Tensor | None, eot_samples: int, on_batch: Callable[[int], None],
-    seal: Seal | None, surrogate: nn.Module | None = None, skip: tuple[int, ...] = (),
+    threat: ThreatModel, spec: CellSpec, seal: Seal | None, on_batch: Callable[[int], None],
 ) -> CellOutcome:
     """The batches of :func:`attack_cell`, each checked by the seal (when there is one) before
     the harness predicts on what the attack returned."""
+    batch_size, device, targets, eot_samples = (spec.batch_size, spec.device, spec.targets,
+                                                spec.eot_samples)
     x_all, y_all = data.x, data.y  # the harness's references, whatever plugins rebind
     access, budget = attack.access, attack.max_queries  # the cell's terms
     clean_correct = clean_pred == y_all
@@ -194,8 +201,8 @@ def _attack_batches(
     queries = torch.zeros(len(y_all), dtype=torch.long)
     eligible = clean_correct if targets is None else clean_correct & (targets != y_all)
     skipped = None
-    if skip:
-        skipped = skip_mask(len(y_all), skip)
+    if spec.skip:
+        skipped = skip_mask(len(y_all), spec.skip)
         adv_pred[skipped] = -1
         eligible = eligible & ~skipped
     attacked = torch.nonzero(eligible).flatten()
@@ -208,8 +215,8 @@ def _attack_batches(
         x, y = x_all[index].to(device), y_all[index].to(device)
         watch = seal.watch(access, budget, eot_samples, len(index)) if seal else None
         oracle = Oracle(model, access, len(index), budget, eot_samples, guard=watch,
-                        surrogate=surrogate)
-        ctx = AttackContext(torch.Generator(device=device).manual_seed(seed + start),
+                        surrogate=spec.surrogate)
+        ctx = AttackContext(torch.Generator(device=device).manual_seed(spec.seed + start),
                             None if targets is None else targets[index].to(device))
         result, raised = None, None
         try:
