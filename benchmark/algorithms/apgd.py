@@ -93,19 +93,36 @@ def _into_ball(point: torch.Tensor, x: torch.Tensor, threat: ThreatModel) -> tor
     return (x + project(point - x, threat)).clamp(0, 1)
 
 
+@dataclass(frozen=True)
+class APGDSettings:
+    """APGD's terms: ``iterations`` (gradient queries per sample and restart), ``restarts``,
+    the ``loss`` (``ce`` or ``dlr``), ``rho`` (the share of loss increases a checkpoint asks
+    for), ``momentum`` (α), ``random_start`` and ``early_exit`` (module docstring)."""
+
+    iterations: int
+    restarts: int = 1
+    loss: str = "ce"
+    rho: float = 0.75
+    momentum: float = 0.75
+    random_start: bool = True
+    early_exit: bool = True
+
+
 def apgd_run(
     gradient: LossGradientFn, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
-    threat: ThreatModel, start: torch.Tensor, *, iterations: int, loss: str = "ce",
-    targets: torch.Tensor | None = None, criterion: Criterion | None = None, rho: float = 0.75,
-    momentum: float = 0.75, early_exit: bool = True,
+    threat: ThreatModel, start: torch.Tensor, settings: APGDSettings, *,
+    targets: torch.Tensor | None = None, criterion: Criterion | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One APGD run from ``start`` on the batch rows ``rows`` (``x``, ``y``: those rows).
+    """One APGD run from ``start`` on the batch rows ``rows`` (``x``, ``y``: those rows), as
+    ``settings`` say (``restarts`` and ``random_start`` are :func:`apgd_restarts`'s).
 
     ``targets`` steer the loss; ``criterion`` (of those rows; default: misclassifying ``y``)
     decides which iterates fool — APGD-T's targeted loss still succeeds on any wrong class.
     Returns per row: the first fooling iterate, else the best-loss point; whether it fooled;
     the best loss reached (comparable between runs of the same loss and targets)."""
     n = len(x)
+    iterations, loss, early_exit = settings.iterations, settings.loss, settings.early_exit
+    rho, momentum = settings.rho, settings.momentum
     criterion = Misclassification(y) if criterion is None else criterion
     labels = targets if targets is not None else y
     out = start.clone()
@@ -176,22 +193,21 @@ def apgd_run(
 
 
 def apgd_restarts(
-    gradient: LossGradientFn, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
-    iterations: int, restarts: int = 1, loss: str = "ce", targets: torch.Tensor | None = None,
-    criterion: Criterion | None = None, rho: float = 0.75, momentum: float = 0.75,
-    random_start: bool = True, early_exit: bool = True, generator: torch.Generator | None = None,
+    gradient: LossGradientFn, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+    settings: APGDSettings, *, targets: torch.Tensor | None = None,
+    criterion: Criterion | None = None, generator: torch.Generator | None = None,
     rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """APGD with ``restarts`` runs on the batch rows ``rows`` (default: all) of ``x``.
+    """APGD with ``settings.restarts`` runs on the batch rows ``rows`` (default: all) of ``x``.
 
     Each run starts at a fresh random point (a whole batch of starts drawn from ``generator``
     per run) and covers only the rows no earlier run fooled. Per row: the first fooling
     example, else the highest-loss one; whether it fooled; that loss. Shapes follow ``rows``."""
     if threat.norm not in NORMS:
         raise ValueError(f"APGD steps in linf or l2, not {threat.norm}")
-    if loss not in LOSSES:
-        raise ValueError(f"APGD loss is one of {LOSSES}, not {loss!r}")
-    if iterations < 1 or restarts < 1:
+    if settings.loss not in LOSSES:
+        raise ValueError(f"APGD loss is one of {LOSSES}, not {settings.loss!r}")
+    if settings.iterations < 1 or settings.restarts < 1:
         raise ValueError("iterations and restarts must be >= 1")
     x, y = x.detach(), y.detach()
     criterion = Misclassification(y) if criterion is None else criterion
@@ -200,19 +216,17 @@ def apgd_restarts(
     result = x[rows].clone()
     found = torch.zeros(len(rows), dtype=torch.bool, device=x.device)
     best = torch.full((len(rows),), -torch.inf, dtype=x.dtype, device=x.device)
-    for _ in range(restarts):
-        start = sample_start(x, threat, generator) if random_start else x
+    for _ in range(settings.restarts):
+        start = sample_start(x, threat, generator) if settings.random_start else x
         part = torch.arange(len(rows), device=x.device)
-        if early_exit:
+        if settings.early_exit:
             part = part[~found]
             if len(part) == 0:
                 break
         picked = rows[part]
         x_run, fooled, score = apgd_run(
-            gradient, x[picked], y[picked], picked, threat, start[picked],
-            iterations=iterations, loss=loss,
-            targets=None if targets is None else targets[picked], criterion=criterion[picked],
-            rho=rho, momentum=momentum, early_exit=early_exit)
+            gradient, x[picked], y[picked], picked, threat, start[picked], settings,
+            targets=None if targets is None else targets[picked], criterion=criterion[picked])
         fresh = ~found[part]
         take = fresh & (fooled | (score > best[part]))
         result[part[take]] = x_run[take]
@@ -230,10 +244,10 @@ def apgd(
     """APGD on the batch ``x`` (true labels ``y``) inside ``threat``; returns ``x_adv``.
 
     ``targets``: move each sample to its target (targeted loss; success = predicted target)."""
-    return apgd_restarts(gradient, x, y, threat, iterations=iterations, restarts=restarts,
-                         loss=loss, targets=targets, criterion=criterion_for(y, targets), rho=rho,
-                         momentum=momentum, random_start=random_start, early_exit=early_exit,
-                         generator=generator)[0]
+    settings = APGDSettings(iterations=iterations, restarts=restarts, loss=loss, rho=rho,
+                            momentum=momentum, random_start=random_start, early_exit=early_exit)
+    return apgd_restarts(gradient, x, y, threat, settings, targets=targets,
+                         criterion=criterion_for(y, targets), generator=generator)[0]
 
 
 def top_classes(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
@@ -311,9 +325,8 @@ class APGDTargetedAttack(APGDAttack):
                 if len(rows) == 0:
                     break
             x_run, fooled, score = apgd_restarts(
-                oracle.gradient, x, y, threat, rows=rows, loss="dlr",
-                targets=ranked[:, round_], generator=ctx.generator,
-                **self.settings())
+                oracle.gradient, x, y, threat, APGDSettings(loss="dlr", **self.settings()),
+                rows=rows, targets=ranked[:, round_], generator=ctx.generator)
             fresh = ~found[rows]
             take = fresh & (fooled | (score > best[rows]))
             result[rows[take]] = x_run[take]
