@@ -3,7 +3,7 @@ that some earlier run computed instead of attacking again.
 
 One ``<key>.parquet`` per cell: its per-sample outcome as columns, its row and what the driver
 needs of the defended model afterwards (certified samples, training history, smoothing curve)
-as JSON in the file's metadata. The key (``Worker.cache_key``) hashes everything that
+as JSON in the file's metadata. The key (``Keys.cache_key``) hashes everything that
 determines the cell; an entry that cannot be read, or names another key, is not trusted, and
 one whose row disagrees with its own per-sample outcome (a hand edit) is dropped with a warning
 and computed again.
