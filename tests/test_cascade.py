@@ -179,3 +179,15 @@ def test_no_cascade_gives_every_attack_its_own_row_and_the_manifest_says_which(t
         assert rows.loc["pgd-linf", "cascade"] == ("fgsm > pgd-linf" if cascade else "")
         assert ("cascade (fgsm > pgd-linf)" in (out / "leaderboard.md").read_text()) is cascade
     assert main(["run", *common, "--out", str(tmp_path / "default")]) == 0
+
+
+def test_the_rows_say_which_attacks_a_randomized_defenses_cascade_left_out(tmp_path):
+    """The left-out attacks get no row, and every row of the defense says which they were (the
+    leaderboard prints it under the table)."""
+    frame = run_matrix(attacks="fgsm,pgd-linf,apgd-t", defenses="gaussian-smoothing",
+                       preset="smoke", n_train=1000, n_eval=30, eps={"linf": [0.1]}, cascade=True,
+                       out=tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert set(frame["attack"]) == {"fgsm", "pgd-linf", "worst-case"}
+    note = "the cascade left out apgd-t, as AutoAttack's version for randomized defenses does"
+    assert all(note in flags for flags in frame["flags"])
+    assert note in (tmp_path / "run" / "leaderboard.md").read_text()

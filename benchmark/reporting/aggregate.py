@@ -139,7 +139,10 @@ class Aggregator:
         if worst:  # the ε = 0 invariant holds for the per-sample union too
             for i, message in eps_zero_differs(pd.DataFrame(worst)):
                 per_row[id(worst[i])] = [message]
-        common = defense_flags(zero, eot, bpda)
+        defense = rows[0]["defense"] if rows else ""
+        left_out = sorted({cell.attack_name for cell in self.plan.left_out
+                           if cell.defense.name == defense})
+        common = defense_flags(zero, eot, bpda, left_out)
         for row in rows:
             row["zero_grad_fraction"], row["eot_samples"] = zero, eot
             row["prediction_draws"] = draws

@@ -6,7 +6,7 @@ is a visible flag in the results and the leaderboard, never a hidden log line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -201,13 +201,18 @@ def zero_gradient_fraction(model: nn.Module, data: Split, device: torch.device,
     return float((grad.flatten(1).abs().amax(dim=1) == 0).float().mean())
 
 
-def defense_flags(zero_fraction: float, eot_samples: int, bpda: bool = False) -> list[str]:
-    """Flags that concern every cell of a defense."""
+def defense_flags(zero_fraction: float, eot_samples: int, bpda: bool = False,
+                  left_out: Sequence[str] = ()) -> list[str]:
+    """Flags that concern every cell of a defense; ``left_out``: the attacks its cascade left
+    out as AutoAttack's version for randomized defenses does (``Attack.against_randomized``)."""
     flags = []
     if zero_fraction > ZERO_GRADIENT_LIMIT:
         flags.append(f"{zero_fraction:.0%} of input gradients are zero")
     if eot_samples > 1:
         flags.append(f"randomized defense: gradient attacks used EOT over {eot_samples} draws")
+    if left_out:
+        flags.append(f"the cascade left out {', '.join(left_out)}, as AutoAttack's version for "
+                     "randomized defenses does (--no-cascade runs them)")
     if bpda:
         flags.append("the defense wraps its trained model: gradient attacks also used BPDA "
                      "(the unwrapped model's gradients)")
