@@ -98,14 +98,14 @@ def _margin(scores: torch.Tensor, criterion: Criterion) -> torch.Tensor:
 def _p_at(p_init: float, i: int, n_iters: int) -> float:
     """Window fraction at iteration ``i``: the paper's schedule rescaled to ``n_iters``."""
     scaled = int(i / max(n_iters, 1) * SCHEDULE_LENGTH)
-    return p_init / 2 ** bisect.bisect_left(SCHEDULE_STEPS, scaled)
+    return p_init / 2.0 ** bisect.bisect_left(SCHEDULE_STEPS, scaled)
 
 
 def _window_side(p: float, shape: torch.Size, norm: str) -> int:
     """Side of a square window holding a fraction ``p`` of the pixels (all channels). L2
     windows are odd and at least 3 wide, so their bump has a centre and two halves."""
     h, w = shape[-2:]
-    side = round((p * h * w) ** 0.5)
+    side: int = round((p * h * w) ** 0.5)
     if norm == "l2":
         side = max(3, side + (side % 2 == 0))
     return max(1, min(side, min(h, w) - 1))
@@ -137,14 +137,16 @@ def _rectangle(a: int, b: int, device: torch.device) -> torch.Tensor:
                          (torch.arange(b, device=device) - b // 2).abs()[None, :])
     weights = 1.0 / torch.arange(1, max(a, b) + 2, device=device, dtype=torch.float32) ** 2
     profile = weights.flip(0).cumsum(0).flip(0)[ring]
-    return profile / profile.norm()
+    size: torch.Tensor = profile.norm()
+    return profile / size
 
 
 def _template(side: int, device: torch.device) -> torch.Tensor:
     """side×side unit-norm bump: the top half positive, the bottom half negative."""
     top = side // 2
     bump = torch.cat([_rectangle(top, side, device), -_rectangle(side - top, side, device)])
-    return bump / bump.norm()
+    size: torch.Tensor = bump.norm()
+    return bump / size
 
 
 def _place(template: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
@@ -180,7 +182,7 @@ def _init(x: torch.Tensor, threat: ThreatModel, gen: torch.Generator) -> torch.T
 def _to_radius(delta: torch.Tensor, eps: float) -> torch.Tensor:
     """Each sample rescaled to L2 norm ε (a hair inside, so float rounding never takes it past
     the gate's tolerance); zero samples stay zero."""
-    norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    norm: torch.Tensor = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     return delta * (eps * (1 - 1e-5) / norm)
 
 
@@ -221,7 +223,8 @@ def _propose_l2(x: torch.Tensor, delta: torch.Tensor, side: int, eps: float,
 
 
 def _norm(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1)
+    size: torch.Tensor = t.flatten(1).norm(dim=1)
+    return size
 
 
 @hookimpl

@@ -111,7 +111,9 @@ def boundary_step(point: torch.Tensor, normal: torch.Tensor, offset: torch.Tenso
 
 def dual_norm(g: torch.Tensor, norm: str) -> torch.Tensor:
     """Per row of ``g`` (N×…), the norm dual to ``norm``: L1 for L∞, L2 for L2."""
-    return torch.linalg.vector_norm(g.flatten(1), ord=1 if norm == "linf" else 2, dim=1)
+    size: torch.Tensor = torch.linalg.vector_norm(g.flatten(1), ord=1 if norm == "linf" else 2,
+                                                 dim=1)
+    return size
 
 
 def nearest_boundary(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,

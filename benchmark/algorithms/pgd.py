@@ -58,7 +58,8 @@ def model_logits(model: nn.Module) -> LogitsFn:
 
     def logits(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
-            return model(x)
+            out: torch.Tensor = model(x)
+        return out
 
     return logits
 

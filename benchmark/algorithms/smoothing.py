@@ -37,7 +37,8 @@ def binomial_p_value(top: np.ndarray, second: np.ndarray) -> np.ndarray:
     the larger count, so it is twice the upper tail, capped at 1 (what scipy's binomtest
     gives for p = ½, vectorised)."""
     top, second = np.asarray(top), np.asarray(second)
-    return np.minimum(1.0, 2.0 * binom.sf(top - 1, top + second, 0.5))
+    tail: np.ndarray = binom.sf(top - 1, top + second, 0.5)  # scipy is untyped
+    return np.minimum(1.0, 2.0 * tail)
 
 
 def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
@@ -91,7 +92,7 @@ class SmoothedClassifier(nn.Module):
         total = None
         for done in range(0, self.m, draws_per_chunk):
             draws = min(draws_per_chunk, self.m - done)
-            probs = self.base(self._noise(draws, x)).softmax(dim=1)
+            probs: torch.Tensor = self.base(self._noise(draws, x)).softmax(dim=1)
             part = probs.view(draws, len(x), -1).sum(dim=0)
             total = part if total is None else total + part
         assert total is not None
