@@ -22,7 +22,7 @@ from advbench.running.worker import CellResult, Defended, Worker
 try:
     import ray
 except ImportError:  # pragma: no cover - depends on the environment
-    ray = None  # type: ignore[assignment]  # checked where a Ray executor is made
+    ray = None  # type: ignore[assignment, unused-ignore]  # checked where one is made
 
 RETRIES = 2  # runs of a task again after its worker died
 CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's address; Ray itself retries forever
