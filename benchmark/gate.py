@@ -7,6 +7,7 @@ checked against the threat model; a batch that fails makes the whole cell invali
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -23,8 +24,21 @@ class GateResult:
     reason: str | None = None
 
 
+def plain_tensor(value: object) -> object:
+    """A ``torch.Tensor`` subclass's data as an exact ``torch.Tensor``, read with its
+    ``__torch_function__`` off: a subclass could answer the gate's checks and the harness's
+    predictions itself. Anything else is returned as it is."""
+    if issubclass(type(value), torch.Tensor) and type(value) is not torch.Tensor:
+        with torch._C.DisableTorchFunctionSubclass():
+            plain = torch.Tensor.as_subclass(cast(torch.Tensor, value), torch.Tensor)
+            return plain.detach().clone()
+    return value
+
+
 def check_adversarial(x: torch.Tensor, x_adv: object, threat: ThreatModel) -> GateResult:
-    """Clip ``x_adv`` to [0, 1] and check type, shape, dtype, device, finiteness and norm."""
+    """Clip ``x_adv`` to [0, 1] and check type, shape, dtype, device, finiteness and norm (of
+    its plain tensor data: see :func:`plain_tensor`)."""
+    x_adv = plain_tensor(x_adv)
     if not isinstance(x_adv, torch.Tensor):
         return GateResult(None, f"attack returned {type(x_adv).__name__}, not a torch.Tensor")
     if x_adv.shape != x.shape:

@@ -162,10 +162,20 @@ class Loader:
                         self.fail(source, f"{hook_name}() returned {cls!r}, not a subclass of "
                                           f"{base.__name__}")
                         continue
-                    error = self.registry.add(kind, cls, source)
+                    error = overrides_gate(cls) or self.registry.add(kind, cls, source)
                     if error:
                         self.fail(source, error)
         return self.registry
+
+
+def overrides_gate(cls: type) -> str | None:
+    """An attack class that replaces ``Attack.perturb`` (``@final`` binds type checkers
+    only) would grade itself: refused, whatever its ``run`` does. The harness calls the base
+    class's ``perturb`` in any case."""
+    if issubclass(cls, Attack) and cls.perturb is not Attack.perturb:
+        return (f"{cls.__name__} overrides Attack.perturb, the harness's gate; write the attack "
+                "in run() and leave perturb to the harness")
+    return None
 
 
 def load_registry(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from advbench._util import one_line
 from advbench.attack import Attack
@@ -147,6 +148,7 @@ class CellRunner:
         """Build and run the cell's attack, halving the batch while it runs out of memory; an
         attack that raises (or breaks the seal beyond repair) is the attempt's error."""
         attack, batch_size = None, self.plan.config.batch_size
+        assert cell.attack is not None
         while True:
             try:
                 attack = self.plan.build(cell.attack)
@@ -155,6 +157,10 @@ class CellRunner:
             except SealBroken as exc:
                 return Attempt(attack, None, batch_size,
                                f"the defended model cannot be restored: {exc}")
+            except SystemExit as exc:
+                return Attempt(attack, None, batch_size,
+                               f"attack called sys.exit({exc.code!r})",
+                               "".join(traceback.format_exception(exc)))
             except Exception as exc:
                 if is_out_of_memory(exc) and batch_size > 1:
                     batch_size //= 2
@@ -170,7 +176,7 @@ class CellRunner:
         attack where the defense asks for them (the same seeds each time): per sample, the
         run that fooled the model."""
         assert state.model is not None
-        surrogates = [None]
+        surrogates: list[nn.Module | None] = [None]
         if state.bpda and attack.access == "gradient":
             surrogates.append(state.surrogate)
         combined = None
@@ -196,14 +202,15 @@ class CellRunner:
         draws = type(attack).figures is not Attack.figures
         if not draws or outcome.shown is None or len(outcome.shown) == 0:
             return {}
-        device, seal, data = self.plan.device, sealed.seal, sealed.data
+        device, seal, data, model = self.plan.device, sealed.seal, sealed.data, state.model
+        assert model is not None
         x, y = data.x[outcome.shown].to(device), data.y[outcome.shown].to(device)
         stem = cell_stem(cell.attack_name, cell.defense.name, cell.split, cell.threat.norm,
                          cell.threat.eps)
         with tempfile.TemporaryDirectory() as folder, seal.cell():
-            reseed(state.model, cell_seed(cell))
+            reseed(model, cell_seed(cell))
             watch = seal.watch(attack.access, None, state.eot_samples, len(x))
-            oracle = Oracle(state.model, attack.access, len(x), None, state.eot_samples,
+            oracle = Oracle(model, attack.access, len(x), None, state.eot_samples,
                             guard=watch)
             paths = [Path(p) for p in attack.figures(oracle, x, y, Path(folder) / stem)]
             reason = seal.verdict(watch, oracle, attack)

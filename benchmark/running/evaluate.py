@@ -220,8 +220,9 @@ def _attack_batches(
                             None if targets is None else targets[index].to(device))
         result, raised = None, None
         try:
-            result = attack.perturb(oracle, x, y, threat, ctx)
-        except Exception as exc:
+            # The base class's perturb: the gate, whatever the class defines.
+            result = Attack.perturb(attack, oracle, x, y, threat, ctx)
+        except (Exception, SystemExit) as exc:  # sys.exit() in an attack ends its cell only
             raised = exc
         reason = None
         if seal is not None and watch is not None:
