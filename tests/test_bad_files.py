@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import assert_one_line_error, idx_folder, write_cifar_binary
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_cli import assert_one_line_error
-from test_datasets import write_cifar_binary, write_idx
 
 from advbench import UsageError
 from advbench.cli import main
@@ -38,19 +37,6 @@ from advbench.running.worker import Worker
 PUBLISHED = Path(__file__).resolve().parent.parent / "leaderboard" / "results.csv"
 RUN = ["run", "--preset", "smoke", "--attacks", "fgsm", "--defenses", "none",
        "--n-train", "60", "--n-eval", "20"]
-
-
-def idx_folder(root: Path, seed: int, size: int = 28, top_label: int = 9) -> Path:
-    """A Fashion-MNIST-format folder of random images: 60 training, 20 test."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", 60), ("t10k", 20)):
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz",
-                  rng.integers(0, 256, (n, size, size), dtype=np.uint8), compress=True)
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        labels[0] = top_label
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels, compress=True)
-    return root
 
 
 def run_args(tmp_path: Path, root: Path, name: str = "out") -> list[str]:

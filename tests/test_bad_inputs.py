@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import RUN, assert_one_line_error, assert_run_refused
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_cli import RUN, assert_one_line_error, assert_run_refused
 
 from advbench import UsageError, load_registry, run_matrix
 from advbench.cli import format_eps, main, parse_eps

@@ -20,9 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_bad_files import idx_folder
-from test_cli import RUN, assert_one_line_error, assert_run_refused
-from test_datasets import write_idx
+from helpers import RUN, assert_one_line_error, assert_run_refused, idx_folder, write_idx
 
 from advbench import (
     BenchError,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error
 
 from advbench.cli import main
 from advbench.reporting.results import wilson_interval

@@ -12,8 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_cli import assert_one_line_error
-from test_datasets import write_idx
+from helpers import assert_one_line_error, write_idx
 from torch import nn
 
 from advbench import load_registry, run_matrix

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import RUN, assert_one_line_error, assert_run_refused
 
 from advbench.cli import main
 
@@ -39,7 +40,6 @@ def results_file(root: Path, kind: str) -> Path:
     return path
 
 
-RUN = ["run", "--preset", "smoke", "--attacks", "fgsm", "--defenses", "none"]
 BAD_RUNS = {
     "unknown attack": (["--attacks", "fgsn"], "did you mean 'fgsm'"),
     "unknown defense": (["--defenses", "nonee"], "did you mean 'none'"),
@@ -68,15 +68,6 @@ BAD_RUNS = {
                      "--workers must be a positive integer"),
     "ray address without ray": (["--ray-address", "auto"], "goes with --executor ray"),
 }
-
-
-def assert_run_refused(extra: list[str], expected: str, tmp_path, capsys) -> None:
-    """``bench run`` with ``extra`` exits 2 with one line containing ``expected``, writing
-    nothing."""
-    out = tmp_path / "out"
-    code = main([*RUN, *extra, "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
-    assert_one_line_error(capsys, code, expected)
-    assert not out.exists()
 
 
 @pytest.mark.parametrize("case", list(BAD_RUNS), ids=list(BAD_RUNS))
@@ -131,15 +122,6 @@ def test_bad_leaderboard_files(kind, expected, tmp_path, capsys):
 
 def test_unknown_subcommand(capsys):
     assert_one_line_error(capsys, main(["frobnicate"]), "invalid choice")
-
-
-def assert_one_line_error(capsys, code: int | None, expected: str) -> None:
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert code == 2, (code, err)
-    assert "\n" not in err and "Traceback" not in err, err
-    assert err.startswith("bench"), err
-    assert expected in err, err
 
 
 def test_run_flags_default_to_run_config():

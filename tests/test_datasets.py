@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import write_cifar_binary, write_idx
 
 from advbench import BenchError
 
 rng = np.random.default_rng(0)
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
-    """IDX: two zero bytes, type 0x08 (ubyte), rank, big-endian dims, then the bytes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
 
 
 def write_mnist_layout(root: Path, n_train: int, n_test: int, compress: bool) -> dict:
@@ -71,19 +63,6 @@ def test_idx_with_wrong_size_is_refused(registry, tmp_path):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(BenchError, match="truncated or corrupt"):
         registry.get("dataset", "mnist").cls().load("test", tmp_path)
-
-
-def write_cifar_binary(root: Path, per_batch: int) -> dict[str, np.ndarray]:
-    """cifar-10-batches-bin: records of <1 label byte><1024 R><1024 G><1024 B>."""
-    folder = root / "cifar-10-batches-bin"
-    folder.mkdir(parents=True)
-    written = {}
-    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        records = rng.integers(0, 256, (per_batch, 3073), dtype=np.uint8)
-        records[:, 0] = rng.integers(0, 10, per_batch)
-        records.tofile(folder / name)
-        written[name] = records
-    return written
 
 
 def test_cifar10_reads_the_binary_format(registry, tmp_path):

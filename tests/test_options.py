@@ -6,8 +6,8 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import RUN, assert_run_refused
 from rich.console import Console
-from test_cli import RUN, assert_run_refused
 
 from advbench import run_matrix
 from advbench.cli import main
