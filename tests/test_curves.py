@@ -22,6 +22,7 @@ from advbench.reporting.curves import (
     robust_at,
     sample_radii,
     summary,
+    with_curves,
 )
 from advbench.reporting.leaderboard import to_markdown
 from advbench.reporting.results import blank_row, read_results, wilson_interval, write_results
@@ -211,3 +212,16 @@ def test_a_cascade_cell_is_flagged_only_for_what_it_broke_itself():
     samples["adv_pred"] = [0, 1, -1, 1, -1]  # had it skipped sample 2 too: nothing of its own
     frame, all_samples = run(FMN, FAB, (fgsm, samples))
     assert consistency_flags(frame, all_samples, sample_radii(frame, all_samples)) == {}
+
+
+def test_in_memory_curves_and_a_run_without_minimum_norm_attacks(tmp_path):
+    frame, samples = run(FMN, FAB, FGSM, WORST)
+    updated, radii = with_curves(frame, samples)  # the Python API's frame, no run folder
+    assert radii["attack_radius"].tolist() == RADII
+    assert updated.loc[updated["attack"] == "worst-case", "median_radius"].tolist() == [0.1]
+    frame, samples = run(FGSM, WORST)
+    write_results(tmp_path, frame.to_dict("records"))
+    samples.to_parquet(tmp_path / "samples.parquet", index=False)
+    before = read_results(tmp_path / "results.csv")
+    after, figures = record_curves(before, tmp_path)
+    assert figures == [] and after is before and not (tmp_path / "radii.json").exists()

@@ -340,25 +340,36 @@ def curve_figures(frame: pd.DataFrame, radii: pd.DataFrame, folder: Path) -> lis
     return written
 
 
+def with_curves(frame: pd.DataFrame, samples: pd.DataFrame,
+                certified: Mapping[str, Mapping[tuple[str, float], Any]] | None = None,
+                exact: Mapping[str, Mapping[str, Any]] | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The results with the median radii and the consistency flags, and the per-sample radii,
+    from the per-sample outcomes (``samples.parquet``'s frame) and each defense's certificates
+    (defense → ``(split, ε)`` → one boolean per sample; ``exact``: defense → split → radii).
+    Unchanged results and no radii where no minimum-norm attack ran."""
+    certificates = certificate_frame(certified or {}, exact) if certified or exact else None
+    radii = sample_radii(frame, samples, certificates)
+    if radii.empty:
+        return frame, radii
+    frame = add_radius_columns(frame, summary(radii))
+    return with_flags(frame, consistency_flags(frame, samples, radii)), radii
+
+
 def record_curves(frame: pd.DataFrame, out: Path,
                   certified: Mapping[str, Mapping[tuple[str, float], Any]] | None = None,
                   exact: Mapping[str, Mapping[str, Any]] | None = None
                   ) -> tuple[pd.DataFrame, list[Path]]:
-    """A finished run's curves, from its ``samples.parquet`` and each defense's certificates
-    (defense → ``(split, ε)`` → one boolean per sample; ``exact``: defense → split → radii):
-    the results with the median radii and the consistency flags, rewritten in place; the
-    per-sample radii (``radii.parquet``, ``radii.json``); one figure per norm. Returns the
-    updated results and the figures written."""
+    """A finished run's curves (:func:`with_curves`, from its ``samples.parquet``): the results
+    files rewritten with the median radii and flags, the per-sample radii (``radii.parquet``,
+    ``radii.json``) and one figure per split and norm in ``figures/``. Returns the updated
+    results and the figures written."""
     path = out / "samples.parquet"
     if not path.is_file() or frame.empty:
         return frame, []
-    samples = pd.read_parquet(path)
-    certificates = certificate_frame(certified or {}, exact) if certified or exact else None
-    radii = sample_radii(frame, samples, certificates)
+    frame, radii = with_curves(frame, pd.read_parquet(path), certified, exact)
     if radii.empty:
         return frame, []
-    frame = add_radius_columns(frame, summary(radii))
-    frame = with_flags(frame, consistency_flags(frame, samples, radii))
     write_atomic(out / "radii.parquet", lambda p: radii.to_parquet(p, index=False))
     text = json.dumps(radii_json(radii), indent=1) + "\n"
     write_atomic(out / "radii.json", lambda p: p.write_text(text, encoding="utf-8"))
