@@ -105,6 +105,12 @@ def certificates(radii: list[float]) -> pd.DataFrame:
     return certificate_frame({"none": {}}, {"none": {"test": radii}})
 
 
+def test_a_sample_graded_misclassified_has_certified_radius_zero():
+    frame, samples = run(FMN, FAB, FGSM, WORST)
+    radii = sample_radii(frame, samples, certificates([0.4, 0.1, 0.1, 0.1, 0.0]))
+    assert radii["certified_radius"].tolist() == [0.0, 0.1, 0.1, 0.1, 0.0]
+
+
 def test_median_columns_land_in_the_worst_case_rows():
     frame, samples = run(FMN, FAB, FGSM, WORST)
     radii = sample_radii(frame, samples, certificates([0.0, 0.1, 0.1, 0.1, 0.0]))

@@ -125,7 +125,9 @@ def sample_radii(frame: pd.DataFrame, samples: pd.DataFrame,
 def with_certificate(part: pd.DataFrame, certificates: pd.DataFrame | None,
                      certified: dict[tuple[str, str], tuple[str, str]]) -> pd.DataFrame:
     """One group's radii with its defense's certified radii, where its certificate is of the
-    group's norm (NaN and no certifier otherwise)."""
+    group's norm (NaN and no certifier otherwise). A sample the harness graded misclassified
+    has radius 0 whatever the certifier said (smoothing's CERTIFY and PREDICT draw their noise
+    apart, and may disagree on a sample)."""
     first = part.iloc[0]
     norm, certifier = certified.get((first["defense"], first["split"]), ("", ""))
     part["certified_radius"], part["certifier"] = np.nan, ""
@@ -134,7 +136,8 @@ def with_certificate(part: pd.DataFrame, certificates: pd.DataFrame | None,
     found = certificates[(certificates["defense"] == first["defense"])
                          & (certificates["split"] == first["split"])]
     if len(found) == len(part):
-        part["certified_radius"] = found.sort_values("sample")["certified_radius"].to_numpy(float)
+        radius = found.sort_values("sample")["certified_radius"].to_numpy(float)
+        part["certified_radius"] = np.where(part["clean_correct"], radius, 0.0)
         part["certifier"] = certifier
     return part
 
