@@ -1,7 +1,7 @@
 """Two helpers every layer of bench shares: an exception in one line, and a file written whole.
 
 A leaf module: it imports nothing from advbench, so public and internal modules alike may use it
-without one layer reaching into another (``tests/test_layout.py`` checks both). Not public API:
+without one layer reaching into another (``tests/unit/test_layout.py`` checks both). Not public API:
 plugins keep their own.
 """
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: real Fashion-MNIST subsets and a seed CNN trained once per session."""
+"""Fixtures of both tiers: the registry, real Fashion-MNIST subsets, a tiny untrained net.
+
+The seed CNN trained once per session lives in e2e/conftest.py, out of the unit tier's reach."""
 
 from __future__ import annotations
 
@@ -11,8 +13,6 @@ import pytest
 import torch
 
 from advbench import Split, load_registry
-from advbench.algorithms.training import train_classifier
-from advbench.defense import TrainContext, TrainSettings
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -28,19 +28,6 @@ def fashion(registry) -> dict[str, Split]:
     dataset = registry.get("dataset", "fashion-mnist").cls()
     train, test = dataset.load("train", None), dataset.load("test", None)
     return {"train": train.subset(torch.arange(10_000)), "test": test.subset(torch.arange(1000))}
-
-
-@pytest.fixture(scope="session")
-def trained_cnn(registry, fashion) -> torch.nn.Module:
-    """The seed CNN after 2 epochs on 10k real images (~77 % test accuracy), eval mode, frozen."""
-    torch.manual_seed(0)
-    model = registry.get("model", "seed-cnn").cls().build((1, 28, 28), 10)
-    ctx = TrainContext(TrainSettings(epochs=2), torch.device("cpu"), seed=0)
-    train_classifier(model, fashion["train"], ctx,
-                     lambda m, x, y, p: torch.nn.functional.cross_entropy(m(x), y))
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model.eval()
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@ oracle, keeps to its access level, is reproducible from its seed, and is absent 
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -13,19 +10,16 @@ from torch import nn
 
 pytest.importorskip("art", reason="the ART adapter's tests need adversarial-robustness-toolbox")
 
-import art
 from art.estimators.classification import (
     BlackBoxClassifierNeuralNetwork,
     PyTorchClassifier,
 )
 
 import advbench_plugins.art_adapter as aa
-from advbench import AccessError, AttackContext, Oracle, Split, ThreatModel
+from advbench import AttackContext, Oracle, Split, ThreatModel
 from advbench.adapters import seeded_global_rng
 from advbench.conformance import check_attack
-from advbench.errors import UsageError
-from advbench.plugin_system.loader import load_registry
-from advbench.plugin_system.options import arguments_of, checked_value
+from advbench.plugin_system.options import arguments_of
 from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench.threat import perturbation_size
 
@@ -51,34 +45,6 @@ class Counting(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.rows += x.shape[0]
         return self.model(x)
-
-
-def test_every_spec_is_registered_through_the_entry_point(registry):
-    for cls in aa.ADAPTED:
-        entry = registry.get("attack", cls.name)
-        assert entry.source.plugin == "art-adapter"
-        assert entry.source.distribution == "advbench"
-        assert cls().config()["upstream"] == f"art.{cls.spec.upstream} {art.__version__}"
-    assert sorted(BY_NAME) == sorted(FAST)
-
-
-def test_missing_art_is_one_line_in_the_listing(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "art", None)  # import art now fails
-    monkeypatch.delitem(sys.modules, "advbench_plugins.art_adapter")
-    registry = load_registry()
-    assert registry.failures == []  # a missing optional dependency is no failure
-    missing = {f.source.plugin: f.error for f in registry.unavailable}
-    message = "the art-* attacks need ART: pip install 'advbench[art]'"
-    assert missing.get("art-adapter") == message
-    assert not [name for name in registry.names("attack") if name.startswith("art-")]
-    assert "fgsm" in registry.names("attack")
-    from advbench.cli import main
-    assert main(["list"]) == 0
-    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
-    assert f"unavailable art-adapter: {message}" in out
-    assert "art-cw-l2" not in out
-    with pytest.raises(ImportError, match=r"advbench\[art\]"):
-        importlib.import_module("advbench_plugins.art_adapter")
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))
@@ -176,17 +142,6 @@ def test_a_decision_attack_goes_for_its_target(tiny):
     assert bool((net(result.x_adv).argmax(dim=1) == targets).any())
 
 
-def test_access_levels_hold(tiny):
-    net, x, y = tiny
-    with pytest.raises(AccessError):  # a white-box attack under a score-only oracle fails
-        BY_NAME["art-deepfool"](max_iter=2).run(Oracle(net, "scores", len(y)), x, y,
-                                                ThreatModel("l2", 1.0),
-                                                AttackContext(torch.Generator().manual_seed(0)))
-    assert {cls.name: cls.access for cls in aa.ADAPTED} == {
-        "art-cw-l2": "gradient", "art-deepfool": "gradient", "art-elastic-net": "gradient",
-        "art-square": "scores", "art-hopskipjump": "decision", "art-boundary": "decision"}
-
-
 def test_minimum_norm_output_is_projected_and_the_median_norm_reported(tiny):
     net, x, y = tiny
     y = y.clone()
@@ -204,19 +159,6 @@ def test_minimum_norm_output_is_projected_and_the_median_norm_reported(tiny):
     assert "projected" in BY_NAME["art-deepfool"].description
     assert "projected" not in arguments_of(BY_NAME["art-deepfool"])  # the user cannot turn it off
     assert BY_NAME["art-square"]().config()["projected"] is False
-
-
-def test_arguments_are_arts_and_typed():
-    assert checked_value(BY_NAME["art-cw-l2"], "confidence", 1) == 1.0
-    assert checked_value(BY_NAME["art-square"], "max_iter", 300) == 300
-    with pytest.raises(UsageError, match="art-elastic-net.decision_rule"):
-        checked_value(BY_NAME["art-elastic-net"], "decision_rule", "L3")
-    with pytest.raises(UsageError, match="art-deepfool.max_iter"):
-        checked_value(BY_NAME["art-deepfool"], "max_iter", -1)
-    for harness in ("eps", "norm", "targeted", "batch_size", "verbose"):
-        assert harness not in arguments_of(BY_NAME["art-square"])
-    assert BY_NAME["art-cw-l2"]().binary_search_steps == 10  # ART's default
-    assert BY_NAME["art-boundary"].presets["cpu"] == {"max_iter": 500}
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))

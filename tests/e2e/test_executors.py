@@ -12,8 +12,7 @@ import sample_plugins
 import torch
 
 from advbench import load_registry, run_matrix
-from advbench.errors import UsageError
-from advbench.running.executors import LocalExecutor, ProcessExecutor, get_executor
+from advbench.running.executors import LocalExecutor, ProcessExecutor
 
 TINY = dict(attacks="fgsm,fgm,pgd-linf", defenses="none,gaussian-smoothing", preset="smoke",
             n_train=1000, n_eval=40, seed=3)
@@ -21,7 +20,7 @@ TINY = dict(attacks="fgsm,fgm,pgd-linf", defenses="none,gaussian-smoothing", pre
 COMPARED = ["defense", "attack", "norm", "eps", "split", "cell_key", "clean_accuracy",
             "robust_accuracy", "attack_success_rate", "queries_mean", "certified_accuracy",
             "abstain_rate", "eot_samples", "flags", "broken_by", "valid", "invalid_reason"]
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 
 
 def one_thread_run(tmp_path: Path, name: str, executor, **overrides) -> pd.DataFrame:
@@ -119,12 +118,3 @@ def test_ray_gives_the_local_results_and_survives_a_dying_worker(tmp_path, local
     assert marker.read_text() == "died"
     cells = died[died["attack"] != "worst-case"]
     assert sorted(cells["attack"]) == ["dies-once", "fgsm"] and cells["valid"].all()
-
-
-@pytest.mark.parametrize("name, workers, message", [
-    ("dask", None, "--executor 'dask': choose local, processes or ray"),
-    ("processes", 0, "--workers must be a positive integer"),
-])
-def test_bad_executor_options_are_usage_errors(name, workers, message):
-    with pytest.raises(UsageError, match=message):
-        get_executor(name, workers)

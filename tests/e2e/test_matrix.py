@@ -77,17 +77,6 @@ def test_leaderboard_command_renders_the_results(cli_run, capsys):
     assert first_table in run_board
 
 
-def test_list_json_shows_every_builtin(capsys):
-    assert main(["list", "--json"]) == 0
-    listing = json.loads(capsys.readouterr().out)
-    by_name = {p["name"]: p for p in listing["plugins"]}
-    assert by_name["fgsm"]["capabilities"]["norms"] == ["linf"]
-    assert by_name["fgsm"]["capabilities"]["access"] == "gradient"
-    assert by_name["fgm"]["distribution"] == "advbench"
-    assert {"none", "fashion-mnist", "mnist", "cifar10", "seed-cnn"} <= set(by_name)
-    assert listing["failures"] == []
-
-
 def test_model_given_by_import_path(tmp_path):
     frame = run_matrix(attacks="fgsm", defenses="none", model="sample_models:tiny_mlp",
                        preset="smoke", n_train=2000, n_eval=100, cache_dir=tmp_path)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -12,17 +10,6 @@ import torch
 from helpers import RUN, assert_one_line_error, assert_run_refused
 
 from advbench.cli import main
-
-DEBIAN = Path("/usr/share/datasets/fashion-mnist")
-
-
-def truncated_fashion(root: Path) -> Path:
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        shutil.copy(DEBIAN / name, root / name)
-    data = gzip.decompress((root / "t10k-labels-idx1-ubyte.gz").read_bytes())
-    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(data[:-100]))
-    return root
 
 
 def results_file(root: Path, kind: str) -> Path:
@@ -89,24 +76,11 @@ def test_out_not_empty(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["previous.txt"]
 
 
-def test_out_unwritable(tmp_path, capsys):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    code = main([*RUN, "--out", str(blocker / "run")])
-    assert_one_line_error(capsys, code, "cannot write there")
-
-
 def test_missing_dataset(tmp_path, capsys):
     code = main([*RUN, "--dataset", "mnist", "--data-root", str(tmp_path / "empty"),
                  "--out", str(tmp_path / "out")])
     assert_one_line_error(capsys, code, "MNIST not found")
     assert not (tmp_path / "out").exists()
-
-
-def test_truncated_dataset(tmp_path, capsys):
-    root = truncated_fashion(tmp_path)
-    code = main([*RUN, "--data-root", str(root), "--out", str(tmp_path / "out")])
-    assert_one_line_error(capsys, code, "truncated or corrupt")
 
 
 @pytest.mark.parametrize("kind,expected", [
@@ -141,13 +115,3 @@ def test_run_flags_default_to_run_config():
     assert "smoke, cpu (default) or paper" in help_text
     assert "test (default), train or both" in help_text
     assert "'all' or a comma list (default: all)" in help_text
-
-
-def test_bench_help_imports_no_torch():
-    """``bench --help`` reads RunConfig's defaults without importing torch."""
-    import subprocess
-    import sys
-
-    code = ("import sys; from advbench.cli import build_parser; build_parser(); "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

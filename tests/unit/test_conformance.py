@@ -32,16 +32,6 @@ def broken_rules(checks: Iterator[tuple[str, Check]]) -> list[str]:
     return failures
 
 
-def test_every_builtin_attack_passes(registry):
-    """bench's own attacks; the library adapters' are checked, at small settings (their
-    defaults take hours), by tests/test_torchattacks_adapter.py and tests/test_art_adapter.py."""
-    entries = [entry for entry in registry.resolve("attack", "all")
-               if entry.source.plugin not in ("torchattacks-adapter", "art-adapter")]
-    assert entries
-    failures = [message for entry in entries for message in broken_rules(attack_checks(entry.cls))]
-    assert failures == []
-
-
 def test_every_builtin_defense_passes(registry):
     entries = registry.resolve("defense", "all")
     assert entries

@@ -12,7 +12,7 @@ import pytest
 from advbench import load_registry
 from advbench.conformance import check_attack, check_defense
 
-SOURCE = Path(__file__).resolve().parents[1] / "examples" / "bench-example-plugin"
+SOURCE = Path(__file__).resolve().parents[2] / "examples" / "bench-example-plugin"
 MODULES = ("bench_example_plugin.gaussian_noise", "bench_example_plugin.input_quantization")
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "benchmark"
 # What a plugin may import: the package itself, the base types at its top, and the building blocks.
 PUBLIC = {"advbench", "advbench.errors", "advbench.threat", "advbench.oracle", "advbench.gate",

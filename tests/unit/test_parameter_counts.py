@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-RUNNING = Path(__file__).resolve().parent.parent / "benchmark" / "running"
+RUNNING = Path(__file__).resolve().parents[2] / "benchmark" / "running"
 LIMIT = 8
 
 

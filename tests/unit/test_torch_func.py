@@ -6,16 +6,15 @@ through ``oracle.logits``; under ``vmap`` it charges every lane the model runs o
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import grad, jvp, vmap
+from torch.func import grad, vmap
 
-from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl, load_registry, run_matrix
+from advbench import Attack, AttackContext, Oracle, ThreatModel
 from advbench.conformance import check_attack, tiny_batch
 from advbench.oracle import QueryBudgetExceeded
 from advbench.seal import Pristine, Seal
@@ -53,46 +52,9 @@ class FuncFGSM(Attack):
         return clip_to_box(x + criterion.sign * threat.eps * step)
 
 
-@dataclass(kw_only=True)
-class JvpSearch(Attack):
-    """Forward mode: among ``directions`` random sign directions, the step along the one with
-    the largest directional derivative of each sample's loss (``jvp``, ``vmap``'d over the
-    directions: the model runs once, so one query per sample)."""
-
-    name = "jvp-search"
-    norms = ("linf",)
-    access = "gradient"
-    randomized = True
-    max_queries = 1
-    description = "best of random sign directions by their directional derivative (jvp)"
-
-    directions: int = 4
-
-    def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
-            ctx: AttackContext) -> torch.Tensor:
-        dirs = torch.randint(0, 2, (self.directions, *x.shape), generator=ctx.generator,
-                             device=x.device).to(x.dtype) * 2 - 1
-
-        def losses(z):
-            return F.cross_entropy(oracle.logits(z), y, reduction="none")
-
-        slopes = vmap(lambda d: jvp(losses, (x,), (d,))[1])(dirs)  # directions × samples
-        best = dirs[slopes.argmax(dim=0), torch.arange(len(x), device=x.device)]
-        return clip_to_box(x + threat.eps * best)
-
-
-@hookimpl
-def bench_attacks() -> list[type[Attack]]:
-    return [FuncFGSM, JvpSearch]
-
-
 @pytest.mark.parametrize("per_sample", [True, False])
 def test_a_torch_func_attack_passes_the_kit(per_sample):
     check_attack(FuncFGSM, params={"per_sample": per_sample})
-
-
-def test_a_jvp_attack_passes_the_kit():
-    check_attack(JvpSearch)
 
 
 def test_per_sample_gradients_by_vmap_are_the_oracles_and_cost_one_query():
@@ -122,22 +84,3 @@ def test_vmap_over_candidates_charges_every_lane_and_the_budget_holds():
         assert seal.verdict(watch, oracle, SimpleNamespace(access="gradient",
                                                            max_queries=6)) is None
     assert watch.queries.tolist() == [5] * len(batch.x)
-
-
-@pytest.fixture(scope="module")
-def func_run(tmp_path_factory):
-    registry = load_registry(extra=[sys.modules[__name__]])
-    frame = run_matrix(attacks="func-fgsm,jvp-search,fgsm", defenses="none", registry=registry,
-                       preset="smoke", n_train=1000, n_eval=40, eps={"linf": [0.1]},
-                       batch_size=16, cache_dir=tmp_path_factory.mktemp("func-cache"))
-    return frame[frame["attack"] != ""].set_index("attack")
-
-
-def test_torch_func_attacks_run_valid_in_a_run(func_run):
-    for attack in ("func-fgsm", "jvp-search"):
-        row = func_run.loc[attack]
-        assert row["status"] == "ok", row["invalid_reason"]
-        assert row["queries_mean"] == 1
-    # per-sample torch.func gradients are FGSM's: the same robust accuracy, sample for sample
-    assert func_run.loc["func-fgsm", "robust_accuracy"] == func_run.loc["fgsm",
-                                                                        "robust_accuracy"]

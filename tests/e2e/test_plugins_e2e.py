@@ -1,0 +1,90 @@
+"""Plugin discovery through real entry points of a fake installed distribution."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from advbench import load_registry
+from advbench.cli import main
+
+MODULES = {
+    "fake_good": """
+        from dataclasses import dataclass
+        from advbench import Attack, hookimpl
+
+        @dataclass(kw_only=True)
+        class Noop(Attack):
+            name = "noop"
+            norms = ("linf",)
+            def run(self, oracle, x, y, threat, ctx):
+                return x
+
+        @hookimpl
+        def bench_attacks():
+            return [Noop]
+    """,
+    "fake_broken": "raise ImportError('missing dependency: unobtainium')",
+    "fake_duplicate": """
+        from advbench import Attack, hookimpl
+
+        class AnotherFGSM(Attack):
+            name = "fgsm"
+            norms = ("linf",)
+
+        @hookimpl
+        def bench_attacks():
+            return [AnotherFGSM]
+    """,
+    "fake_misspelled": """
+        from advbench import hookimpl
+
+        @hookimpl
+        def bench_atacks():
+            return []
+    """,
+    "fake_wrong_type": """
+        from advbench import hookimpl
+
+        @hookimpl
+        def bench_defenses():
+            return [int]
+    """,
+}
+
+
+@pytest.fixture
+def fake_distribution(tmp_path, monkeypatch):
+    """Install (on sys.path) a distribution 'fakeplug' declaring one entry point per module."""
+    for name, source in MODULES.items():
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    info = tmp_path / "fakeplug-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.2.3\n")
+    lines = "\n".join(f"{name.removeprefix('fake_')} = {name}" for name in MODULES)
+    (info / "entry_points.txt").write_text(f"[advbench.plugins]\n{lines}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_strict_plugins_flag_stops_a_run_in_one_line(fake_distribution, monkeypatch, tmp_path,
+                                                   capsys):
+    """``bench run --strict-plugins`` with a broken plugin: exit 2, one line, nothing written."""
+    monkeypatch.setenv("BENCH_PLUGINS", "fake_broken")
+    out = tmp_path / "out"
+    code = main(["run", "--strict-plugins", "--preset", "smoke", "--attacks", "fgsm",
+                 "--defenses", "none", "--out", str(out), "--cache-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("bench: error:") and "\n" not in err
+    assert "fake_broken" in err and "unobtainium" in err
+    assert not out.exists()
+
+
+def test_autoload_can_be_disabled(fake_distribution, monkeypatch):
+    monkeypatch.setenv("BENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry = load_registry()
+    assert "noop" not in registry.names("attack") and registry.failures == []
+    monkeypatch.setenv("BENCH_PLUGINS", "fake_good")
+    assert "noop" in load_registry().names("attack")
