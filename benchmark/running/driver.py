@@ -26,6 +26,7 @@ from torch import nn
 from advbench._util import write_atomic
 from advbench.plugin_system.loader import load_registry
 from advbench.plugin_system.registry import Registry
+from advbench.reporting.curves import record_curves
 from advbench.reporting.figures import eps_sweep_figures
 from advbench.reporting.leaderboard import to_markdown
 from advbench.reporting.results import write_json
@@ -56,7 +57,8 @@ def run_matrix(
     the defense ``none`` evaluates it as it is, training-time defenses fine-tune a copy.
     ``model`` may also be a model plugin name or ``package.module:factory`` string.
     ``executor``: ``"local"`` (this process), ``"processes"``, ``"ray"``, or an
-    :class:`~advbench.executors.Executor`; the results are the same whichever runs the cells.
+    :class:`~advbench.running.executors.Executor` (internal, not a stable interface); the results
+    are the same whichever runs the cells.
     Keyword ``overrides`` set fields of :class:`RunConfig`, e.g. ``attacks="fgsm"``.
     Files are written only when ``out`` is given.
     """
@@ -78,8 +80,8 @@ def run_matrix(
         executor = get_executor(executor)
     out = Path(config.out) if config.out is not None else None
     resuming = out is not None and prepare_out(out, config)
-    previous = load_previous(out) if resuming and not config.fresh else {}
-    earlier = earlier_figures(out) if resuming else []
+    previous = load_previous(out) if out is not None and resuming and not config.fresh else {}
+    earlier = earlier_figures(out) if out is not None and resuming else []
     started = datetime.now(UTC).isoformat(timespec="seconds")
     run_manifest = manifest(plan, registry, started)
     run_manifest["executor"] = executor.name
@@ -90,7 +92,8 @@ def run_matrix(
     with RunProgress(progress, console) as bars:
         worker = Worker(plan, model, bars)
         store = ResultStore(plan, worker.keys, bars, out, previous, stopwatch)
-        frame = Scheduler(plan, worker, executor, store, stopwatch).run()
+        scheduler = Scheduler(plan, worker, executor, store, stopwatch)
+        frame = scheduler.run()
     run_manifest["wall_seconds"] = round(time.perf_counter() - wall, 1)
     run_manifest["resumed_cells"] = store.resumed_cells
     run_manifest["reused_cells"] = len(store.reused_keys)  # from the cell cache
@@ -98,9 +101,18 @@ def run_matrix(
     if out is not None:
         figures = out / "figures"
         figures.mkdir(exist_ok=True)
+        certified = {name: group.state.certified if group.state is not None else group.certified
+                     for name, group in scheduler.groups.items()}
+        with stopwatch.phase("curves"):
+            try:  # rewrites the results files with the median radii and the curves' flags
+                frame, curves = record_curves(frame, out, certified)
+            except Exception as exc:  # the curves never cost the results already written
+                store.log_error("curves", "".join(traceback.format_exception(exc)))
+                curves = []
         with stopwatch.phase("figures"):
             try:
-                written = eps_sweep_figures(frame, figures) + store.figures.written(figures)
+                written = (curves + eps_sweep_figures(frame, figures)
+                           + store.figures.written(figures))
             except Exception as exc:  # a figure never costs the results files written next
                 store.log_error("figures", "".join(traceback.format_exception(exc)))
                 written = list(store.figures.attack_pictures)
