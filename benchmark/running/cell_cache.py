@@ -184,8 +184,8 @@ class CellCache:
             if meta["samples"]:
                 column = {name: torch.from_numpy(frame[name].to_numpy().copy())
                           for name in frame.columns}
-                clean_correct, adv_pred, labels, queries = (column[n] for n in OUTCOME_COLUMNS)
-                outcome = CellOutcome(clean_correct, adv_pred, labels, queries,
+                clean, adv_pred, graded_on, queries = (column[n] for n in OUTCOME_COLUMNS)
+                outcome = CellOutcome(clean, adv_pred, graded_on, queries,
                                       needed_norm=column.get("needed_norm"))
                 certified = column.get("certified")
             cell = CachedCell(dict(meta["row"]), outcome, certified, dict(meta["extras"]))
