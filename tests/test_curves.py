@@ -144,6 +144,15 @@ def test_fixed_eps_attack_beating_the_minimum_norm_ones_is_flagged_with_the_coun
         "minimum-norm attack weak on 1 sample ")  # 0.1 itself and NaN are no finding
 
 
+def test_a_minimum_norm_cell_breaking_a_sample_by_its_projection_does_not_flag_itself():
+    """FMN reports 0.3 for sample 2 yet its ε-projected example broke it at 0.1 (its own
+    cell): that caps the radius, it shows no weakness of the minimum-norm attacks."""
+    projected = cell("fmn-linf", 0.1, [False, True, False, True, False],
+                     [NAN, 0.3, 0.3, INF, 0.05])
+    frame, samples = run(projected)
+    assert consistency_flags(frame, samples, sample_radii(frame, samples)) == {}
+
+
 def test_planted_certificate_above_a_found_example_is_flagged_loudly():
     frame, samples = run(FMN, FAB, FGSM, WORST)
     # sample 1 planted as certified at 0.25: FAB found an example at 0.2 (FMN only at 0.3)
