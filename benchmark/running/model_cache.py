@@ -54,8 +54,8 @@ def cache_roots(cache_dir: Path | None) -> tuple[Path, Path]:
     return root / "models", root / "cells"
 
 
-def content_key(parts: dict[str, Any]) -> str:
-    """A stable hash of everything that determines a result or a model."""
+def content_key(parts: Any) -> str:
+    """A stable hash of everything that determines a result or a model (any JSON value)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

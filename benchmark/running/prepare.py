@@ -57,7 +57,7 @@ def is_bound_certificate(certifier: str) -> bool:
     return certifier == "ibp" or certifier.endswith(CERTIFIER)
 
 
-def reseed(model: nn.Module, seed: int) -> None:
+def reseed(model: object, seed: int) -> None:
     """Restart a randomized model's noise (if it offers ``reseed``), so that each cell draws the
     same noise whether it runs in one go or after a resume."""
     if isinstance(model, Reseedable):
@@ -145,12 +145,13 @@ class Preparer:
         the model plugin's distribution and version (a fixed bug must not load the old model)."""
         plan = self.plan
         source = next(entry.source for entry in plan.defenses if entry.cls is type(defense))
+        defense_class: type = type(defense)
         return {"dataset": plan.dataset.name, "model": plan.model_plugin.name,
                 "model_source": list(plan.model_source),
                 "defense": type(defense).name,
                 "defense_config": defense.resolved_training_config(self.train_context(defense)),
                 "defense_source": [source.distribution, source.version],
-                "defense_code": plugin_code(type(defense)),  # an edited, unversioned defense
+                "defense_code": plugin_code(defense_class),  # an edited, unversioned defense
                 "training": dataclasses.asdict(plan.settings[type(defense).name]),
                 "seed": plan.config.seed, "train_data": data_fingerprint(plan.train),
                 "format": 2}

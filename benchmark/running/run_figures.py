@@ -8,9 +8,12 @@ a failure is logged (``errors.log``) and the run goes on.
 from __future__ import annotations
 
 import base64
+import functools
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from torch import Tensor
 
 from advbench._util import write_atomic
 from advbench.algorithms.adversarial_training import plot_training_curves
@@ -95,25 +98,27 @@ class RunFigures:
         folder = self.out / "figures"
         folder.mkdir(exist_ok=True)
         for name, png in pictures.items():
-            write_atomic(folder / name, lambda path, png=png: path.write_bytes(png))
+            write_atomic(folder / name, functools.partial(Path.write_bytes, data=png))
             written.append(folder / name)
 
     def draw_sweeps(self, defense: str, finished: Sequence[tuple[Cell, CellOutcome]]) -> None:
         """Per attack, split and norm swept over several ε: the first kept sample at each ε,
         from the cells' own examples."""
-        sweeps: dict[tuple[str, str, str], list[tuple[Cell, CellOutcome]]] = {}
+        # per attack, split and norm: each ε's cell, its first kept sample and its example
+        sweeps: dict[tuple[str, str, str], list[tuple[Cell, CellOutcome, int, Tensor]]] = {}
         for cell, outcome in finished:
             if outcome.shown is not None and outcome.shown_adv is not None and len(outcome.shown):
                 key = (cell.attack_name, cell.split, cell.threat.norm)
-                sweeps.setdefault(key, []).append((cell, outcome))
+                sweeps.setdefault(key, []).append(
+                    (cell, outcome, int(outcome.shown[0]), outcome.shown_adv[0]))
         for (attack, split, norm), members in sweeps.items():
-            first = {int(outcome.shown[0]) for _, outcome in members}
+            first = {shown for _, _, shown, _ in members}
             if self.out is None or len(members) < 2 or len(first) != 1:
                 continue
             sample = first.pop()
             label = int(self.plan.evaluation[split].y[sample])
-            series = sweep_series([(cell.threat.eps, outcome.shown_adv[0],
-                                    int(outcome.adv_pred[sample])) for cell, outcome in members])
+            series = sweep_series([(cell.threat.eps, example, int(outcome.adv_pred[sample]))
+                                   for cell, outcome, _, example in members])
             stem = cell_stem(attack, defense, split, norm)
             try:
                 self.attack_pictures.append(eps_grid_figure(

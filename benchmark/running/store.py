@@ -101,6 +101,7 @@ class ResultStore:
     def cell_keys(self, cell: Cell, defense: Defense) -> tuple[str, str] | None:
         """The cell's key in the run folder and in the cell cache (None: the attack fails to
         build, and the cell runs to record why)."""
+        assert cell.attack is not None
         try:
             attack_config = json.dumps(self.plan.build(cell.attack).config(), sort_keys=True)
         except Exception:
@@ -109,7 +110,8 @@ class ResultStore:
         return (self.keys.cell_key(cell, attack_config, defense_config),
                 self.keys.cache_key(cell, defense, attack_config, defense_config))
 
-    def reused(self, cell: Cell, group: Group) -> tuple[dict, CellOutcome] | None:
+    def reused(self, cell: Cell, group: Group
+               ) -> tuple[dict[str, Any], CellOutcome | None] | None:
         """The finished result of ``cell`` from the interrupted run being resumed, or from the
         cell cache (unless ``fresh``), if any; a cached cell brings its share of the defended
         model (certified samples, curves, pictures), which then need not be loaded."""
