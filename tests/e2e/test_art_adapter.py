@@ -14,8 +14,8 @@ from art.estimators.classification import (
     BlackBoxClassifierNeuralNetwork,
     PyTorchClassifier,
 )
+from support.art_adapter import BY_NAME, FAST
 
-import advbench_plugins.art_adapter as aa
 from advbench import AttackContext, Oracle, Split, ThreatModel
 from advbench.adapters import seeded_global_rng
 from advbench.conformance import check_attack
@@ -25,14 +25,6 @@ from advbench.threat import perturbation_size
 
 EPS = {"linf": 0.1, "l2": 1.5}
 TINY_EPS = {"linf": 0.1, "l2": 0.5}
-# Small settings, so each test takes seconds; ART's defaults are the presets' business.
-FAST = {"art-cw-l2": {"binary_search_steps": 2, "max_iter": 4, "initial_const": 1.0},
-        "art-deepfool": {"max_iter": 10},
-        "art-elastic-net": {"binary_search_steps": 2, "max_iter": 8, "initial_const": 1.0},
-        "art-square": {"max_iter": 30},
-        "art-hopskipjump": {"max_iter": 2, "max_eval": 50, "init_eval": 10, "init_size": 20},
-        "art-boundary": {"max_iter": 20, "num_trial": 4, "sample_size": 4, "init_size": 20}}
-BY_NAME = {cls.name: cls for cls in aa.ADAPTED}
 
 
 class Counting(nn.Module):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pandas as pd
 from helpers import assert_one_line_error, idx_folder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.bad_files import published, rerun, run_args, written
 
 from advbench import UsageError
 from advbench.cli import main
@@ -23,18 +23,7 @@ from advbench.reporting.results import (
     SCHEMA_VERSION,
     combine_results,
     read_results,
-    wilson_interval,
 )
-
-PUBLISHED = Path(__file__).resolve().parents[2] / "leaderboard" / "results.csv"
-RUN = ["run", "--preset", "smoke", "--attacks", "fgsm", "--defenses", "none",
-       "--n-train", "60", "--n-eval", "20"]
-
-
-def run_args(tmp_path: Path, root: Path, name: str = "out") -> list[str]:
-    return [*RUN, "--data-root", str(root), "--out", str(tmp_path / name),
-            "--cache-dir", str(tmp_path / "cache")]
-
 
 # ------------------------------------------------------------------ data folders
 
@@ -60,31 +49,6 @@ def test_another_data_root_does_not_reuse_the_cached_model(tmp_path):
 
 
 # ------------------------------------------------------------------ results files
-
-def published(rows: int = 8) -> pd.DataFrame:
-    """Real rows of the published leaderboard, and one invalid cell."""
-    frame = pd.read_csv(PUBLISHED, keep_default_na=False, na_values=[""]).head(rows)
-    invalid = frame.iloc[[0]].assign(attack="broken", valid=False, status="invalid",
-                                     invalid_reason="norm 0.2 > eps 0.1",
-                                     robust_accuracy=math.nan, robust_accuracy_ci_low=math.nan,
-                                     robust_accuracy_ci_high=math.nan)
-    return pd.concat([frame, invalid], ignore_index=True).astype(object)
-
-
-def written(tmp_path: Path, frame: pd.DataFrame, name: str = "results.csv") -> Path:
-    path = tmp_path / name
-    frame.to_csv(path, index=False)
-    return path
-
-
-def rerun(frame: pd.DataFrame, robust: float) -> pd.DataFrame:
-    """The same cells, the first with another (self-consistent) robust accuracy."""
-    frame = frame.copy()
-    n = int(frame.loc[0, "n_samples"])
-    low, high = wilson_interval(round(robust * n), n)
-    frame.loc[0, ["robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high"]] = \
-        [robust, low, high]
-    return frame
 
 
 def test_a_run_folder_is_its_results_and_manifest(tmp_path, capsys):

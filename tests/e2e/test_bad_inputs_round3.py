@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers import RUN, assert_one_line_error, assert_run_refused
+from support.bad_inputs_round3 import LONG, SMALL, plugin_module
 
 from advbench import (
     UsageError,
@@ -27,9 +28,6 @@ from advbench import (
     run_matrix,
 )
 from advbench.cli import main
-
-SMALL = ["--n-train", "500", "--n-eval", "20"]
-LONG = "a" * 300  # one name past the 255 bytes file systems allow (OSError 36)
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +53,6 @@ def assert_complete(out: Path) -> None:
 
 
 # -- plugins at import ----------------------------------------------------------------------
-
-def plugin_module(tmp_path: Path, monkeypatch, name: str, body: str) -> str:
-    """A plugin module ``name`` on the import path, loaded through BENCH_PLUGINS."""
-    (tmp_path / f"{name}.py").write_text(body)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("BENCH_PLUGINS", name)
-    return name
 
 
 def test_a_plugin_calling_sys_exit_at_import_is_a_failed_plugin(tmp_path, capsys, monkeypatch):

@@ -17,6 +17,7 @@ from advbench.oracle import Oracle
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "examples" / "bench-example-plugin"))
 from bench_example_plugin import input_quantization
+from support.bpda import FlippedQuantization
 
 SCALE = 1e4
 
@@ -82,26 +83,6 @@ def test_masking_flags_stay_visible(masked):
 
 
 # A defense's own surrogate (issue #26 point 5) ---------------------------------------------------
-
-
-class Negated(nn.Module):
-    """``−model(x)``: a surrogate whose every gradient is the opposite of the model's."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -self.model(x)
-
-
-@dataclass(kw_only=True)
-class FlippedQuantization(input_quantization.InputQuantization):
-    name = "flipped-quantization"
-    description = "input quantization whose declared BPDA surrogate is the negated model"
-
-    def bpda_surrogate(self, model: nn.Module) -> nn.Module:
-        return Negated(model)
 
 
 class NoisyLogits(nn.Module):

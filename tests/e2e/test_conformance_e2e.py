@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from support.conformance import broken_rules
 
 from advbench.conformance import (
-    Check,
-    ConformanceError,
     attack_checks,
 )
 
 
-def broken_rules(checks: Iterator[tuple[str, Check]]) -> list[str]:
-    """Every rule a class breaks (not just the first), as the kit's one-line messages."""
-    failures = []
-    for _, check in checks:
-        try:
-            check()
-        except ConformanceError as exc:
-            failures.append(str(exc))
-    return failures
-
-
 def test_every_builtin_attack_passes(registry):
     """bench's own attacks; the library adapters' are checked, at small settings (their
-    defaults take hours), by tests/e2e/test_torchattacks_adapter.py and tests/e2e/test_art_adapter.py."""
+    defaults take hours), by tests/e2e/test_torchattacks_adapter.py and
+    tests/e2e/test_art_adapter.py."""
     entries = [entry for entry in registry.resolve("attack", "all")
                if entry.source.plugin not in ("torchattacks-adapter", "art-adapter")]
     assert entries

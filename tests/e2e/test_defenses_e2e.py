@@ -25,9 +25,11 @@ from advbench_plugins.none import NoDefense
 from advbench_plugins.pgd_linf import PGDLinf
 from advbench_plugins.seed_cnn import SeedCNN
 
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
 CPU = torch.device("cpu")
 LINF = ThreatModel("linf", 0.1)
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def cnn(seed: int = 0) -> nn.Module:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.min_norm import attack_once
 
-from advbench import AttackContext, Oracle, ThreatModel, load_registry, run_matrix
+from advbench import ThreatModel, load_registry, run_matrix
 from advbench.conformance import check_attack
 from advbench.threat import perturbation_size
 
@@ -18,14 +19,6 @@ NAMES = {"linf": "fab-linf", "l2": "fab-l2"}
 def attacks():
     registry = load_registry()
     return {name: registry.get("attack", name).cls for name in ("fab-linf", "fab-l2", "fab-t")}
-
-
-def attack_once(cls, model, x, y, threat, targets=None, **options):
-    """(gate result, smallest norms reported, oracle) through the harness's gate."""
-    oracle = Oracle(model, "gradient", len(x))
-    ctx = AttackContext(torch.Generator().manual_seed(0), targets)
-    result = cls(**options).perturb(oracle, x, y, threat, ctx)
-    return result, ctx.record["norm_before_projection"], oracle
 
 
 # ---------------------------------------------------------------- the projection

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.min_norm import attack_once
 
-from advbench import AttackContext, Oracle, ThreatModel, load_registry, run_matrix
+from advbench import ThreatModel, load_registry, run_matrix
 from advbench.threat import perturbation_size
 
 NAMES = {"linf": "fmn-linf", "l2": "fmn-l2"}
@@ -17,14 +18,6 @@ NAMES = {"linf": "fmn-linf", "l2": "fmn-l2"}
 def attacks():
     registry = load_registry()
     return {norm: registry.get("attack", name).cls for norm, name in NAMES.items()}
-
-
-def attack_once(cls, model, x, y, threat, targets=None, **options):
-    """(gate result, smallest norms reported, oracle) through the harness's gate."""
-    oracle = Oracle(model, "gradient", len(x))
-    ctx = AttackContext(torch.Generator().manual_seed(0), targets)
-    result = cls(**options).perturb(oracle, x, y, threat, ctx)
-    return result, ctx.record["norm_before_projection"], oracle
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import matplotlib.image
 import torch
+from support.pictures import assert_png
 from torch import nn
 
 from advbench import Attack, ThreatModel
@@ -26,13 +26,6 @@ def run_cell(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor,
     clean = model(x).argmax(dim=1)
     return attack_cell(model, attack, Split(x.clone(), y.clone()), clean, threat,
                        CellSpec(batch_size=batch_size, device=CPU, seed=0, **kwargs))
-
-
-def assert_png(path, height_at_least: int = 100) -> None:
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[2] in (3, 4)
-    assert image.shape[0] >= height_at_least and image.shape[1] >= height_at_least
 
 
 def test_a_cell_keeps_its_first_attacked_samples_gate_checked_examples(trained_cnn, batch):

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
-
 import pytest
+from support.presets import built_in_names
 
 from advbench.plugin_system.loader import load_registry
 from advbench.plugin_system.presets import PRESETS
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def built_in_names() -> set[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return set(project["project"]["entry-points"]["advbench.plugins"])
 
 
 @pytest.fixture(scope="module")

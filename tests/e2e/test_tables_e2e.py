@@ -17,14 +17,6 @@ from advbench.cli import main
 from advbench.running.plan import RunConfig, build_plan
 
 
-def row(defense: str, attack: str, robust: float, *, norm: str = "linf", eps: float = 0.1,
-        clean: float = 0.9, **extra) -> dict:
-    return {"dataset": "fashion-mnist", "model": "seed-cnn", "defense": defense,
-            "attack": attack, "norm": norm, "eps": eps, "split": "test", "n_samples": 100,
-            "clean_accuracy": clean, "robust_accuracy": robust, "attack_success_rate": 0.5,
-            "valid": True, "status": "ok", "invalid_reason": "", "schema_version": 1, **extra}
-
-
 @dataclass(kw_only=True)
 class ReportsNorms(Attack):
     """FGSM that reports, per sample, a made-up needed norm: its index in the batch."""

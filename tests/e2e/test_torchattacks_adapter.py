@@ -20,6 +20,9 @@ from advbench.plugin_system.options import arguments_of
 from advbench.running.evaluate import CellSpec, attack_cell, predict
 from advbench.threat import perturbation_size
 
+BY_NAME = {cls.name: cls for cls in ta.ADAPTED}
+
+
 EPS = {"linf": 0.1, "l2": 1.5, "l0": 3.0}
 TINY_EPS = {"linf": 0.1, "l2": 0.5, "l0": 3.0}
 # Small settings, so each test takes seconds; the defaults are the kit's business.
@@ -28,7 +31,6 @@ FAST = {"ta-cw": {"steps": 20, "c": 10.0, "lr": 0.05}, "ta-fab": {"steps": 3},
         "ta-pixle": {"restarts": 3, "max_iterations": 3}, "ta-onepixel": {"steps": 3},
         "ta-spsa": {"nb_sample": 16, "nb_iter": 3}, "ta-apgd": {"steps": 5},
         "ta-deepfool": {"steps": 10}}
-BY_NAME = {cls.name: cls for cls in ta.ADAPTED}
 
 
 class Counting(nn.Module):

@@ -19,6 +19,8 @@ from advbench.threat import ThreatModel
 from advbench_plugins.adv_train_pgd import AdvTrainPGD
 
 CPU = torch.device("cpu")
+
+
 SETTINGS = TrainSettings(epochs=1, batch_size=8)
 
 

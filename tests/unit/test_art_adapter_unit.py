@@ -12,21 +12,13 @@ import torch
 pytest.importorskip("art", reason="the ART adapter's tests need adversarial-robustness-toolbox")
 
 import art
+from support.art_adapter import BY_NAME, FAST
 
 import advbench_plugins.art_adapter as aa
 from advbench import AccessError, AttackContext, Oracle, ThreatModel
 from advbench.errors import UsageError
 from advbench.plugin_system.loader import load_registry
 from advbench.plugin_system.options import arguments_of, checked_value
-
-# Small settings, so each test takes seconds; ART's defaults are the presets' business.
-FAST = {"art-cw-l2": {"binary_search_steps": 2, "max_iter": 4, "initial_const": 1.0},
-        "art-deepfool": {"max_iter": 10},
-        "art-elastic-net": {"binary_search_steps": 2, "max_iter": 8, "initial_const": 1.0},
-        "art-square": {"max_iter": 30},
-        "art-hopskipjump": {"max_iter": 2, "max_eval": 50, "init_eval": 10, "init_size": 20},
-        "art-boundary": {"max_iter": 20, "num_trial": 4, "sample_size": 4, "init_size": 20}}
-BY_NAME = {cls.name: cls for cls in aa.ADAPTED}
 
 
 def test_every_spec_is_registered_through_the_entry_point(registry):

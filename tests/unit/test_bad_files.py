@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers import assert_one_line_error, idx_folder, write_cifar_binary
+from support.bad_files import published, rerun, run_args, written
 
 from advbench import UsageError
 from advbench.cli import main
@@ -21,21 +21,10 @@ from advbench.plugin_system.registry import Source
 from advbench.reporting.results import (
     SCHEMA_VERSION,
     read_results,
-    wilson_interval,
 )
 from advbench.running.model_cache import content_key, data_fingerprint
 from advbench.running.plan import RunConfig, build_plan
 from advbench.running.worker import Worker
-
-PUBLISHED = Path(__file__).resolve().parents[2] / "leaderboard" / "results.csv"
-RUN = ["run", "--preset", "smoke", "--attacks", "fgsm", "--defenses", "none",
-       "--n-train", "60", "--n-eval", "20"]
-
-
-def run_args(tmp_path: Path, root: Path, name: str = "out") -> list[str]:
-    return [*RUN, "--data-root", str(root), "--out", str(tmp_path / name),
-            "--cache-dir", str(tmp_path / "cache")]
-
 
 # ------------------------------------------------------------------ data folders
 
@@ -134,21 +123,6 @@ def test_cache_key_has_the_data_and_the_defense_version(registry, tmp_path):
 
 # ------------------------------------------------------------------ results files
 
-def published(rows: int = 8) -> pd.DataFrame:
-    """Real rows of the published leaderboard, and one invalid cell."""
-    frame = pd.read_csv(PUBLISHED, keep_default_na=False, na_values=[""]).head(rows)
-    invalid = frame.iloc[[0]].assign(attack="broken", valid=False, status="invalid",
-                                     invalid_reason="norm 0.2 > eps 0.1",
-                                     robust_accuracy=math.nan, robust_accuracy_ci_low=math.nan,
-                                     robust_accuracy_ci_high=math.nan)
-    return pd.concat([frame, invalid], ignore_index=True).astype(object)
-
-
-def written(tmp_path: Path, frame: pd.DataFrame, name: str = "results.csv") -> Path:
-    path = tmp_path / name
-    frame.to_csv(path, index=False)
-    return path
-
 
 def edited(column: str, value: object, row: int = 2) -> pd.DataFrame:
     frame = published()
@@ -203,16 +177,6 @@ def test_valid_results_load_with_their_types(tmp_path):
     frame = read_results(written(tmp_path, published()))
     assert frame["valid"].dtype == bool and frame["n_samples"].dtype == np.int64
     assert frame["invalid_reason"].tolist()[-1] == "norm 0.2 > eps 0.1"
-
-
-def rerun(frame: pd.DataFrame, robust: float) -> pd.DataFrame:
-    """The same cells, the first with another (self-consistent) robust accuracy."""
-    frame = frame.copy()
-    n = int(frame.loc[0, "n_samples"])
-    low, high = wilson_interval(round(robust * n), n)
-    frame.loc[0, ["robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high"]] = \
-        [robust, low, high]
-    return frame
 
 
 def test_conflicting_duplicates_name_the_cell_and_both_files(tmp_path, capsys):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import RUN, assert_one_line_error, assert_run_refused, idx_folder, write_idx
+from support.bad_inputs_round3 import LONG, SMALL, plugin_module
 
 from advbench import (
     BenchError,
@@ -25,9 +26,6 @@ from advbench.oracle import Oracle
 from advbench.reporting.leaderboard import to_markdown
 from advbench.reporting.results import to_frame
 
-SMALL = ["--n-train", "500", "--n-eval", "20"]
-LONG = "a" * 300  # one name past the 255 bytes file systems allow (OSError 36)
-
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
@@ -38,13 +36,6 @@ def cache(tmp_path_factory) -> Path:
 
 
 # -- plugins at import ----------------------------------------------------------------------
-
-def plugin_module(tmp_path: Path, monkeypatch, name: str, body: str) -> str:
-    """A plugin module ``name`` on the import path, loaded through BENCH_PLUGINS."""
-    (tmp_path / f"{name}.py").write_text(body)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("BENCH_PLUGINS", name)
-    return name
 
 
 def test_a_plugin_printing_at_import_keeps_list_json_valid(tmp_path, capsys, monkeypatch):

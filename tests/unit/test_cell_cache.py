@@ -10,22 +10,17 @@ import multiprocessing
 import pytest
 import torch
 from helpers import assert_one_line_error
+from support.cell_cache import TINY, cell, entry_row
 from torch import nn
 
 from advbench import load_registry
 from advbench.cli import main
-from advbench.reporting.results import blank_row
 from advbench.running import keys as keys_module
 from advbench.running.cell_cache import CachedCell, CellCache
-from advbench.running.evaluate import CellOutcome
 from advbench.running.model_cache import ModelCache, content_key
 from advbench.running.plan import RunConfig, build_plan
 from advbench.running.worker import Worker
 from advbench.threat import ThreatModel
-
-TINY = dict(model="sample_models:tiny_mlp", preset="smoke", n_train=1000, n_eval=40,
-            defenses="none")
-
 
 # ---- the key ------------------------------------------------------------------------------
 
@@ -132,23 +127,6 @@ def test_an_entry_of_another_key_is_not_trusted(tmp_path):
 
 
 # ---- the entries --------------------------------------------------------------------------
-
-def entry_row(valid: bool = True, **values) -> dict:
-    """A cached cell's row as the worker writes one: every column, its identity filled in."""
-    return {**blank_row(), "dataset": "fashion-mnist", "model": "m", "defense": "none",
-            "attack": "fgsm", "norm": "linf", "eps": 0.1, "split": "test", "seed": 0,
-            "schema_version": 1, "valid": valid, "status": "ok" if valid else "invalid",
-            **values}
-
-
-def cell(value: int, n: int = 50) -> CachedCell:
-    """A cached cell whose first value/10 of its n samples (all correct) withstood the attack."""
-    labels = torch.arange(n) % 10
-    adv_pred = torch.where(torch.arange(n) < value * n // 10, labels, (labels + 1) % 10)
-    outcome = CellOutcome(torch.ones(n, dtype=torch.bool), adv_pred, labels,
-                          torch.full((n,), value), needed_norm=torch.rand(n))
-    row = entry_row(n_samples=n, clean_accuracy=1.0, robust_accuracy=value / 10)
-    return CachedCell(row, outcome, torch.zeros(n, dtype=torch.bool), {"history": None})
 
 
 def test_an_entry_reads_back_as_written(tmp_path):

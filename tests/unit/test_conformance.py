@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
 import torch
+from support.conformance import broken_rules
 from torch import nn
 
 from advbench import Attack, Defense
 from advbench.conformance import (
-    Check,
     ConformanceError,
     attack_checks,
     check_attack,
     check_defense,
     defense_checks,
 )
-
-
-def broken_rules(checks: Iterator[tuple[str, Check]]) -> list[str]:
-    """Every rule a class breaks (not just the first), as the kit's one-line messages."""
-    failures = []
-    for _, check in checks:
-        try:
-            check()
-        except ConformanceError as exc:
-            failures.append(str(exc))
-    return failures
 
 
 def test_every_builtin_defense_passes(registry):

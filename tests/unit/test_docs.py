@@ -9,63 +9,11 @@ from __future__ import annotations
 
 import inspect
 import re
-import sys
-import types
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from support.docs import EXAMPLE, GUIDES, ROOT, blocks, run_guide
 
 from advbench.running.executors import Executor
-
-ROOT = Path(__file__).resolve().parents[2]
-GUIDES = [ROOT / "docs" / name
-          for name in ("writing-plugins.md", "bad-inputs.md", "scaling.md", "measurements.md")]
-EXAMPLE = ROOT / "examples" / "bench-example-plugin"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.DOTALL | re.MULTILINE)
-MARK = re.compile(r"<!--\s*([\w-]+):\s*(.*?)\s*-->\s*$")
-
-
-@dataclass
-class Block:
-    language: str
-    code: str
-    line: int
-    mark: tuple[str, str] | None  # (kind, text) of the HTML comment just before, if any
-
-
-def blocks(path: Path) -> list[Block]:
-    text = path.read_text()
-    found = []
-    for match in FENCE.finditer(text):
-        before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        mark = MARK.search(before)
-        found.append(Block(match.group(1), match.group(2), text.count("\n", 0, match.start()) + 1,
-                           mark.groups() if mark else None))
-    return found
-
-
-def run_guide(path: Path, monkeypatch) -> types.ModuleType:
-    """Every Python block not marked not-run, in order, in one fresh module (a guide builds
-    its example step by step); every ``test_*`` function a block defines is called, once per
-    value of its ``pytest.mark.parametrize`` argument when it has one."""
-    module = types.ModuleType(f"guide_{path.stem.replace('-', '_')}")
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    for block in blocks(path):
-        if block.language != "python" or (block.mark and block.mark[0] == "not-run"):
-            continue
-        code = compile(block.code, f"{path.name}:{block.line}", "exec", dont_inherit=True)
-        exec(code, module.__dict__)  # dont_inherit: as a file of its own, not this one
-    for name, test in list(vars(module).items()):
-        if not (name.startswith("test_") and callable(test)):
-            continue
-        marks = [mark for mark in getattr(test, "pytestmark", []) if mark.name == "parametrize"]
-        if not marks:
-            test()
-        for argument, values in (mark.args for mark in marks):  # one argument per mark
-            for value in values:
-                test(**{argument: value})
-    return module
 
 
 def test_every_skipped_block_says_why():

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.min_norm import attack_once
 from torch import nn
 
-from advbench import AttackContext, Oracle, ThreatModel, load_registry
+from advbench import ThreatModel, load_registry
 from advbench.algorithms.fab import boundary_step
 
 NAMES = {"linf": "fab-linf", "l2": "fab-l2"}
@@ -44,14 +45,6 @@ def linear_world(classes: int = 5, n: int = 40, seed: int = 0):
         d[torch.arange(n), y] = torch.inf
         distances[norm] = d.min(dim=1).values
     return model, x, y, distances
-
-
-def attack_once(cls, model, x, y, threat, targets=None, **options):
-    """(gate result, smallest norms reported, oracle) through the harness's gate."""
-    oracle = Oracle(model, "gradient", len(x))
-    ctx = AttackContext(torch.Generator().manual_seed(0), targets)
-    result = cls(**options).perturb(oracle, x, y, threat, ctx)
-    return result, ctx.record["norm_before_projection"], oracle
 
 
 # ---------------------------------------------------------------- the projection

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.min_norm import attack_once
 from test_fab import linear_world
 
-from advbench import AttackContext, Oracle, ThreatModel, load_registry
+from advbench import ThreatModel, load_registry
 from advbench.algorithms.fmn import cosine
 from advbench.conformance import check_attack
 
@@ -19,14 +20,6 @@ NAMES = {"linf": "fmn-linf", "l2": "fmn-l2"}
 def attacks():
     registry = load_registry()
     return {norm: registry.get("attack", name).cls for norm, name in NAMES.items()}
-
-
-def attack_once(cls, model, x, y, threat, targets=None, **options):
-    """(gate result, smallest norms reported, oracle) through the harness's gate."""
-    oracle = Oracle(model, "gradient", len(x))
-    ctx = AttackContext(torch.Generator().manual_seed(0), targets)
-    result = cls(**options).perturb(oracle, x, y, threat, ctx)
-    return result, ctx.record["norm_before_projection"], oracle
 
 
 def test_cosine_annealing_runs_from_start_to_end():

@@ -3,9 +3,9 @@ driver, never by running the attack again."""
 
 from __future__ import annotations
 
-import matplotlib.image
 import pytest
 import torch
+from support.pictures import assert_png
 
 from advbench.reporting.pictures import (
     adversarial_examples_grid,
@@ -19,13 +19,6 @@ from advbench.running.evaluate import CellOutcome, either_fooled
 from advbench_plugins.fashion_mnist import FashionMNIST
 
 CLASSES = FashionMNIST.classes
-
-
-def assert_png(path, height_at_least: int = 100) -> None:
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[2] in (3, 4)
-    assert image.shape[0] >= height_at_least and image.shape[1] >= height_at_least
 
 
 def test_bpda_merge_keeps_the_example_that_fooled():

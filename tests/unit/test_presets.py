@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
+from support.presets import ROOT, built_in_names
 
 from advbench.plugin_system.loader import load_registry
 from advbench.plugin_system.presets import PRESETS
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # The sizing presets.py held before plugins declared their own (copied from it): every preset's
 # configs must stay what they were, or the published leaderboard's run no longer reproduces
@@ -64,11 +62,6 @@ EXPECTED_OPTIONS = {
 # The run's defaults (RunConfig, the CLI, evaluate_model) name the baseline plugins; "none" is
 # also an ordinary word there (``reduction="none"``, CSP's ``'none'``).
 ALLOWED = {"fashion-mnist", "seed-cnn", "none"}
-
-
-def built_in_names() -> set[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return set(project["project"]["entry-points"]["advbench.plugins"])
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from support.tables import row
 
 from advbench.cli import main
 from advbench.reporting.leaderboard import sections, to_markdown, to_rich
@@ -21,14 +22,6 @@ from advbench.reporting.results import to_frame
 from advbench.reporting.site import render_site
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def row(defense: str, attack: str, robust: float, *, norm: str = "linf", eps: float = 0.1,
-        clean: float = 0.9, **extra) -> dict:
-    return {"dataset": "fashion-mnist", "model": "seed-cnn", "defense": defense,
-            "attack": attack, "norm": norm, "eps": eps, "split": "test", "n_samples": 100,
-            "clean_accuracy": clean, "robust_accuracy": robust, "attack_success_rate": 0.5,
-            "valid": True, "status": "ok", "invalid_reason": "", "schema_version": 1, **extra}
 
 
 def sweep() -> pd.DataFrame:

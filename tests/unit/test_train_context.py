@@ -20,7 +20,11 @@ from advbench_plugins.adv_train_pgd import AdvTrainPGD
 from advbench_plugins.certified_training import CertifiedTraining
 
 CPU = torch.device("cpu")
+
+
 SETTINGS = TrainSettings(epochs=1, batch_size=8)
+
+
 CIFAR = DatasetInfo("cifar10", (3, 32, 32), 10, {"linf": 8 / 255, "l2": 0.5})
 
 
