@@ -7,6 +7,8 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from advbench.cli import main
 
@@ -66,3 +68,29 @@ def idx_folder(root: Path, seed: int, size: int = 28, top_label: int = 9) -> Pat
         labels[0] = top_label
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels, compress=True)
     return root
+
+
+class Counting(nn.Module):
+    """``model`` counting the rows and the calls of every forward pass: the ground truth for
+    the queries an attack reports."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows, self.calls = model, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        self.calls += 1
+        return self.model(x)
+
+
+class Scaled(nn.Module):
+    """``model`` with its logits multiplied by ``factor``: the same decisions, a saturated
+    softmax (cross-entropy's gradients vanish)."""
+
+    def __init__(self, model: nn.Module, factor: float) -> None:
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.factor

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from helpers import Scaled
 
 from advbench import AttackContext, Oracle, ThreatModel
 from advbench.algorithms.losses import (
@@ -34,17 +34,6 @@ def run(model, attack, x, y, threat, seed=0, targets=None):
 def robust_accuracy(model, x, x_adv, y) -> float:
     clean = predict(model, x, 500, CPU) == y
     return float((clean & (predict(model, x_adv, 500, CPU) == y)).float().mean())
-
-
-class Scaled(nn.Module):
-    """The model with its logits multiplied by ``factor``: same decisions, saturated softmax."""
-
-    def __init__(self, model: nn.Module, factor: float) -> None:
-        super().__init__()
-        self.model, self.factor = model, factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) * self.factor
 
 
 # ---------------------------------------------------------------- losses, closed forms

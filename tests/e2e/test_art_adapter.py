@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import Counting
 from torch import nn
 
 pytest.importorskip("art", reason="the ART adapter's tests need adversarial-robustness-toolbox")
@@ -25,18 +26,6 @@ from advbench.threat import perturbation_size
 
 EPS = {"linf": 0.1, "l2": 1.5}
 TINY_EPS = {"linf": 0.1, "l2": 0.5}
-
-
-class Counting(nn.Module):
-    """``model`` counting the rows of every forward pass, as a ground truth for queries."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.rows = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += x.shape[0]
-        return self.model(x)
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.blackbox import Counting, brute_force_map, ctx, predictions, tiny_batch, tiny_model
+from helpers import Counting
+from support.blackbox import brute_force_map, ctx, predictions, tiny_batch, tiny_model
 from torch import nn
 
 from advbench import Oracle, ThreatModel

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import Scaled
 from torch import nn
 
 from advbench import Defense, hookimpl, load_registry, run_matrix
@@ -22,23 +23,11 @@ from support.bpda import FlippedQuantization
 SCALE = 1e4
 
 
-class ScaledLogits(nn.Module):
-    """``model``'s logits times a large constant: softmax saturates, cross-entropy gradients
-    vanish, and the predictions are exactly the model's."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return SCALE * self.model(x)
-
-
 def test_surrogate_gives_its_gradient_and_the_models_values(trained_cnn, batch):
     """Closed form: for 1e4·f, the BPDA gradient is exactly the plain gradient of f, while the
     logits returned (and the single query charged) are the wrapped model's."""
     x, y = batch[0][:32], batch[1][:32]
-    wrapped = ScaledLogits(trained_cnn).eval()
+    wrapped = Scaled(trained_cnn, SCALE).eval()
     oracle = Oracle(wrapped, "gradient", len(y), surrogate=trained_cnn)
     grad, logits = oracle.gradient(x, y)
     expected, _ = Oracle(trained_cnn, "gradient", len(y)).gradient(x, y)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from torch import nn
+from helpers import Counting
 
 pytest.importorskip("torchattacks")
 
@@ -31,19 +31,6 @@ FAST = {"ta-cw": {"steps": 20, "c": 10.0, "lr": 0.05}, "ta-fab": {"steps": 3},
         "ta-pixle": {"restarts": 3, "max_iterations": 3}, "ta-onepixel": {"steps": 3},
         "ta-spsa": {"nb_sample": 16, "nb_iter": 3}, "ta-apgd": {"steps": 5},
         "ta-deepfool": {"steps": 10}}
-
-
-class Counting(nn.Module):
-    """``model`` counting the rows of every forward pass, as a ground truth for queries."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.rows, self.calls = model, 0, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += x.shape[0]
-        self.calls += 1
-        return self.model(x)
 
 
 @pytest.fixture

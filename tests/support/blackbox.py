@@ -8,19 +8,6 @@ from torch import nn
 from advbench import AttackContext
 
 
-class Counting(nn.Module):
-    """Wraps a model and counts the rows it is asked to classify."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.rows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += x.shape[0]
-        return self.model(x)
-
-
 def tiny_model(shape: tuple[int, int, int], seed: int, scale: float = 1.0) -> nn.Module:
     """A random linear classifier (10 classes) on images of ``shape``, frozen."""
     torch.manual_seed(seed)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from support.blackbox import Counting, brute_force_map, ctx, predictions, tiny_batch, tiny_model
+from helpers import Counting
+from support.blackbox import brute_force_map, ctx, predictions, tiny_batch, tiny_model
 
 from advbench import AccessError, Attack, Oracle, QueryBudgetExceeded, ThreatModel
 from advbench.algorithms.pixel_scan import fooling_map, save_fooling_heatmap
