@@ -261,11 +261,3 @@ class AdversarialTraining(Defense):
         return (*train, *measure(model, validation, self.threat, self.guard_steps, ctx.device,
                                  seed))
 
-
-def __getattr__(name: str) -> Any:
-    # re-export until driver/worker import from advbench.reporting.figures (drawing moved there)
-    if name == "plot_training_curves":
-        from advbench.reporting.figures import plot_training_curves
-
-        return plot_training_curves
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

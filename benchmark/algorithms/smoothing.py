@@ -16,7 +16,6 @@ Noise is drawn from a generator owned by the module, seeded at construction and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -155,11 +154,3 @@ def certified_accuracy(labels: torch.Tensor, radii: torch.Tensor, y: torch.Tenso
     reach = radii.cpu().to(torch.float64).unsqueeze(0) >= grid
     return (correct & reach).to(torch.float64).mean(dim=1)
 
-
-def __getattr__(name: str) -> Any:
-    # re-export until driver/worker import from advbench.reporting.figures (drawing moved there)
-    if name == "plot_certified_accuracy":
-        from advbench.reporting.figures import plot_certified_accuracy
-
-        return plot_certified_accuracy
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 import pluggy
 
 from advbench import hookspecs
-from advbench._util import one_line  # re-export until driver/worker import from advbench._util
+from advbench._util import one_line
 from advbench.attack import Attack
 from advbench.data import Dataset
 from advbench.defense import Defense

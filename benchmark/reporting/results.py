@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from advbench._util import write_atomic  # re-export until driver/worker import from advbench._util
+from advbench._util import write_atomic
 from advbench.errors import BenchError, UsageError
 
 if TYPE_CHECKING:

@@ -16,8 +16,7 @@ from pathlib import Path
 from torch import Tensor
 
 from advbench._util import write_atomic
-from advbench.algorithms.adversarial_training import plot_training_curves
-from advbench.algorithms.smoothing import plot_certified_accuracy
+from advbench.reporting.figures import plot_certified_accuracy, plot_training_curves
 from advbench.reporting.pictures import (
     adversarial_examples_grid,
     cell_stem,
