@@ -14,7 +14,9 @@ import torch
 
 from advbench import Split, load_registry
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One torch thread per pytest-xdist worker (`pytest -n N`): N workers share the cores already.
+torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ
+                      else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -22,8 +23,10 @@ from helpers import RUN, assert_one_line_error, assert_run_refused
 from support.bad_inputs_round3 import LONG, SMALL, plugin_module
 
 from advbench import (
+    Defense,
     UsageError,
     evaluate_model,
+    hookimpl,
     load_registry,
     run_matrix,
 )
@@ -53,6 +56,19 @@ def assert_complete(out: Path) -> None:
 
 
 # -- plugins at import ----------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class NaNDefense(Defense):
+    name = "nan-logits"
+
+    def wrap(self, model):
+        return NaNLogits(model)
+
+
+@hookimpl
+def bench_defenses():
+    return [NaNDefense]
 
 
 def test_a_plugin_calling_sys_exit_at_import_is_a_failed_plugin(tmp_path, capsys, monkeypatch):

@@ -23,6 +23,32 @@ from support.bpda import FlippedQuantization
 SCALE = 1e4
 
 
+@dataclass(kw_only=True)
+class LogitScaling(Defense):
+    name = "logit-scaling"
+    description = "logits multiplied by 1e4 at inference (masks cross-entropy gradients)"
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return ScaledLogits(model)
+
+
+@hookimpl
+def bench_defenses() -> list[type[Defense]]:
+    return [LogitScaling]
+
+
+class ScaledLogits(nn.Module):
+    """``model``'s logits times a large constant: softmax saturates, cross-entropy gradients
+    vanish, and the predictions are exactly the model's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return SCALE * self.model(x)
+
+
 def test_surrogate_gives_its_gradient_and_the_models_values(trained_cnn, batch):
     """Closed form: for 1e4·f, the BPDA gradient is exactly the plain gradient of f, while the
     logits returned (and the single query charged) are the wrapped model's."""

@@ -9,12 +9,14 @@ a gradient attack with a budget of one query per step gets all its steps.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import pytest
 import torch
 from support.oracle_eot import DRAWS, MEAN, STEPS, NoisyLogits, Stepwise
+from torch import nn
 
-from advbench import Split, ThreatModel, load_registry, run_matrix
+from advbench import Attack, Defense, Split, ThreatModel, hookimpl, load_registry, run_matrix
 from advbench.conformance import tiny_images, tiny_model
 from advbench.oracle import Oracle
 from advbench.running.evaluate import CellSpec, attack_cell, predict
@@ -27,6 +29,26 @@ def noisy() -> tuple[NoisyLogits, torch.Tensor, torch.Tensor]:
         parameter.requires_grad_(False)
     x = tiny_images(6)
     return NoisyLogits(base).eval(), x, base(x).argmax(dim=1)
+
+
+@dataclass(kw_only=True)
+class NoisyDefense(Defense):
+    name = "noisy-logits"
+    randomized = True
+    description = "logits plus uniform noise of mean 0.75 (a randomized defense for tests)"
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return NoisyLogits(model)
+
+
+@hookimpl
+def bench_defenses() -> list[type[Defense]]:
+    return [NoisyDefense]
+
+
+@hookimpl
+def bench_attacks() -> list[type[Attack]]:
+    return [Stepwise]
 
 
 def test_logits_converge_to_the_models_plus_the_noise_mean(noisy):

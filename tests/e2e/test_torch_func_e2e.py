@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.nn.functional as F
+from support.torch_func import FuncFGSM
 from torch.func import jvp, vmap
 
-from advbench import Attack, AttackContext, Oracle, ThreatModel, load_registry, run_matrix
+from advbench import Attack, AttackContext, Oracle, ThreatModel, hookimpl, load_registry, run_matrix
 from advbench.conformance import check_attack
 from advbench.threat import clip_to_box
 
@@ -45,6 +46,11 @@ class JvpSearch(Attack):
         slopes = vmap(lambda d: jvp(losses, (x,), (d,))[1])(dirs)  # directions × samples
         best = dirs[slopes.argmax(dim=0), torch.arange(len(x), device=x.device)]
         return clip_to_box(x + threat.eps * best)
+
+
+@hookimpl
+def bench_attacks() -> list[type[Attack]]:
+    return [FuncFGSM, JvpSearch]
 
 
 def test_a_jvp_attack_passes_the_kit():
