@@ -341,3 +341,12 @@ def test_a_full_disk_is_one_line_naming_the_folder(tmp_path, cache, capsys, monk
 
 
 # -- leaderboard.md ---------------------------------------------------------------------------
+
+
+def test_the_leaderboard_on_an_ascii_terminal(tmp_path, cache, monkeypatch):
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert main(["leaderboard", str(cache / "first")]) == 0
+    stdout.flush()
+    text = stdout.buffer.getvalue().decode("ascii")
+    assert "linf \\u03b5=0.1" in text and "| none" in text
