@@ -11,8 +11,16 @@ opens from disk or any static host. Every string taken from results (plugin name
 third-party input) is escaped by Jinja2's autoescaping, and URLs are percent-encoded. The
 output depends only on the results, the manifest and which figures exist: no timestamps.
 
+Where the run folder holds the per-sample radii (``radii.json``, written by
+:mod:`advbench.reporting.curves`), the page also ranks the defenses per split and norm at an ε
+the reader picks on a slider: robust accuracy at ε is the share of samples whose attack radius
+is above it, certified accuracy the share certified at a positive radius ≥ ε, recomputed in the
+browser from the radii embedded in the page (no rerun). Without the file there is no such
+section and the page is exactly what it was.
+
 The page's Jinja2 template, style sheet and script are the files of ``templates/``
-(``page.html``, ``site.css``, ``site.js``), shipped as package data.
+(``page.html``, ``site.css``, ``site.js``, and ``slider.css``, ``slider.js`` for the ε slider,
+added to the page only where it has one), shipped as package data.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from jinja2 import Environment, StrictUndefined
 
 from advbench._util import write_atomic
 from advbench.errors import BenchError
+from advbench.reporting.curves import GROUP, certified_at, robust_at
 from advbench.reporting.leaderboard import (
     CELL_PICTURES,
     SECTION_KEYS,
@@ -60,12 +69,21 @@ def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
+def csp(style: str, script: str) -> str:
+    """Nothing but the page's own inline style and script and images of the site's own origin:
+    no network, and an injected <script> could not run even if escaping failed."""
+    return (f"default-src 'none'; img-src 'self'; style-src {_csp_hash(style)}; "
+            f"script-src {_csp_hash(script)}; base-uri 'none'; form-action 'none'")
+
+
 STYLE = _template("site.css").strip()
 SCRIPT = _template("site.js").strip()
-# Nothing but the inline style and script above and images of the site's own origin: no
-# network, and an injected <script> could not run even if escaping failed.
-CSP = (f"default-src 'none'; img-src 'self'; style-src {_csp_hash(STYLE)}; "
-       f"script-src {_csp_hash(SCRIPT)}; base-uri 'none'; form-action 'none'")
+CSP = csp(STYLE, SCRIPT)
+# A page with ε sliders: the same style and script, each with the slider's part after it.
+SLIDER_STYLE = STYLE + "\n" + _template("slider.css").strip()
+SLIDER_SCRIPT = SCRIPT + "\n" + _template("slider.js").strip()
+SLIDER_CSP = csp(SLIDER_STYLE, SLIDER_SCRIPT)
+RADII_FILE = "radii.json"  # the per-sample radii a run writes (curves.radii_json)
 ENVIRONMENT = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
 TEMPLATE = ENVIRONMENT.from_string(_template("page.html"))
 
@@ -128,6 +146,28 @@ class Gallery:
 
 
 @dataclass
+class Standing:
+    """A defense's row under an ε slider, as shown before the script re-ranks it."""
+    defense: str
+    robust: str
+    certified: str
+    certifier: str
+
+
+@dataclass
+class Slider:
+    """One split and norm's ranking at an ε the reader picks: the slider's range, the rows at
+    the run's ε and the per-sample radii the page's script recomputes them from."""
+    split: str
+    norm: str
+    top: str
+    step: str
+    value: str
+    rows: list[Standing]
+    data: list[dict[str, Any]]
+
+
+@dataclass
 class Page:
     dataset: str
     model: str
@@ -137,6 +177,7 @@ class Page:
     norms: list[str]
     tables: list[Board]
     galleries: list[Gallery]
+    sliders: list[Slider] = field(default_factory=list)
 
 
 class Figures:
@@ -347,6 +388,100 @@ def galleries(frame: pd.DataFrame, figures: Figures, listed: list[str]) -> list[
     return result
 
 
+def check_group(group: dict[str, Any]) -> None:
+    """One radii group as curves.radii_json writes it (ValueError naming what is not)."""
+    missing = [key for key in (*GROUP, "n", "attack_radius", "certified_radius", "certifier")
+               if key not in group]
+    if missing:
+        raise ValueError(f"a group without {', '.join(missing)}")
+    n = group["n"]
+    for key in ("attack_radius", "certified_radius"):
+        values = group[key]
+        if values is None and key == "certified_radius":
+            continue
+        if not isinstance(values, list) or len(values) != n or not all(
+                v is None or (isinstance(v, (int, float)) and v >= 0) for v in values):
+            raise ValueError(f"{key} of {group['defense']} is not {n} radii ≥ 0")
+
+
+def radii_groups(path: Path) -> list[dict[str, Any]]:
+    """The groups of one ``radii.json``, checked, since a wrong file would mean wrong numbers."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        if not isinstance(data, dict) or data.get("format") != 1:
+            raise ValueError("not format 1")
+        for group in data["groups"]:
+            check_group(group)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BenchError(f"{path}: not the per-sample radii bench run writes ({exc}); rerun "
+                         f"bench run into that folder or delete the file") from exc
+    return data["groups"]
+
+
+def read_radii(roots: Sequence[Path]) -> list[dict[str, Any]]:
+    """The radii groups of every run folder's ``radii.json`` (the first folder's where two
+    hold a group); none where no folder has the file."""
+    found: dict[tuple[str, ...], dict[str, Any]] = {}
+    for root in roots:
+        path = Path(root) / RADII_FILE
+        if path.is_file():
+            for group in radii_groups(path):
+                found.setdefault(tuple(str(group[key]) for key in GROUP), group)
+    return list(found.values())
+
+
+def slider_range(groups: Sequence[dict[str, Any]], eps: Sequence[float]) -> tuple[float, float]:
+    """The slider's top and step: a little past the largest finite radius or ε of the run, in
+    a hundred to a thousand steps of a power of ten."""
+    values = [float(v) for group in groups for key in ("attack_radius", "certified_radius")
+              for v in group[key] or [] if v is not None] + [float(e) for e in eps]
+    largest = max(values, default=0.0)
+    top = 1.1 * largest if largest > 0 else 1.0
+    step = 10.0 ** math.floor(math.log10(top / 100))
+    return math.ceil(round(top / step, 6)) * step, step
+
+
+def standings(groups: Sequence[dict[str, Any]], eps: float) -> list[Standing]:
+    """The defenses at ``eps``, by robust accuracy (best first, ties in the groups' order), as
+    the page's script ranks them."""
+    def radii(values: list[float | None]) -> list[float]:
+        return [math.inf if v is None else float(v) for v in values]  # None: infinite
+
+    rows = []
+    for group in groups:
+        robust = float(robust_at(radii(group["attack_radius"]), eps))
+        certified = group["certified_radius"]
+        shown = ("—" if certified is None
+                 else f"{float(certified_at(radii(certified), eps)):.3f}")
+        rows.append((-robust, Standing(str(group["defense"]), f"{robust:.3f}", shown,
+                                       "" if certified is None else str(group["certifier"]))))
+    return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
+
+
+def number_text(value: float) -> str:
+    return f"{value:.12g}"
+
+
+def sliders(groups: Sequence[dict[str, Any]], part: pd.DataFrame) -> list[Slider]:
+    """Per split and norm of one page's radii, the ε slider, starting at the run's largest ε of
+    that split and norm."""
+    dataset, model = (str(part[key].iloc[0]) for key in PAGE_KEYS)
+    mine = [g for g in groups if (str(g["dataset"]), str(g["model"])) == (dataset, model)]
+    result = []
+    for split, norm in sorted({(str(g["split"]), str(g["norm"])) for g in mine}):
+        members = sorted((g for g in mine if (str(g["split"]), str(g["norm"])) == (split, norm)),
+                         key=lambda g: str(g["defense"]))
+        cells = part[(part["split"].astype(str) == split) & (part["norm"].astype(str) == norm)]
+        eps = [float(e) for e in cells["eps"] if number(e) is not None]
+        top, step = slider_range(members, eps)
+        value = max(eps, default=0.0)
+        data = [{"defense": str(g["defense"]), "n": int(g["n"]), "attack": g["attack_radius"],
+                 "certified": g["certified_radius"]} for g in members]
+        result.append(Slider(split, norm, number_text(top), number_text(step),
+                             number_text(value), standings(members, value), data))
+    return result
+
+
 def page_name(dataset: str, model: str, taken: set[str]) -> str:
     """A file name for a dataset/model page: safe characters only, unique in the site."""
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dataset}_{model}").strip("-.") or "page"
@@ -380,6 +515,7 @@ def render_site(frame: pd.DataFrame, folder: Path, manifest: dict[str, Any] | No
     under each of ``roots`` (run folders holding ``figures/``; default ``folder``)."""
     figures = Figures(folder, roots or [folder])
     listed = figures.listed(manifest)
+    radii = read_radii(figures.roots)
     groups = list(frame.groupby(PAGE_KEYS, sort=True))
     taken: set[str] = set()
     pages = []
@@ -392,14 +528,18 @@ def render_site(frame: pd.DataFrame, folder: Path, manifest: dict[str, Any] | No
             defenses=sorted(part["defense"].astype(str).unique()),
             attacks=sorted(part["attack"].astype(str).unique()),
             norms=sorted(part["norm"].astype(str).unique()),
-            tables=tables, galleries=galleries(part, figures, listed)))
-    common = {"csp": CSP, "style": STYLE, "script": SCRIPT, "run": run_facts(manifest)}
+            tables=tables, galleries=galleries(part, figures, listed),
+            sliders=sliders(radii, part)))
+    plain = {"csp": CSP, "style": STYLE, "script": SCRIPT}
+    with_sliders = {"csp": SLIDER_CSP, "style": SLIDER_STYLE, "script": SLIDER_SCRIPT}
+    run = run_facts(manifest)
     files = {page.href: TEMPLATE.render(
         title=f"bench leaderboard · {page.dataset} · {page.model}", page=page,
-        back=len(pages) > 1, pages=pages, **common) for page in pages}
+        back=len(pages) > 1, pages=pages, run=run, **(with_sliders if page.sliders else plain))
+        for page in pages}
     if len(pages) != 1:
         files["index.html"] = TEMPLATE.render(title="bench leaderboard", page=None, back=False,
-                                              pages=pages, **common)
+                                              pages=pages, run=run, **plain)
     return files
 
 
