@@ -14,6 +14,7 @@ from pathlib import Path
 from support.site import EVIL, Page, small_frame
 
 from advbench.cli import main
+from advbench.reporting.leaderboard import sections
 from advbench.reporting.site import CSP, render_site
 
 # Two L∞ defenses whose order flips between ε = 0.02 and ε = 0.1 (None: never broken), one
@@ -49,9 +50,9 @@ def curve_sections(page: Page) -> list[dict]:
 
 def rows(text: str, norm: str) -> list[tuple[str, str, str]]:
     """A slider table's (defense, robust, certified) as the page ships it, before any script."""
-    section = text.split(f'<section class="curve" data-norm="{norm}"', 1)[1]
+    section = text.split(f'<section class="curve" data-curve-norm="{norm}"', 1)[1]
     body = section.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
-    found = re.findall(r'<tr data-defense="([^"]*)">.*?<td class="robust">([^<]*)</td>\s*'
+    found = re.findall(r'<tr data-curve-defense="([^"]*)">.*?<td class="robust">([^<]*)</td>\s*'
                        r'<td class="certified"[^>]*>([^<]*)</td>', body, re.S)
     return [(html.unescape(name), robust, certified) for name, robust, certified in found]
 
@@ -60,8 +61,13 @@ def test_page_embeds_the_radii_and_ranks_the_defenses_at_the_runs_eps(tmp_path):
     write_radii(tmp_path)
     text = render_site(small_frame(), tmp_path)["index.html"]
     page = Page(text)
-    assert [(s["data-split"], s["data-norm"]) for s in curve_sections(page)] == [
+    assert [(s["data-curve-split"], s["data-curve-norm"]) for s in curve_sections(page)] == [
         ("test", "l2"), ("test", "linf")]
+    # the leaderboard tables' rows and sections are what they were (selectors stay unique)
+    assert [attrs["data-defense"] for tag, attrs in page.elements if "data-defense" in attrs
+            ] == [cells[0] for section in sections(small_frame()) for cells in section.rows]
+    assert [attrs["data-norm"] for tag, attrs in page.elements if "data-norm" in attrs] == [
+        "l2", "linf"]
     sliders = [attrs for tag, attrs in page.elements if attrs.get("type") == "range"]
     # 0 to 1.1 × the largest finite radius or ε (2.0, 0.3), at the run's ε, in powers of ten
     assert [(s["min"], s["max"], s["step"], s["value"]) for s in sliders] == [
@@ -129,7 +135,8 @@ def test_a_defense_name_stays_text_inside_the_embedded_radii(tmp_path):
     page = Page(text)
     assert text.count("</script>") == 2 and "<script>alert" not in text
     assert [json.loads(s)[0]["defense"] for s in page.scripts if s.startswith("[")] == [EVIL]
-    assert EVIL in [attrs.get("data-defense") for tag, attrs in page.elements if tag == "tr"]
+    assert EVIL in [attrs.get("data-curve-defense") for tag, attrs in page.elements
+                    if tag == "tr"]
 
 
 def test_a_wrong_radii_json_is_a_one_line_error(tmp_path, capsys):

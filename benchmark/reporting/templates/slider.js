@@ -12,7 +12,7 @@
     var body = section.querySelector("tbody");
     var rows = Object.create(null);
     Array.prototype.forEach.call(body.rows, function (row) {
-      rows[row.getAttribute("data-defense")] = row;
+      rows[row.getAttribute("data-curve-defense")] = row;
     });
     function rank() {
       var eps = parseFloat(slider.value);
@@ -41,9 +41,9 @@
     var pick = function (name) { return controls.querySelector("[name=" + name + "]").value; };
     var defense = pick("defense"), norm = pick("norm"), text = pick("text").trim().toLowerCase();
     document.querySelectorAll("section.curve").forEach(function (section) {
-      section.hidden = norm !== "" && section.getAttribute("data-norm") !== norm;
+      section.hidden = norm !== "" && section.getAttribute("data-curve-norm") !== norm;
       section.querySelectorAll("tbody tr").forEach(function (row) {
-        var name = row.getAttribute("data-defense");
+        var name = row.getAttribute("data-curve-defense");
         row.hidden = (defense !== "" && name !== defense) ||
           (text !== "" && name.toLowerCase().indexOf(text) < 0);
       });
