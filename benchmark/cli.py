@@ -460,7 +460,7 @@ def command_list(args: argparse.Namespace) -> int:
 
 def command_leaderboard(args: argparse.Namespace) -> int:
     from advbench.reporting.leaderboard import read_manifest, run_inputs, to_markdown, write_output
-    from advbench.reporting.results import check_manifest, combine_results, read_results
+    from advbench.reporting.reading import check_manifest, combine_results, read_results
 
     files, run_manifest = run_inputs(args.files)
     frame = combine_results([(path, read_results(path)) for path in files], args.prefer)

@@ -31,7 +31,7 @@ from safetensors import safe_open
 
 from advbench._util import write_atomic
 from advbench.errors import UsageError
-from advbench.reporting.results import validate_results
+from advbench.reporting.reading import validate_results
 from advbench.running.evaluate import CellOutcome
 from advbench.running.model_cache import history_problem
 

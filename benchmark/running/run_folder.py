@@ -18,7 +18,8 @@ import torch
 from advbench._util import one_line
 from advbench.errors import UsageError
 from advbench.plugin_system.registry import Registry
-from advbench.reporting.results import SCHEMA_VERSION, validate_results
+from advbench.reporting.reading import validate_results
+from advbench.reporting.results import SCHEMA_VERSION
 from advbench.running.cell_cache import outcome_problem
 from advbench.running.config import RunConfig
 from advbench.running.evaluate import CellOutcome

@@ -18,12 +18,8 @@ from support.bad_files import published, rerun, run_args, written
 from advbench import UsageError
 from advbench.cli import main
 from advbench.reporting.leaderboard import to_markdown
-from advbench.reporting.results import (
-    REQUIRED,
-    SCHEMA_VERSION,
-    combine_results,
-    read_results,
-)
+from advbench.reporting.reading import combine_results, read_results
+from advbench.reporting.results import REQUIRED, SCHEMA_VERSION
 
 # ------------------------------------------------------------------ data folders
 

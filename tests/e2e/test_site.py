@@ -19,7 +19,8 @@ from support.site import EVIL, EVIL_ATTACK, Page, row, small_frame
 from advbench import run_matrix
 from advbench.cli import main
 from advbench.reporting.leaderboard import sections
-from advbench.reporting.results import read_results, to_frame
+from advbench.reporting.reading import read_results
+from advbench.reporting.results import to_frame
 from advbench.reporting.site import render_site, write_site
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "leaderboard"

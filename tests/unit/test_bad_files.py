@@ -18,10 +18,8 @@ from advbench import UsageError
 from advbench.cli import main
 from advbench.data import Split
 from advbench.plugin_system.registry import Source
-from advbench.reporting.results import (
-    SCHEMA_VERSION,
-    read_results,
-)
+from advbench.reporting.reading import read_results
+from advbench.reporting.results import SCHEMA_VERSION
 from advbench.running.model_cache import content_key, data_fingerprint
 from advbench.running.plan import RunConfig, build_plan
 from advbench.running.worker import Worker

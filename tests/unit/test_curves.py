@@ -25,7 +25,8 @@ from advbench.reporting.curves import (
     with_curves,
 )
 from advbench.reporting.leaderboard import to_markdown
-from advbench.reporting.results import blank_row, read_results, wilson_interval, write_results
+from advbench.reporting.reading import read_results
+from advbench.reporting.results import blank_row, wilson_interval, write_results
 from advbench.reporting.sanity import certificate_contradicted, minimum_norm_weak
 
 INF, NAN = math.inf, math.nan
