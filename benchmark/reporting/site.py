@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, StrictUndefined
 
@@ -444,15 +445,15 @@ def slider_range(groups: Sequence[dict[str, Any]], eps: Sequence[float]) -> tupl
 def standings(groups: Sequence[dict[str, Any]], eps: float) -> list[Standing]:
     """The defenses at ``eps``, by robust accuracy (best first, ties in the groups' order), as
     the page's script ranks them."""
-    def radii(values: list[float | None]) -> list[float]:
-        return [math.inf if v is None else float(v) for v in values]  # None: infinite
+    def radii(values: list[float | None]) -> np.ndarray:
+        return np.array([math.inf if v is None else float(v) for v in values])  # None: inf
 
     rows = []
     for group in groups:
-        robust = float(robust_at(radii(group["attack_radius"]), eps))
+        robust = float(robust_at(radii(group["attack_radius"]), np.asarray(eps)))
         certified = group["certified_radius"]
         shown = ("—" if certified is None
-                 else f"{float(certified_at(radii(certified), eps)):.3f}")
+                 else f"{float(certified_at(radii(certified), np.asarray(eps))):.3f}")
         rows.append((-robust, Standing(str(group["defense"]), f"{robust:.3f}", shown,
                                        "" if certified is None else str(group["certifier"]))))
     return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
