@@ -46,8 +46,8 @@ PRESETS = {
         # Half the training split: with the cascade at AutoAttack's strength, the README's
         # first line (install included) stays within 10 minutes on 2 cores.
         Preset("cpu", 30000, 3, 150, "default: the whole matrix as a cascade in about 8 "
-               "minutes on a 2-core CPU; half the training split, costly defenses train 1-2 "
-               "epochs", cascade=True),
+               "minutes on a 2-core CPU; half the training split, adversarial training 1 "
+               "epoch", cascade=True),
         Preset("paper", None, 10, 500, "larger: 10 epochs (5 for FGSM-adversarial and certified "
                "training), 500 evaluation samples; over an hour on a 2-core CPU", cascade=True),
     )

@@ -109,7 +109,7 @@ class Plan:
     preset: Preset
     cells: list[Cell] = field(default_factory=list)
     # In a cascade, the cells AutoAttack's version for randomized defenses leaves out (see
-    # ``randomized_version``): not run, named in the worst case's cascade.
+    # ``randomized_version``): not run, named in the defense's flags.
     left_out: list[Cell] = field(default_factory=list)
     # Where the model plugin came from (distribution and version, or the imported factory): a
     # fixed architecture must not load the old one's cached weights.
