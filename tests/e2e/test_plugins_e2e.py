@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
-from support.plugins import MODULES
+from support.plugins import install_fake_distribution
 
 from advbench import load_registry
 from advbench.cli import main
@@ -14,15 +12,7 @@ from advbench.cli import main
 @pytest.fixture
 def fake_distribution(tmp_path, monkeypatch):
     """Install (on sys.path) a distribution 'fakeplug' declaring one entry point per module."""
-    for name, source in MODULES.items():
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-    info = tmp_path / "fakeplug-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.2.3\n")
-    lines = "\n".join(f"{name.removeprefix('fake_')} = {name}" for name in MODULES)
-    (info / "entry_points.txt").write_text(f"[advbench.plugins]\n{lines}\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    return install_fake_distribution(tmp_path, monkeypatch)
 
 
 def test_strict_plugins_flag_stops_a_run_in_one_line(fake_distribution, monkeypatch, tmp_path,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
+
+import pytest
+
 MODULES = {
     "fake_good": """
         from dataclasses import dataclass
@@ -45,3 +50,16 @@ MODULES = {
             return [int]
     """,
 }
+
+
+def install_fake_distribution(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Install (on sys.path) a distribution 'fakeplug' declaring one entry point per module."""
+    for name, source in MODULES.items():
+        (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    info = folder / "fakeplug-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.2.3\n")
+    lines = "\n".join(f"{name.removeprefix('fake_')} = {name}" for name in MODULES)
+    (info / "entry_points.txt").write_text(f"[advbench.plugins]\n{lines}\n")
+    monkeypatch.syspath_prepend(str(folder))
+    return folder

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
-from support.plugins import MODULES
+from support.plugins import install_fake_distribution
 
 from advbench import PluginLoadError, UsageError, load_registry
 
@@ -13,15 +11,7 @@ from advbench import PluginLoadError, UsageError, load_registry
 @pytest.fixture
 def fake_distribution(tmp_path, monkeypatch):
     """Install (on sys.path) a distribution 'fakeplug' declaring one entry point per module."""
-    for name, source in MODULES.items():
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-    info = tmp_path / "fakeplug-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.2.3\n")
-    lines = "\n".join(f"{name.removeprefix('fake_')} = {name}" for name in MODULES)
-    (info / "entry_points.txt").write_text(f"[advbench.plugins]\n{lines}\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    return install_fake_distribution(tmp_path, monkeypatch)
 
 
 def test_builtins_come_through_entry_points(registry):
