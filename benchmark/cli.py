@@ -139,6 +139,18 @@ def build_parser() -> Parser:
                      help="run the targeted-capable attacks toward these targets")
     run.add_argument("--strict-plugins", action="store_true", default=default["strict_plugins"],
                      help="fail if any plugin fails to load")
+    run.add_argument("--isolation", default=default["isolation"], choices=("auto", "all", "none"),
+                     help="where attacks run: auto (default) runs every attack not shipped with "
+                     "bench in a process of its own, which cannot reach the model, the data, the "
+                     "tally or the gate; all isolates bench's own too; none runs every attack "
+                     "in this process (faster; you vouch for the plugins' code)")
+    run.add_argument("--cell-timeout", type=float, default=default["cell_timeout"],
+                     metavar="SECONDS", help="an isolated attack's time per cell: past it the "
+                     "cell is an error row and its process is replaced (default: no limit)")
+    run.add_argument("--attack-memory", type=float, default=default["attack_memory"],
+                     metavar="GIB", help="address space of the isolated attacks' process, in "
+                     f"GiB (default {default['attack_memory']:g}; 0: no limit; not applied "
+                     "where CUDA is available)")
     run.add_argument("--executor", default="local", choices=("local", "processes", "ray"),
                      help="where cells run: this process (default), a process pool, or Ray")
     run.add_argument("--workers", type=int, help="processes of --executor processes "
@@ -209,7 +221,8 @@ def flag_config(args: argparse.Namespace) -> RunConfig:
         data_root=args.data_root, out=args.out or default_out(), cache_dir=args.cache_dir,
         batch_size=args.batch_size, strict_plugins=args.strict_plugins, targeted=args.targeted,
         eot_samples=args.eot_samples, options=parse_set(args.options) or None,
-        fresh=args.fresh, cascade=args.cascade)
+        fresh=args.fresh, cascade=args.cascade, isolation=args.isolation,
+        cell_timeout=args.cell_timeout, attack_memory=args.attack_memory)
 
 
 def resumed_config(folder: Path) -> RunConfig:

@@ -35,7 +35,7 @@ COLUMNS = [
     "attack_success_rate", "targeted", "targeted_success_rate", "queries_mean",
     "queries_success_mean", "queries_success_median", "query_budget", "median_norm",
     "median_radius", "median_certified_radius", "median_radius_gap",
-    "eot_samples", "prediction_draws", "adaptive", "cascade",
+    "eot_samples", "prediction_draws", "adaptive", "cascade", "grading",
     "batch_size", "certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
     "certifier", "certified_broken", "abstain_rate",
     *(column for radius in RADIUS_GRID for column in radius_columns(radius)),
@@ -44,7 +44,7 @@ COLUMNS = [
     "cell_key", "schema_version",
 ]
 TEXT_COLUMNS = {"dataset", "model", "defense", "attack", "norm", "split", "targeted", "adaptive",
-                "cascade",
+                "cascade", "grading",
                 "certifier", "broken_by", "flags", "status", "invalid_reason", "attack_config",
                 "defense_config", "cell_key"}
 REQUIRED = ["dataset", "model", "defense", "attack", "norm", "eps", "split", "n_samples",

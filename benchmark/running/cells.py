@@ -31,6 +31,7 @@ from advbench.running.evaluate import (
     either_fooled,
     prediction_draws,
 )
+from advbench.running.isolation import AttackProcess, IsolatedFailure, IsolatedRunner, isolated
 from advbench.running.keys import Keys
 from advbench.running.model_cache import content_key
 from advbench.running.plan import Cell, Plan
@@ -106,13 +107,24 @@ class CellRunner:
 
     def __init__(self, plan: Plan, models: Preparer, keys: Keys, progress: RunProgress) -> None:
         self.plan, self.models, self.keys, self.progress = plan, models, keys, progress
+        self.attack_process = AttackProcess(plan.config.attack_memory)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "progress": None}
+        return {**self.__dict__, "progress": None, "attack_process": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.progress = RunProgress(False)
+        self.attack_process = AttackProcess(self.plan.config.attack_memory)
+
+    def close(self) -> None:
+        """Stop the attack process, if one was started."""
+        self.attack_process.close()
+
+    def isolated(self, cell: Cell) -> bool:
+        """Whether the cell's attack runs in the attack process (``--isolation``)."""
+        assert cell.attack is not None
+        return isolated(self.plan.config.isolation, cell.attack.source.distribution)
 
     def run_cell(self, cell: Cell, defense: Defense, state: Defended) -> CellResult:
         """Attack the defended model on the cell's samples (halving the batch on running out
@@ -131,12 +143,14 @@ class CellRunner:
         assert state.model is not None
         row["prediction_draws"] = prediction_draws(state.model, state.eot_samples)
         row["adaptive"] = state.adaptive if attack is None or attack.access == "gradient" else ""
+        row["grading"] = "isolated" if self.isolated(cell) else "in-process"
         row["abstain_rate"] = float((sealed.clean_pred == -1).float().mean())
         add_certification(row, cell, outcome, state)
         if sealed.targets is not None and outcome is not None and row["valid"]:
             row["targeted_success_rate"] = targeted_success(outcome, sealed.targets)
         result = CellResult(row, outcome if tried.error is None else None, tried.trace)
-        if attack is not None and result.outcome is not None and row["valid"]:
+        if (attack is not None and result.outcome is not None and row["valid"]
+                and not self.isolated(cell)):  # an isolated attack's code never runs here
             try:
                 result.figures = self.attack_figures(attack, cell, state, sealed,
                                                      result.outcome)
@@ -157,6 +171,8 @@ class CellRunner:
             except SealBroken as exc:
                 return Attempt(attack, None, batch_size,
                                f"the defended model cannot be restored: {exc}")
+            except IsolatedFailure as exc:
+                return Attempt(attack, None, batch_size, str(exc), exc.trace)
             except SystemExit as exc:
                 return Attempt(attack, None, batch_size,
                                f"attack called sys.exit({exc.code!r})",
@@ -185,9 +201,14 @@ class CellRunner:
             if surrogate is not None:
                 reseed(surrogate, cell_seed(cell))
             torch.manual_seed(cell_seed(cell))
+            runner = None
+            if self.isolated(cell):
+                runner = IsolatedRunner(self.attack_process, self.plan.device, cell_seed(cell),
+                                        self.plan.config.cell_timeout)
             spec = CellSpec(batch_size=batch_size, device=self.plan.device,
                             seed=self.plan.config.seed, targets=sealed.targets,
-                            eot_samples=state.eot_samples, surrogate=surrogate, skip=cell.skip)
+                            eot_samples=state.eot_samples, surrogate=surrogate, skip=cell.skip,
+                            runner=runner)
             found = attack_cell(state.model, attack, sealed.data, sealed.clean_pred, cell.threat,
                                 spec, seal=sealed.seal, on_batch=self.progress.advance)
             combined = found if combined is None else either_fooled(combined, found)

@@ -43,6 +43,13 @@ class RunConfig:
     # (``cascade_rank``), each on the samples every earlier one failed on. None: the preset's
     # choice (``Preset.cascade``: cpu and paper cascade, smoke runs the full matrix).
     cascade: bool | None = None
+    # Where attacks run: "auto" runs every attack not shipped with bench in a process of its own
+    # (advbench.running.isolation), "all" every attack, "none" none (the user vouches for the
+    # plugins' code). ``cell_timeout`` (seconds) and ``attack_memory`` (GiB of address space)
+    # bound each isolated cell; ``None`` / 0: no bound.
+    isolation: str = "auto"
+    cell_timeout: float | None = None
+    attack_memory: float = 8.0
     # Plugin arguments, plugin → argument → values; several values run one variant each.
     options: Options | None = None
 

@@ -32,6 +32,7 @@ from advbench.reporting.leaderboard import to_markdown
 from advbench.reporting.results import write_json
 from advbench.reporting.site import write_site
 from advbench.running.executors import Executor, get_executor
+from advbench.running.isolation import check_isolation
 from advbench.running.plan import RunConfig, build_plan, check_user_model
 from advbench.running.progress import RunProgress, Stopwatch
 from advbench.running.run_folder import earlier_figures, load_previous, manifest, prepare_out
@@ -65,6 +66,7 @@ def run_matrix(
     if isinstance(model, str):
         overrides["model"], model = model, None
     config = dataclasses.replace(config or RunConfig(), **overrides)
+    check_isolation(config.isolation, config.cell_timeout, config.attack_memory)
     if model is not None and config.model == RunConfig.model:
         config = dataclasses.replace(config, model=type(model).__name__)
     registry = registry or load_registry(strict=config.strict_plugins)

@@ -14,6 +14,7 @@ from torch import nn
 
 from advbench.attack import Attack, AttackContext
 from advbench.data import Split
+from advbench.gate import GateResult
 from advbench.oracle import Oracle, model_labels
 from advbench.seal import Pristine, Seal, SealBroken, fingerprint, identical
 from advbench.threat import ThreatModel
@@ -147,6 +148,10 @@ class CellSpec:
     surrogate: nn.Module | None = None
     skip: tuple[int, ...] = ()
     sealed: bool = True
+    # What stands where ``Attack.perturb`` does: an isolated attack's runner
+    # (``advbench.running.isolation.IsolatedRunner``); None: the attack runs in this process.
+    runner: Callable[[Attack, Oracle, torch.Tensor, torch.Tensor, ThreatModel, AttackContext],
+                     GateResult] | None = None
 
 
 def attack_cell(
@@ -221,7 +226,7 @@ def _attack_batches(
         result, raised = None, None
         try:
             # The base class's perturb: the gate, whatever the class defines.
-            result = Attack.perturb(attack, oracle, x, y, threat, ctx)
+            result = (spec.runner or Attack.perturb)(attack, oracle, x, y, threat, ctx)
         except (Exception, SystemExit) as exc:  # sys.exit() in an attack ends its cell only
             raised = exc
         reason = None

@@ -17,6 +17,7 @@ from torch import nn
 from advbench.attack import Attack
 from advbench.defense import Defense
 from advbench.running.cell_cache import code_version
+from advbench.running.isolation import isolated
 from advbench.running.model_cache import content_key, data_fingerprint, tensor_hash
 from advbench.running.plan import Cell, Plan, choose_targets
 from advbench.running.plugin_code import plugin_code
@@ -78,6 +79,7 @@ class Keys:
             "attack_source": [cell.attack.source.distribution, cell.attack.source.version],
             "attack_code": plugin_code(attack),  # an editable install keeps its version
             "eot_samples": self.plan.config.eot_samples, "device": str(self.plan.device),
+            "isolated": isolated(self.plan.config.isolation, cell.attack.source.distribution),
             "bench": code_version(), "format": 1})
 
     def identity(self, cell: Cell, attack: Attack | None = None,

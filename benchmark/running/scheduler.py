@@ -74,6 +74,7 @@ class Scheduler:
                 self.receive(*self.owners.pop(handle), result)
         finally:
             self.executor.close()
+            self.worker.close()
         self.store.rows.sort(key=self.plan_position)  # cells may come back in any order
         self.store.write_results()
         return to_frame(self.store.rows)

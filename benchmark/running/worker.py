@@ -51,3 +51,7 @@ class Worker:
     def run_cell(self, cell: Cell, defense: Defense, state: Defended) -> CellResult:
         """One cell's result (:meth:`CellRunner.run_cell`)."""
         return self.cells.run_cell(cell, defense, state)
+
+    def close(self) -> None:
+        """Stop what the cells started (the attack process)."""
+        self.cells.close()

@@ -1,0 +1,274 @@
+"""Isolated attacks: the harness side of the attack process (:mod:`.attack_process`).
+
+The harness keeps the defended model, the evaluation data, the query tally and the gate. An
+isolated attack runs in a process of its own that holds none of them; its oracle's calls are
+requests the harness answers with its own :class:`advbench.oracle.Oracle` (so the seal's watch
+counts them), and what it returns arrives as plain tensor data (:mod:`.wire`), which the harness
+gates itself. A process that dies, hangs past ``--cell-timeout`` or runs out of memory costs its
+cell an error row; the next cell gets a new process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch
+
+from advbench._util import one_line
+from advbench.attack import Attack, AttackContext
+from advbench.errors import UsageError
+from advbench.gate import GateResult, check_adversarial
+from advbench.oracle import AccessError, Oracle, QueryBudgetExceeded
+from advbench.running.remote_oracle import ERRORS, PUBLIC_LOSSES
+from advbench.running.wire import WireError, receive, send
+from advbench.threat import ThreatModel
+
+ISOLATION_MODES = ("auto", "all", "none")
+KEPT_GRAPHS = 8  # logits graphs the harness keeps for an attack's backward requests
+NEEDED_NORM = "norm_before_projection"
+
+
+class IsolatedFailure(RuntimeError):
+    """The isolated attack failed: it raised, its process died or it ran out of time. The
+    message is the cell's error; ``trace`` the attack's traceback, where there is one."""
+
+    def __init__(self, message: str, trace: str | None = None) -> None:
+        super().__init__(message)
+        self.trace = trace
+
+
+def isolated(mode: str, distribution: str) -> bool:
+    """Whether an attack of ``distribution`` runs isolated: ``auto`` isolates every plugin not
+    shipped with bench, ``all`` every attack, ``none`` none (the user vouches for the code)."""
+    return mode == "all" or (mode == "auto" and distribution != "advbench")
+
+
+def check_isolation(isolation: str, cell_timeout: float | None, attack_memory: float) -> None:
+    """The isolation settings are usable, else a usage error naming the flag."""
+    if isolation not in ISOLATION_MODES:
+        raise UsageError(f"--isolation {isolation!r}: choose one of {', '.join(ISOLATION_MODES)}")
+    if cell_timeout is not None and not (isinstance(cell_timeout, int | float)
+                                         and cell_timeout > 0):
+        raise UsageError(f"--cell-timeout {cell_timeout!r}: give a number of seconds above 0")
+    if not (isinstance(attack_memory, int | float) and attack_memory >= 0):
+        raise UsageError(f"--attack-memory {attack_memory!r}: give GiB, or 0 for no limit")
+
+
+def limit_memory(gib: float) -> Callable[[], None] | None:
+    """A ``preexec_fn`` capping the attack process's address space at ``gib`` GiB (0: none)."""
+    if gib <= 0:
+        return None
+    import resource
+
+    size = int(gib * 2**30)
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+
+def death(code: int) -> str:
+    """How an attack process ended, in words."""
+    if code < 0:
+        with_name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else ""
+        return f"killed by signal {with_name or -code}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class AttackProcess:
+    """One attack process, started when first needed and replaced after it fails."""
+
+    memory_gib: float = 8.0
+    process: subprocess.Popen[bytes] | None = None
+    conn: Connection | None = None
+    retire: bool = False  # replace it before the next cell (an attack left threads running)
+
+    def start(self) -> Connection:
+        if self.process is not None and (self.retire or self.process.poll() is not None):
+            self.close()
+        if self.process is None or self.conn is None:
+            ours, theirs = socket.socketpair()
+            cuda = torch.cuda.is_available()  # CUDA maps far more address space than it uses
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "advbench.running.attack_process", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], stdout=sys.stderr.fileno(),
+                # its threads sleep while it waits for the harness, instead of spinning on the
+                # cores the harness's model needs
+                env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+                preexec_fn=None if cuda else limit_memory(self.memory_gib))
+            theirs.close()
+            self.conn = Connection(ours.detach())
+            send(self.conn, {"op": "setup", "path": sys.path, "threads": torch.get_num_threads()})
+        return self.conn
+
+    def close(self) -> None:
+        """Stop the process (killed if it does not stop at once)."""
+        if self.conn is not None:
+            try:
+                send(self.conn, {"op": "stop"})
+            except OSError:
+                pass
+            self.conn.close()
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process, self.conn, self.retire = None, None, False
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+        self.close()
+
+
+@dataclass
+class IsolatedRunner:
+    """Runs one cell's batches in ``process``: stands where ``Attack.perturb`` does in-process.
+    ``timeout`` (seconds, None: none) is the cell's whole time."""
+
+    process: AttackProcess
+    device: torch.device
+    torch_seed: int
+    timeout: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    sent: bool = False
+    graphs: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=OrderedDict)
+
+    def __call__(self, attack: Attack, oracle: Oracle, x: torch.Tensor, y: torch.Tensor,
+                 threat: ThreatModel, ctx: AttackContext) -> GateResult:
+        if threat.norm not in attack.norms:
+            raise ValueError(f"{attack.name} does not support the {threat.norm} threat model")
+        if ctx.targets is not None and not attack.targeted:
+            raise ValueError(f"{attack.name} is not a targeted attack")
+        conn = self.process.start()
+        if not self.sent:
+            try:
+                blob = pickle.dumps(attack)
+            except Exception as exc:
+                raise IsolatedFailure(
+                    f"{type(attack).__qualname__} cannot be sent to its process "
+                    f"({one_line(exc)}): define it at a module's top level, or run with "
+                    "--isolation none") from None
+            send(conn, {"op": "attack", "device": str(self.device),
+                        "torch_seed": self.torch_seed}, blob=blob)
+            self.sent = True
+        seed = int(ctx.generator.initial_seed())
+        send(conn, {"op": "batch", "access": attack.access, "max_queries": oracle.max_queries,
+                    "eot_samples": oracle.eot_samples, "norm": threat.norm, "eps": threat.eps,
+                    "seed": seed}, [x, y, *([] if ctx.targets is None else [ctx.targets])])
+        header, tensors = self.serve(conn, oracle)
+        self.graphs.clear()
+        if header.get("threads"):
+            self.process.retire = True
+        if header.get("needed") and tensors:
+            ctx.record[NEEDED_NORM] = tensors.pop()
+        if not tensors:
+            return GateResult(None, f"attack returned {header.get('returned')}, "
+                                    "not a torch.Tensor")
+        return check_adversarial(x, tensors[0].to(x.device), threat)
+
+    def serve(self, conn: Connection, oracle: Oracle
+              ) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        """Answer the attack's requests until it is done; its failure raised here."""
+        while True:
+            header, tensors = self.next_message(conn)
+            op = header.get("op")
+            if op == "done":
+                return header, tensors
+            if op == "raised":
+                raise IsolatedFailure(str(header.get("message")), str(header.get("trace")))
+            try:
+                answer = self.answer(oracle, str(op), header, tensors)
+            except (AccessError, QueryBudgetExceeded, ValueError, TypeError, IndexError,
+                    RuntimeError) as exc:
+                name = type(exc).__name__
+                send(conn, {"error": name if name in ERRORS else "RuntimeError",
+                            "message": str(exc)})
+                continue
+            send(conn, {}, [*answer, oracle.queries])
+
+    def next_message(self, conn: Connection) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        """The attack process's next message, waiting no longer than the cell's time left."""
+        process = self.process.process
+        assert process is not None
+        while not conn.poll(0.5):
+            code = process.poll()
+            if code is not None:
+                self.process.close()
+                raise IsolatedFailure(f"the attack's process {death(code)}")
+            if self.timeout is not None and time.monotonic() - self.started > self.timeout:
+                self.process.kill()
+                raise IsolatedFailure(f"timeout: the attack ran past --cell-timeout "
+                                      f"{self.timeout:g} s")
+        try:
+            header, tensors, _ = receive(conn)
+        except (EOFError, OSError):
+            code = process.wait()
+            self.process.close()
+            raise IsolatedFailure(f"the attack's process {death(code)}") from None
+        except WireError as exc:
+            self.process.kill()
+            raise IsolatedFailure(f"the attack's process broke the protocol: {exc}") from None
+        return header, tensors
+
+    def answer(self, oracle: Oracle, op: str, header: dict[str, Any],
+               tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One request, answered by the harness's oracle."""
+        index = tensors.pop() if header.get("index") and tensors else None
+        if op == "backward":
+            return [self.backward(int(header.get("graph", -1)), tensors[0].to(self.device))]
+        x = tensors[0].to(self.device)
+        if op == "logits":
+            return self.logits(oracle, x, index, bool(header.get("keep")))
+        if op == "gradient":
+            loss = PUBLIC_LOSSES.get(str(header.get("loss")))
+            if loss is None or len(tensors) < 2:
+                raise ValueError("malformed gradient request")
+            grad, logits = oracle.gradient(x, tensors[1].to(self.device), index, loss)
+            return [grad, logits]
+        if op == "scores":
+            return [oracle.scores(x, index)]
+        if op == "labels":
+            return [oracle.labels(x, index)]
+        raise ValueError(f"unknown request {op!r}")
+
+    def logits(self, oracle: Oracle, x: torch.Tensor, index: torch.Tensor | None,
+               keep: bool) -> list[torch.Tensor]:
+        """The logits, their graph kept (under a new id) when a backward request may follow."""
+        if not keep:
+            with torch.no_grad():
+                return [oracle.logits(x, index), torch.tensor(-1)]
+        x.requires_grad_(True)
+        with torch.enable_grad():
+            out = oracle.logits(x, index)
+        graph = next(reversed(self.graphs), -1) + 1
+        self.graphs[graph] = (x, out)
+        while len(self.graphs) > KEPT_GRAPHS:
+            self.graphs.popitem(last=False)
+        return [out.detach(), torch.tensor(graph)]
+
+    def backward(self, graph: int, grad_logits: torch.Tensor) -> torch.Tensor:
+        """The gradient with respect to the input of ⟨logits, ``grad_logits``⟩."""
+        if graph not in self.graphs:
+            raise ValueError(f"the harness no longer keeps those logits: differentiate a "
+                             f"loss within {KEPT_GRAPHS} oracle calls of its logits")
+        x, out = self.graphs[graph]
+        if grad_logits.shape != out.shape:
+            raise ValueError(f"gradient of shape {tuple(grad_logits.shape)} for logits of "
+                             f"shape {tuple(out.shape)}")
+        if not out.requires_grad:  # logits that ignore x: a zero gradient
+            return torch.zeros_like(x)
+        return torch.autograd.grad(out, x, grad_logits.to(out.dtype), retain_graph=True,
+                                   allow_unused=True, materialize_grads=True)[0]
