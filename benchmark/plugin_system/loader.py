@@ -25,6 +25,7 @@ from advbench.data import Dataset
 from advbench.defense import Defense
 from advbench.errors import Interrupted, PluginLoadError, PluginUnavailable
 from advbench.models import ModelPlugin
+from advbench.plugin_system.integrity import Snapshot
 from advbench.plugin_system.registry import Failure, Registry, Source
 
 OWN_DISTRIBUTION = "advbench"
@@ -82,6 +83,18 @@ class Loader:
         self.manager.add_hookspecs(hookspecs)
         self.sources: dict[str, Source] = {}
         self.registry = Registry()
+        self.snapshot = Snapshot.take()  # before any plugin runs a line
+
+    def tampered(self, source: Source, when: str) -> bool:
+        """Whether the plugin changed bench's grading code (:mod:`.integrity`) ``when``;
+        if so the change is undone and the plugin recorded as failed."""
+        changed = self.snapshot.restore()
+        if changed:
+            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more"
+                                              if len(changed) > 3 else "")
+            self.fail(source, f"changed bench's grading code {when} ({shown}): refused, and "
+                      "the change undone")
+        return bool(changed)
 
     def fail(self, source: Source, error: str) -> None:
         if self.strict:
@@ -139,9 +152,11 @@ class Loader:
             raise Interrupted(f"interrupted while importing plugin {source}: nothing was "
                               "run") from None
         except BaseException as exc:  # GeneratorExit too: a plugin's failure
-            self.fail(source, one_line(exc))
+            if not self.tampered(source, "at import"):
+                self.fail(source, one_line(exc))
             return
-        self.register(plugin, source)
+        if not self.tampered(source, "at import"):
+            self.register(plugin, source)
 
     def collect(self) -> Registry:
         """Call every hook implementation on its own and register the classes it returns."""
@@ -155,7 +170,10 @@ class Loader:
                     raise Interrupted(f"interrupted in {hook_name}() of plugin {source}: "
                                       "nothing was run") from None
                 except BaseException as exc:  # SystemExit too
-                    self.fail(source, f"{hook_name}() raised {one_line(exc)}")
+                    if not self.tampered(source, f"in {hook_name}()"):
+                        self.fail(source, f"{hook_name}() raised {one_line(exc)}")
+                    continue
+                if self.tampered(source, f"in {hook_name}()"):
                     continue
                 for cls in classes:
                     if not (isinstance(cls, type) and issubclass(cls, base)):
