@@ -229,6 +229,8 @@ class IsolatedRunner:
         index = tensors.pop() if header.get("index") and tensors else None
         if op == "backward":
             return [self.backward(int(header.get("graph", -1)), tensors[0].to(self.device))]
+        if op == "jvp":
+            return [self.jvp(int(header.get("graph", -1)), tensors[0].to(self.device))]
         x = tensors[0].to(self.device)
         if op == "logits":
             return self.logits(oracle, x, index, bool(header.get("keep")))
@@ -259,12 +261,31 @@ class IsolatedRunner:
             self.graphs.popitem(last=False)
         return [out.detach(), torch.tensor(graph)]
 
-    def backward(self, graph: int, grad_logits: torch.Tensor) -> torch.Tensor:
-        """The gradient with respect to the input of ⟨logits, ``grad_logits``⟩."""
+    def kept(self, graph: int) -> tuple[torch.Tensor, torch.Tensor]:
         if graph not in self.graphs:
             raise ValueError(f"the harness no longer keeps those logits: differentiate a "
                              f"loss within {KEPT_GRAPHS} oracle calls of its logits")
-        x, out = self.graphs[graph]
+        return self.graphs[graph]
+
+    def jvp(self, graph: int, tangents: torch.Tensor) -> torch.Tensor:
+        """The logits' derivative along each of ``tangents`` (``[k, *x.shape]``), by the
+        double-backward trick: J t is the gradient in u of ⟨Jᵀu, t⟩."""
+        x, out = self.kept(graph)
+        if tangents.shape[1:] != x.shape:
+            raise ValueError(f"tangents of shape {tuple(tangents.shape)} for inputs of shape "
+                             f"{tuple(x.shape)}")
+        if not out.requires_grad:
+            return torch.zeros(len(tangents), *out.shape, dtype=out.dtype, device=out.device)
+        u = torch.zeros_like(out, requires_grad=True)
+        with torch.enable_grad():
+            (vjp,) = torch.autograd.grad(out, x, u, create_graph=True)
+        return torch.stack([torch.autograd.grad(vjp, u, t.to(vjp.dtype), retain_graph=True,
+                                                allow_unused=True, materialize_grads=True)[0]
+                            for t in tangents])
+
+    def backward(self, graph: int, grad_logits: torch.Tensor) -> torch.Tensor:
+        """The gradient with respect to the input of ⟨logits, ``grad_logits``⟩."""
+        x, out = self.kept(graph)
         if grad_logits.shape != out.shape:
             raise ValueError(f"gradient of shape {tuple(grad_logits.shape)} for logits of "
                              f"shape {tuple(out.shape)}")

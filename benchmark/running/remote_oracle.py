@@ -5,7 +5,8 @@ The attack process holds no model: ``gradient`` with one of the public losses is
 harness in one request; with a loss of the attack's own, the harness sends the logits, the
 attack process differentiates its loss of them, and the harness carries that gradient back to
 the input (two requests, one query). ``logits`` is differentiable the same way: its backward is
-a request. ``torch.func.grad`` works through it; ``vmap`` over the oracle runs in-process only.
+a request, as is its forward-mode derivative: ``torch.func.grad``, ``jvp`` and ``vmap`` work
+through it (under ``vmap`` every lane goes in one request).
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ class RemoteOracle:
         (grad,) = self._ask("backward", [grad_logits], None, graph=graph)
         return grad
 
+    def _jvp(self, graph: int, tangents: torch.Tensor) -> torch.Tensor:
+        """Jacobian-vector products of kept logits, one per tangent (``tangents[k]``)."""
+        (out,) = self._ask("jvp", [tangents], None, graph=graph)
+        return out
+
     def gradient(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None,
                  loss: LossFn = cross_entropy_sum) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient of ``loss(logits, y)`` with respect to ``x``, and the logits (detached)."""
@@ -115,8 +121,22 @@ class RemoteOracle:
         return labels
 
 
+def lanes_first(tensor: torch.Tensor, dim: int) -> tuple[torch.Tensor, int]:
+    """``tensor`` with its ``vmap`` dimension ``dim`` first and merged into the rows, and the
+    number of lanes."""
+    moved = tensor.movedim(dim, 0)
+    return moved.reshape(moved.shape[0] * moved.shape[1], *moved.shape[2:]), moved.shape[0]
+
+
+def per_lane(tensor: torch.Tensor, lanes: int) -> torch.Tensor:
+    """Rows merged by :func:`lanes_first` split back into ``lanes``."""
+    return tensor.reshape(lanes, tensor.shape[0] // lanes, *tensor.shape[1:])
+
+
 class RemoteLogits(torch.autograd.Function):
-    """``oracle.logits`` as an autograd function: forward and backward are requests."""
+    """``oracle.logits`` as an autograd function: forward, backward and the forward-mode
+    derivative are requests; under ``vmap`` the lanes go in one request (every lane charged,
+    as in-process)."""
 
     @staticmethod
     def forward(x: torch.Tensor, oracle: RemoteOracle, index: torch.Tensor | None
@@ -132,9 +152,59 @@ class RemoteLogits(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_logits: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return ctx.oracle._backward(ctx.graph, grad_logits), None, None
+        return RemoteBackward.apply(grad_logits, ctx.oracle, ctx.graph), None, None
 
     @staticmethod
-    def vmap(info: Any, in_dims: Any, *args: Any) -> Any:
-        raise RuntimeError("torch.func.vmap over the oracle runs in-process only: stack the "
-                           "candidates into one oracle call, or run with --isolation none")
+    def jvp(ctx: Any, x_tangent: torch.Tensor, *_: Any) -> torch.Tensor:
+        out: torch.Tensor = RemoteJvp.apply(x_tangent, ctx.oracle, ctx.graph)
+        return out
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], x: torch.Tensor,
+             oracle: RemoteOracle, index: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        x_dim, _, index_dim = in_dims
+        if x_dim is None:  # only the index is batched: every lane queries the same rows
+            x_dim, x = 0, x.expand(info.batch_size, *x.shape)
+        rows, lanes = lanes_first(x, x_dim)
+        if index is None:
+            index = torch.arange(x.shape[x_dim + 1 if x_dim == 0 else 0], device=x.device)
+        lane_index = (index.repeat(lanes) if index_dim is None
+                      else lanes_first(index.unsqueeze(-1), index_dim)[0].reshape(-1))
+        out = RemoteLogits.apply(rows, oracle, lane_index)
+        return per_lane(out, lanes), 0
+
+
+class RemoteBackward(torch.autograd.Function):
+    """The harness's vector-Jacobian product for kept logits; under ``vmap``, of all lanes."""
+
+    @staticmethod
+    def forward(grad_logits: torch.Tensor, oracle: RemoteOracle, graph: int) -> torch.Tensor:
+        return oracle._backward(graph, grad_logits)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        pass
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], grad_logits: torch.Tensor,
+             oracle: RemoteOracle, graph: int) -> tuple[torch.Tensor, int]:
+        rows, lanes = lanes_first(grad_logits, in_dims[0] or 0)
+        return per_lane(RemoteBackward.apply(rows, oracle, graph), lanes), 0
+
+
+class RemoteJvp(torch.autograd.Function):
+    """The harness's Jacobian-vector product for kept logits; under ``vmap``, one request for
+    every lane's tangent."""
+
+    @staticmethod
+    def forward(tangent: torch.Tensor, oracle: RemoteOracle, graph: int) -> torch.Tensor:
+        return oracle._jvp(graph, tangent[None])[0]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        pass
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], tangent: torch.Tensor,
+             oracle: RemoteOracle, graph: int) -> tuple[torch.Tensor, int]:
+        return oracle._jvp(graph, tangent.movedim(in_dims[0] or 0, 0)), 0
