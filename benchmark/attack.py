@@ -112,6 +112,13 @@ class Attack:
             theirs per sample against a noisy model and adds little there (APGD-T's nine
             targets, FAB's Jacobians) declares False and is left out of the chain, unless
             nothing else of the chain would run. ``--no-cascade`` runs it anyway.
+        minimum_norm: a minimum-norm attack (FMN, FAB): per sample it looks for the smallest
+            perturbation that breaks it and reports that size in
+            ``ctx.record["norm_before_projection"]``. Against a defense not declaring itself
+            randomized, a cascade runs it outside the chain, after the chained attacks: on
+            every correctly classified sample (no skip), so every sample gets its radius for
+            the robustness curve; what it breaks feeds no skip to a chained attack, and still
+            counts in the worst case. Against a randomized one it is chained like any other.
     """
 
     name: ClassVar[str]
@@ -121,6 +128,7 @@ class Attack:
     randomized: ClassVar[bool] = False
     single_step: ClassVar[bool] = False
     against_randomized: ClassVar[bool] = True
+    minimum_norm: ClassVar[bool] = False
     description: ClassVar[str] = ""
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     if TYPE_CHECKING:  # read-only here, so that a subclass may make it a field or a property

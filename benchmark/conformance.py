@@ -196,7 +196,7 @@ def check_attack_attributes(cls: type[Any]) -> None:
     if cls.access not in ACCESS_LEVELS:
         fail(cls, "attributes", f"'access' is {cls.access!r}; choose one of "
              f"{', '.join(ACCESS_LEVELS)}")
-    for flag in ("targeted", "single_step", "against_randomized"):
+    for flag in ("targeted", "single_step", "against_randomized", "minimum_norm"):
         if not isinstance(getattr(cls, flag), bool):
             fail(cls, "attributes", f"{flag!r} must be a bool, got {getattr(cls, flag)!r}")
 

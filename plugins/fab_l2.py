@@ -38,6 +38,7 @@ class FABL2(FABAttack):
     # FAB): a Jacobian per step under EOT costs ~10× a gradient step and FAB's linear model of a
     # noisy classifier is a poor one.
     against_randomized = False
+    minimum_norm = True  # a cascade runs it outside the chain (advbench.running.plan)
     presets = {"smoke": {"iterations": 10}, "cpu": {"iterations": 20},
                "paper": {"iterations": 100}}
 

@@ -36,6 +36,7 @@ class FABT(FABAttack):
     # FAB): a Jacobian per step under EOT costs ~10× a gradient step and FAB's linear model of a
     # noisy classifier is a poor one.
     against_randomized = False
+    minimum_norm = True  # a cascade runs it outside the chain (advbench.running.plan)
     presets = {"smoke": {"iterations": 10, "target_classes": 3},
                "cpu": {"iterations": 20, "target_classes": 3},
                "paper": {"iterations": 100, "target_classes": 9}}

@@ -126,13 +126,15 @@ class FMNAttack(Attack):
     Fields: ``iterations`` (100), ``step_size`` (α_0 of the normalized L2 gradient step, 1.0),
     ``gamma`` (γ_0, the budget's relative change, 0.05), ``early_exit`` (True). Deterministic.
     Reports each sample's smallest adversarial norm found as
-    ``ctx.record["norm_before_projection"]``.
+    ``ctx.record["norm_before_projection"]``; declares ``minimum_norm``, so a cascade runs it
+    on every correctly classified sample, outside the chain (against a deterministic defense).
     """
 
     access = "gradient"
     norms = NORMS
     targeted = True
     randomized = False
+    minimum_norm = True  # a cascade runs it outside the chain (advbench.running.plan)
 
     iterations: int = field(default=100, metadata={"ge": 1})
     step_size: float = field(default=1.0, metadata={"gt": 0})

@@ -2,9 +2,12 @@
 
 The worst case of a threat model (split, norm, ε) with two attacks or more counts a sample as
 robust only if every valid attack failed on it; ``broken_by`` counts the samples each attack
-broke itself. The flags come from :mod:`advbench.reporting.sanity`, with each finished cell's
-per-sample outcome so black-box attacks are compared with the per-sample worst case of the
-white-box ones. Both run without the defended model when every cell was reused.
+broke itself. In a cascade that includes the minimum-norm attacks that ran outside the chain
+on every sample (:func:`advbench.running.plan.outside_chain`): their rows are their own, not
+cumulative (cascade column ""), and the worst case's cascade column names them apart. The
+flags come from :mod:`advbench.reporting.sanity`, with each finished cell's per-sample outcome
+so black-box attacks are compared with the per-sample worst case of the white-box ones. Both
+run without the defended model when every cell was reused.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from advbench.reporting.sanity import (
 )
 from advbench.running.evaluate import CellOutcome, prediction_draws
 from advbench.running.keys import Keys
-from advbench.running.plan import WORST_CASE, Cell, Plan
+from advbench.running.plan import WORST_CASE, Cell, Plan, outside_chain
 from advbench.running.prepare import Defended, add_certification, is_bound_certificate, reseed
 from advbench.running.run_folder import Previous
 from advbench.running.store import Group
@@ -34,6 +37,20 @@ from advbench.running.store import Group
 SHARED = ["certified_accuracy", "certified_accuracy_ci_low", "certified_accuracy_ci_high",
           "certifier", "abstain_rate",
           *(column for radius in RADIUS_GRID for column in radius_columns(radius))]
+
+
+def chain_text(text: str, outside: set[str]) -> str:
+    """A worst case's cascade column (``a > b > c``, as the scheduler gives it) with the
+    attacks of ``outside`` (minimum-norm ones, which ran on every sample) named apart:
+    ``a > b (+ c on every sample)``; "" where no attack was chained (nothing skipped)."""
+    names = text.split(" > ") if text else []
+    apart = [name for name in names if name in outside]
+    if not apart:
+        return text
+    chained = [name for name in names if name not in outside]
+    if not chained:
+        return ""
+    return f"{' > '.join(chained)} (+ {', '.join(apart)} on every sample)"
 
 
 def combine(members: Sequence[tuple[Cell, CellOutcome]]) -> tuple[CellOutcome, dict[str, int]]:
@@ -58,8 +75,15 @@ class Aggregator:
     def worst_cases(self, group: Group, cascade: Callable[[Cell], str]
                     ) -> Iterator[tuple[dict[str, Any], CellOutcome]]:
         """Per split, norm and ε with two attacks or more, the worst-case row and outcome
-        (``cascade`` gives its cascade column), one at a time, for the caller to keep."""
+        (``cascade`` gives its cascade column), one at a time, for the caller to keep. First,
+        the rows of the attacks a cascade ran outside its chain (minimum-norm ones) lose the
+        chain's cascade column (their robust accuracy is their own)."""
         defense, state = group.defense, group.state
+        outside = {entry.name for entry in self.plan.attacks
+                   if outside_chain(group.entry, entry)}
+        for row in group.rows:  # skipped nothing: its own robust accuracy, not the chain's
+            if row["attack"] in outside and row.get("cascade"):
+                row["cascade"] = ""
         threats: dict[tuple[str, str, float], list[tuple[Cell, CellOutcome]]] = {}
         for cell, outcome in sorted(group.finished, key=lambda item: self.plan.cells.index(
                 item[0])):
@@ -72,7 +96,7 @@ class Aggregator:
             cell = Cell(members[0][0].defense, None, members[0][0].threat, split)
             row = cell_row(self.keys.identity(cell, None, defense), outcome=combined)
             row["broken_by"] = json.dumps(broken, sort_keys=True)
-            row["cascade"] = cascade(cell)
+            row["cascade"] = chain_text(cascade(cell), outside)
             if state is not None:
                 add_certification(row, cell, combined, state)
                 row["abstain_rate"] = float((state.clean_pred[split] == -1).float().mean())

@@ -74,17 +74,39 @@ def check_config(config: RunConfig, where: str | None = None) -> None:
             raise UsageError(f"{label}: {problem}")
 
 
+def minimum_norm(entry: Entry | None) -> bool:
+    """Whether ``entry`` is a minimum-norm attack (its class declares ``minimum_norm``)."""
+    return entry is not None and getattr(entry.cls, "minimum_norm", False) is True
+
+
+def outside_chain(defense: Entry, attack: Entry | None) -> bool:
+    """Whether a cascade runs ``attack`` against ``defense`` outside the chain, on every
+    correctly classified sample (its cells skip nothing, see :class:`Cell`): a minimum-norm
+    attack, so that each sample gets its radius (the robustness curve's), against a defense not
+    declaring itself randomized. Against a randomized one it stays in the chain, on what the
+    attacks before it left: there each of its steps is a gradient under EOT (FMN's two cells
+    on every sample cost 28 s against gaussian-smoothing at the cpu preset, 9 s chained), and
+    a radius found against one noisy draw says little."""
+    return minimum_norm(attack) and not defense.cls.randomized
+
+
 @dataclass
 class Cell:
     """One cell; ``attack`` is None for the per-sample worst case over a group of cells.
     ``skip``: in a cascade, the samples earlier attacks of its chain already fooled (not
-    attacked again, counted as fooled); a plan's cell is the same cell whatever it skips."""
+    attacked again, counted as fooled); a plan's cell is the same cell whatever it skips.
+    A cell that runs outside the chain (:func:`outside_chain`: a minimum-norm attack) skips
+    nothing."""
 
     defense: Entry
     attack: Entry | None
     threat: ThreatModel
     split: str
     skip: tuple[int, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.skip and outside_chain(self.defense, self.attack):
+            self.skip = ()
 
     @property
     def attack_name(self) -> str:
@@ -120,11 +142,18 @@ class Plan:
         return entry.cls(**{**self.preset.options_for(entry.cls), **dict(entry.arguments)})
 
 
-def cascade_rank(entry: Entry) -> int:
+def cascade_rank(entry: Entry, defense: Entry | None = None) -> int:
     """Where an attack stands in a cascade, cheapest and most informed first: single-step
     gradient attacks, iterative gradient attacks, score-based, then decision-based ones (within
     a rank, the order of ``--attacks``). Black-box attacks coming after every white-box one
-    keeps the gradient-masking check meaningful: what they still break, gradients missed."""
+    keeps the gradient-masking check meaningful: what they still break, gradients missed.
+    Against ``defense``, attacks that run outside the chain (:func:`outside_chain`: minimum-norm
+    ones) come last: they skip nothing, and standing after every other attack, what they break
+    feeds no skip to a chained one; the worst case still counts what they broke. (Against a
+    randomized defense a minimum-norm attack is a chained gradient attack like any other: last,
+    its cumulative row would count what black-box attacks broke as white-box evidence.)"""
+    if defense is not None and outside_chain(defense, entry):
+        return 4
     access = entry.cls.access
     if access == "gradient":
         return 0 if entry.cls.single_step else 1
@@ -418,7 +447,7 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
 
         def rank(cell: Cell) -> tuple[int, int]:
             assert cell.attack is not None  # every cell of a plan names its attack
-            return defenses.index(cell.defense), cascade_rank(cell.attack)
+            return defenses.index(cell.defense), cascade_rank(cell.attack, cell.defense)
 
         plan.cells.sort(key=rank)
     return plan
