@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from advbench import load_registry, run_matrix
+from advbench.running.worker import Worker
 from advbench_plugins.fmn_linf import FMNLinf
 
 EPS = 0.1
@@ -30,9 +31,9 @@ PGD = "pgd-linf(random_start=False)"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """name → (results, per-sample outcomes, per-sample radii) for ``now``, ``before`` (FMN in
-    the chain) and ``full`` (no cascade), on one trained model."""
+    the chain) and ``full`` (no cascade), on one trained model; ``root``: their folder."""
     root = tmp_path_factory.mktemp("min_norm_cascade")
-    found = {}
+    found = {"root": root}
     for name, cascade, declared in (("now", True, True), ("before", True, False),
                                     ("full", False, True)):
         with pytest.MonkeyPatch.context() as patch:
@@ -101,7 +102,8 @@ def test_every_correctly_classified_sample_has_its_radius_and_the_median_is_not_
 
 def test_the_worst_case_counts_fmn_and_is_no_higher_than_before(runs):
     now, before, full = (runs[name][0] for name in ("now", "before", "full"))
-    worst = {name: outcome(runs[name], "worst-case")["robust"] for name in runs}
+    worst = {name: outcome(runs[name], "worst-case")["robust"]
+             for name in ("now", "before", "full")}
     pgd, fmn = outcome(runs["now"], PGD), outcome(runs["now"], "fmn-linf")
     # The union: robust only where the chain and FMN both failed.
     assert worst["now"].equals(pgd["robust"] & fmn["robust"])
@@ -136,3 +138,17 @@ def test_against_a_randomized_defense_the_minimum_norm_attack_stays_in_its_place
              for name in ("none", "gaussian-smoothing")}
     assert order["none"] == ["pgd-l2", "random-search", "fmn-l2"]
     assert order["gaussian-smoothing"] == ["fmn-l2", "pgd-l2", "random-search"]
+
+
+def test_a_resumed_cascade_reruns_nothing_and_gives_the_same_rows(runs, monkeypatch):
+    """Resumed, FMN's cell is found again (it skipped nothing, whatever the chain fooled) and
+    the rows come back as they were, cascade columns included."""
+    attacked = []
+    original = Worker.run_cell
+    monkeypatch.setattr(Worker, "run_cell", lambda self, cell, *a: attacked.append(
+        cell.attack_name) or original(self, cell, *a))
+    again = run_matrix(registry=load_registry(), cascade=True, out=runs["root"] / "now",
+                       cache_dir=runs["root"] / "cache", resume=True, **COMMON)
+    assert attacked == []
+    columns = ["cell_key", "robust_accuracy", "broken_by", "cascade", "flags", "median_radius"]
+    pd.testing.assert_frame_equal(again.set_index("attack")[columns], runs["now"][0][columns])
