@@ -33,6 +33,9 @@ CHEATERS = {
     "cheats-then-raises": ("the attack modified the model: parameter 0.weight", None),
     "clears-hooks": ("it removed the harness's hooks from the model (Sequential)", None),
 }
+# Queries the harness counted for the cheaters that make them (isolated, the attack's reset
+# of its oracle's count changes nothing).
+ISOLATED_QUERIES = {"resets-queries": 3}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def run(cheats, tmp_path_factory):
     def run_it(attacks: str, defenses: str = "none", model: str | None = None):
         extra = {"model": model} if model else {}
         frame = run_matrix(attacks=attacks, defenses=defenses, registry=cheats,
-                           cache_dir=cache, **SMALL, **extra)
+                           cache_dir=cache, isolation="none", **SMALL, **extra)
         return frame[frame["attack"] != ""].set_index(["defense", "attack"])
 
     return run_it
@@ -71,6 +74,27 @@ def test_a_cheater_is_invalid_and_the_next_cell_is_unaffected(cheater, run, hone
     after = rows.loc[("none", "fgsm")]
     assert after["status"] == "ok"
     assert after[NUMBERS].tolist() == honest[model][NUMBERS].tolist()
+
+
+def test_isolated_every_cheat_fails_or_is_inert_and_the_honest_cell_is_unaffected(
+        cheats, tmp_path, honest):
+    """Run isolated (#29), in one run, every cheater reaches only its own process: it raises
+    there (no ``oracle._model``, the harness's access and budget) or its cheat changes nothing
+    the harness grades with; FGSM after them has exactly the numbers of a run without them."""
+    names = [name for name, (_, model) in CHEATERS.items() if model is None]
+    frame = run_matrix(attacks=",".join([*names, "fgsm"]), defenses="none", registry=cheats,
+                       cache_dir=tmp_path, cascade=False, **SMALL)
+    rows = frame.set_index("attack")
+    for name in names:
+        row = rows.loc[name]
+        assert row["grading"] == "isolated"
+        if row["status"] == "ok":  # inert: the attack did nothing to the harness's samples
+            assert row["robust_accuracy"] == row["clean_accuracy"], name
+            assert row["queries_mean"] == ISOLATED_QUERIES.get(name, 0), name
+        else:
+            assert row["invalid_reason"], name
+    assert rows.loc["resets-queries", "status"] == "ok"  # the harness's count, not the reset
+    assert rows.loc["fgsm", NUMBERS].tolist() == honest[None][NUMBERS].tolist()
 
 
 def test_a_defense_whose_fit_edits_the_evaluation_data_fails(run, honest):
