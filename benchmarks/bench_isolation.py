@@ -1,6 +1,7 @@
-"""What isolating an attack costs a cell: in-process against isolated, side by side, on the seed CNN.
+"""What isolating an attack costs a cell, in-process against isolated, side by side (seed CNN).
 
-    python -m pytest benchmarks/bench_isolation.py -o python_files='bench_*.py' --benchmark-enable -s
+    python -m pytest benchmarks/bench_isolation.py -o python_files='bench_*.py' \
+        --benchmark-enable -s
 
 Two cells, each through ``attack_cell`` in-process and isolated (``--isolation all``: the attack
 in its own process, every oracle call a request to the harness), interleaved so that both see the

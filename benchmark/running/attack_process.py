@@ -66,8 +66,8 @@ def send_result(conn: Connection, x_adv: object, needed: object, n: int) -> None
         else:
             returned = f"a tensor of dtype {x_adv.dtype}"
     reports = isinstance(needed, torch.Tensor) and needed.shape == (n,)
-    if reports:
-        tensors.append(needed.detach().float())  # type: ignore[union-attr]
+    if isinstance(needed, torch.Tensor) and reports:
+        tensors.append(needed.detach().float())
     send(conn, {"op": "done", "returned": returned, "needed": reports,
                 "threads": threading.active_count() - 1}, tensors)
 
@@ -95,10 +95,11 @@ def serve(conn: Connection) -> None:
                 attack = pickle.loads(blob or b"")
             except BaseException as exc:  # an import that fails or exits
                 attack, failed = None, f"building the attack in its process failed: {one_line(exc)}"
-        elif op == "batch" and attack is None:
-            send(conn, {"op": "raised", "message": failed, "trace": ""})
         elif op == "batch":
-            run_batch(conn, attack, header, tensors, device)
+            if attack is None:
+                send(conn, {"op": "raised", "message": failed, "trace": ""})
+            else:
+                run_batch(conn, attack, header, tensors, device)
 
 
 def main() -> None:
