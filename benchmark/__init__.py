@@ -56,7 +56,7 @@ _EXPORTS = {
     "targeted_dlr": "algorithms.losses", "targeted_dlr_loss": "algorithms.losses",
     "load_registry": "plugin_system.loader",
     "RunConfig": "running.config", "evaluate_model": "running.driver",
-    "run_matrix": "running.driver",
+    "run_matrix": "running.driver", "run_isolated": "running.isolation",
     "ThreatModel": "threat",
 }
 

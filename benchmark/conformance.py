@@ -17,8 +17,9 @@ Attack rules: ``attributes``, ``constructible``, ``config``, ``threat-model`` (e
 at ε = 0 and two larger ε, through the harness's gate), ``shapes``, ``inputs-unchanged``,
 ``sealed`` (it changes neither the model nor the tensors it is graded with, runs the model only
 through the oracle and leaves the oracle's terms and counts alone: :mod:`advbench.seal`),
-``deterministic``, ``randomized`` (a class declaring ``randomized=False`` must not depend on the
-seed), ``batch-size-invariant`` (``randomized=False`` only), ``targeted`` and
+``isolated`` (in an attack process, as ``bench run`` runs a third party's attack, it gives what
+it gives in-process), ``deterministic``, ``randomized`` (a class declaring ``randomized=False``
+must not depend on the seed), ``batch-size-invariant`` (``randomized=False`` only), ``targeted`` and
 ``targeted-progress`` (``targeted=True`` only: it takes targets, and moves toward them);
 ``access`` and ``query-budget`` are reported by whichever run first breaks them.
 Defense rules: ``attributes``, ``constructible``, ``config``, ``fit``, ``wrap``, ``randomized``,
@@ -244,9 +245,10 @@ class AttackProbe:
 
     def run(self, rule: str, batch: Batch, threat: ThreatModel, *, seed: int = SEED,
             targeted: bool = False, global_seed: int = 0, raw: bool = False,
-            watch: Watch | None = None) -> torch.Tensor:
+            watch: Watch | None = None, isolated: bool = False) -> torch.Tensor:
         """The attack's gated output (or, ``raw``, what ``run`` returned on the very inputs);
-        ``watch``: the seal's watch over this batch."""
+        ``watch``: the seal's watch over this batch; ``isolated``: run in an attack process,
+        as ``bench run`` runs third-party attacks (``advbench.run_isolated``)."""
         attack = self.attack
         oracle = Oracle(batch.model, self.cls.access, len(batch.x),
                         attack.max_queries, guard=watch)
@@ -259,7 +261,12 @@ class AttackProbe:
             try:
                 if raw:
                     return attack.run(oracle, batch.x, batch.y, threat, ctx)
-                result = attack.perturb(oracle, batch.x, batch.y, threat, ctx)
+                if isolated:
+                    import advbench  # the machinery's door (advbench/__init__.py)
+
+                    result = advbench.run_isolated(attack, oracle, batch.x, batch.y, threat, ctx)
+                else:
+                    result = attack.perturb(oracle, batch.x, batch.y, threat, ctx)
             except AccessError as exc:
                 fail(self.cls, "access", f"declared access={self.cls.access!r} but asked the "
                      f"oracle for more ({exc}) at {where}")
@@ -325,6 +332,18 @@ class AttackProbe:
                     reason = seal.verdict(watch, self.oracle, self.attack)
                 if reason is not None:
                     fail(self.cls, "sealed", f"{reason} ({norm}{' targeted' if targeted else ''})")
+
+    def isolated(self) -> None:
+        """Run in an attack process (the default for a third party's attack in ``bench run``:
+        docs/isolation.md), through the oracle's public interface only, it gives what it gives
+        in-process. Its class must be importable by module path (defined at a module's top)."""
+        for norm in self.norms:
+            threat = self.threat(norm)
+            here = self.run("isolated", self.batch, threat)
+            there = self.run("isolated", self.batch, threat, isolated=True)
+            if not torch.equal(here, there):
+                fail(self.cls, "isolated", f"its output in an attack process differs from its "
+                     f"output in-process ({norm}): use only the oracle's public interface")
 
     def deterministic(self) -> None:
         """The same ``ctx.generator`` seed gives the same output, whatever the global RNG."""
@@ -407,6 +426,7 @@ class AttackProbe:
         yield "shapes", self.shapes
         yield "inputs-unchanged", self.inputs_unchanged
         yield "sealed", self.sealed
+        yield "isolated", self.isolated
         yield "deterministic", self.deterministic
         yield "randomized", self.randomized
         yield "batch-size-invariant", self.batch_size_invariant

@@ -10,6 +10,7 @@ cell an error row; the next cell gets a new process.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import signal
@@ -293,3 +294,21 @@ class IsolatedRunner:
             return torch.zeros_like(x)
         return torch.autograd.grad(out, x, grad_logits.to(out.dtype), retain_graph=True,
                                    allow_unused=True, materialize_grads=True)[0]
+
+
+_shared: list[AttackProcess] = []
+
+
+def run_isolated(attack: Attack, oracle: Oracle, x: torch.Tensor, y: torch.Tensor,
+                 threat: ThreatModel, ctx: AttackContext) -> GateResult:
+    """One batch of ``attack`` in an attack process, as a run's isolated cell runs it, gated
+    by this process: what ``Attack.perturb`` gives in-process. The process is shared by every
+    call of this Python process (started on first use, stopped at exit); the attack process's
+    global RNG is seeded with this process's ``torch.initial_seed()``. Raises
+    :class:`IsolatedFailure` where the attack raised, its process died or it broke the
+    protocol. The conformance kit's ``isolated`` rule runs through it."""
+    if not _shared:
+        _shared.append(AttackProcess())
+        atexit.register(_shared[0].close)
+    runner = IsolatedRunner(_shared[0], x.device, torch.initial_seed())
+    return runner(attack, oracle, x, y, threat, ctx)

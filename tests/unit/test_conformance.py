@@ -31,7 +31,7 @@ def test_every_builtin_defense_passes(registry):
 def test_the_rules_are_the_documented_ones():
     attack_rules = [name for name, _ in attack_checks(Step)]
     assert attack_rules == ["attributes", "constructible", "config", "threat-model", "shapes",
-                            "inputs-unchanged", "sealed", "deterministic", "randomized",
+                            "inputs-unchanged", "sealed", "isolated", "deterministic", "randomized",
                             "batch-size-invariant", "targeted", "targeted-progress"]
     defense_rules = [name for name, _ in defense_checks(Plain)]
     assert defense_rules == ["attributes", "constructible", "config", "fit", "wrap",
