@@ -46,6 +46,7 @@ from advbench._util import one_line
 from advbench.attack import Attack, AttackContext
 from advbench.data import Split
 from advbench.defense import Defense, TrainContext, TrainSettings, bpda_surrogate
+from advbench.gate import GateResult
 from advbench.oracle import ACCESS_LEVELS, AccessError, Oracle, QueryBudgetExceeded
 from advbench.seal import Pristine, Seal, Watch
 from advbench.threat import NORMS, ThreatModel
@@ -264,7 +265,8 @@ class AttackProbe:
                 if isolated:
                     import advbench  # the machinery's door (advbench/__init__.py)
 
-                    result = advbench.run_isolated(attack, oracle, batch.x, batch.y, threat, ctx)
+                    result: GateResult = advbench.run_isolated(attack, oracle, batch.x,
+                                                               batch.y, threat, ctx)
                 else:
                     result = attack.perturb(oracle, batch.x, batch.y, threat, ctx)
             except AccessError as exc:
