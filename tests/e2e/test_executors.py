@@ -55,11 +55,37 @@ def test_processes_give_the_local_results_in_plan_order(tmp_path, local_frame):
                for p in (tmp_path / "processes" / "figures").iterdir())
 
 
+def test_isolated_attacks_in_a_pool_give_the_local_in_process_rows(tmp_path, local_frame):
+    """Every attack isolated (#29), each pool worker with its own attack process: the rows of
+    the in-process local run, and each says it was graded isolated."""
+    frame = one_thread_run(tmp_path, "isolated-pool", ProcessExecutor(2, threads=1),
+                           isolation="all")
+    same_results(frame, local_frame)
+    cells = frame[frame["attack"] != "worst-case"]
+    assert cells["grading"].eq("isolated").all()
+    assert local_frame.loc[local_frame["attack"] != "worst-case", "grading"].eq(
+        "in-process").all()
+
+
+def test_an_isolated_attack_that_exits_costs_its_cell_not_the_worker(tmp_path, monkeypatch):
+    """Isolated, ``os._exit`` ends the attack's own process: an error row naming it, the
+    pool's worker untouched, the other cell computed."""
+    monkeypatch.setenv("BENCH_TEST_DIE_MARKER", str(tmp_path / "died"))
+    registry = load_registry(extra=[sample_plugins])
+    frame = one_thread_run(tmp_path, "exits", ProcessExecutor(1, threads=1),
+                           attacks="fgsm,dies-once", defenses="none", registry=registry)
+    rows = frame.set_index("attack")
+    assert rows.loc["dies-once", "status"] == "error"
+    assert "the attack's process exited with code 1" in rows.loc["dies-once", "invalid_reason"]
+    assert rows.loc["fgsm", "status"] == "ok"
+
+
 def test_a_dying_worker_process_costs_a_retry_not_a_cell(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_TEST_DIE_MARKER", str(tmp_path / "died"))
     registry = load_registry(extra=[sample_plugins])
     frame = one_thread_run(tmp_path, "dies", ProcessExecutor(2, threads=1),
-                           attacks="fgsm,dies-once", defenses="none", registry=registry)
+                           attacks="fgsm,dies-once", defenses="none", registry=registry,
+                           isolation="none")  # it kills the pool's worker, not its own process
     assert (tmp_path / "died").read_text() == "died"  # a worker did die
     cells = frame[frame["attack"] != "worst-case"]
     assert sorted(cells["attack"]) == ["dies-once", "fgsm"]  # each once
@@ -112,7 +138,7 @@ def test_ray_gives_the_local_results_and_survives_a_dying_worker(tmp_path, local
         same_results(frame, local_frame)
         registry = load_registry(extra=[sample_plugins])
         died = one_thread_run(tmp_path, "ray-dies", "ray", attacks="fgsm,dies-once",
-                              defenses="none", registry=registry)
+                              defenses="none", registry=registry, isolation="none")
     finally:
         ray.shutdown()
     assert marker.read_text() == "died"
