@@ -21,7 +21,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from typing import Any
 
 import torch
@@ -32,11 +31,15 @@ from advbench.errors import UsageError
 from advbench.gate import GateResult, check_adversarial
 from advbench.oracle import AccessError, Oracle, QueryBudgetExceeded
 from advbench.running.remote_oracle import ERRORS, PUBLIC_LOSSES
-from advbench.running.wire import WireError, receive, send
+from advbench.running.wire import STALL, Channel, WireError, receive, send
 from advbench.threat import ThreatModel
 
 ISOLATION_MODES = ("auto", "all", "none")
 KEPT_GRAPHS = 8  # logits graphs the harness keeps for an attack's backward requests
+# The most rows one request may ask the model for: this many times the batch, and at least
+# MIN_REQUEST_ROWS (candidates per sample, as pixel scans send): past it the harness's own memory
+# would be the attack's to spend.
+REQUEST_ROWS, MIN_REQUEST_ROWS = 64, 16384
 NEEDED_NORM = "norm_before_projection"
 
 
@@ -90,10 +93,10 @@ class AttackProcess:
 
     memory_gib: float = 8.0
     process: subprocess.Popen[bytes] | None = None
-    conn: Connection | None = None
+    conn: Channel | None = None
     retire: bool = False  # replace it before the next cell (an attack left threads running)
 
-    def start(self) -> Connection:
+    def start(self) -> Channel:
         if self.process is not None and (self.retire or self.process.poll() is not None):
             self.close()
         if self.process is None or self.conn is None:
@@ -107,16 +110,17 @@ class AttackProcess:
                 env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
                 preexec_fn=None if cuda else limit_memory(self.memory_gib))
             theirs.close()
-            self.conn = Connection(ours.detach())
+            self.conn = Channel(ours)
             send(self.conn, {"op": "setup", "path": sys.path, "threads": torch.get_num_threads()})
         return self.conn
 
     def close(self) -> None:
         """Stop the process (killed if it does not stop at once)."""
         if self.conn is not None:
+            self.conn.deadline = None
             try:
                 send(self.conn, {"op": "stop"})
-            except OSError:
+            except (OSError, TimeoutError):
                 pass
             self.conn.close()
         if self.process is not None:
@@ -153,7 +157,42 @@ class IsolatedRunner:
             raise ValueError(f"{attack.name} does not support the {threat.norm} threat model")
         if ctx.targets is not None and not attack.targeted:
             raise ValueError(f"{attack.name} is not a targeted attack")
+        try:
+            return self.run_batch(attack, oracle, x, y, threat, ctx)
+        except (TimeoutError, EOFError, OSError, WireError) as exc:
+            raise self.failure(exc) from None
+
+    def failure(self, exc: BaseException) -> IsolatedFailure:
+        """What went wrong with the attack process, in words; the process is gone after it."""
+        process = self.process.process
+        code = None if process is None else process.poll()
+        if isinstance(exc, TimeoutError) and code is None:
+            self.process.kill()
+            if self.past_deadline():
+                return IsolatedFailure(f"timeout: the attack ran past --cell-timeout "
+                                       f"{self.timeout:g} s")
+            return IsolatedFailure("the attack's process broke the protocol: it stalled "
+                                   f"for {STALL:g} s in the middle of a message")
+        if isinstance(exc, WireError | TimeoutError) or (
+                type(exc) is OSError and code is None):  # a bad length, the process alive
+            self.process.kill()
+            return IsolatedFailure(f"the attack's process broke the protocol: {exc}")
+        if process is not None and code is None:
+            try:
+                code = process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return IsolatedFailure("the attack's process closed its connection")
+        self.process.close()
+        return IsolatedFailure(f"the attack's process {death(code if code is not None else 0)}")
+
+    def past_deadline(self) -> bool:
+        return self.timeout is not None and time.monotonic() - self.started > self.timeout
+
+    def run_batch(self, attack: Attack, oracle: Oracle, x: torch.Tensor, y: torch.Tensor,
+                  threat: ThreatModel, ctx: AttackContext) -> GateResult:
         conn = self.process.start()
+        conn.deadline = None if self.timeout is None else self.started + self.timeout
         if not self.sent:
             try:
                 blob = pickle.dumps(attack)
@@ -180,7 +219,7 @@ class IsolatedRunner:
                                     "not a torch.Tensor")
         return check_adversarial(x, tensors[0].to(x.device), threat)
 
-    def serve(self, conn: Connection, oracle: Oracle
+    def serve(self, conn: Channel, oracle: Oracle
               ) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """Answer the attack's requests until it is done; its failure raised here."""
         while True:
@@ -200,28 +239,16 @@ class IsolatedRunner:
                 continue
             send(conn, {}, [*answer, oracle.queries])
 
-    def next_message(self, conn: Connection) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    def next_message(self, conn: Channel) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """The attack process's next message, waiting no longer than the cell's time left."""
         process = self.process.process
         assert process is not None
         while not conn.poll(0.5):
-            code = process.poll()
-            if code is not None:
-                self.process.close()
-                raise IsolatedFailure(f"the attack's process {death(code)}")
-            if self.timeout is not None and time.monotonic() - self.started > self.timeout:
-                self.process.kill()
-                raise IsolatedFailure(f"timeout: the attack ran past --cell-timeout "
-                                      f"{self.timeout:g} s")
-        try:
-            header, tensors, _ = receive(conn)
-        except (EOFError, OSError):
-            code = process.wait()
-            self.process.close()
-            raise IsolatedFailure(f"the attack's process {death(code)}") from None
-        except WireError as exc:
-            self.process.kill()
-            raise IsolatedFailure(f"the attack's process broke the protocol: {exc}") from None
+            if process.poll() is not None:
+                raise EOFError
+            if self.past_deadline():
+                raise TimeoutError("past the deadline")
+        header, tensors, _ = receive(conn)
         return header, tensors
 
     def answer(self, oracle: Oracle, op: str, header: dict[str, Any],
@@ -232,6 +259,12 @@ class IsolatedRunner:
             return [self.backward(int(header.get("graph", -1)), tensors[0].to(self.device))]
         if op == "jvp":
             return [self.jvp(int(header.get("graph", -1)), tensors[0].to(self.device))]
+        if not tensors or not tensors[0].dim():
+            raise ValueError(f"malformed {op!r} request")
+        limit = max(REQUEST_ROWS * len(oracle.queries), MIN_REQUEST_ROWS)
+        if tensors[0].shape[0] > limit:
+            raise ValueError(f"a request for {tensors[0].shape[0]} rows: the harness answers "
+                             f"at most {limit} at once (split it)")
         x = tensors[0].to(self.device)
         if op == "logits":
             return self.logits(oracle, x, index, bool(header.get("keep")))
