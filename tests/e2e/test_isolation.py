@@ -197,11 +197,12 @@ def call_with_deadline(runner, attack, oracle, x, y, seconds: float):
 
 
 @pytest.mark.parametrize(("cls", "failure"), zip(PROTOCOL_BREAKERS, (
-    "the attack's process broke the protocol: ", "timeout: "), strict=True),
-    ids=("overlong", "half"))
+    "the attack's process broke the protocol: ", "timeout: ", "timeout: "), strict=True),
+    ids=("overlong", "half", "no-read"))
 def test_bytes_off_the_protocol_cost_the_cell_not_the_harness(tiny, cls, failure):
-    """An attack writing a bogus message length, or half a message, on its connection: the
-    harness refuses it, or times the cell out, and never waits on it forever."""
+    """An attack writing a bogus message length, or half a message, on its connection, or
+    reading none of the answers to its requests: the harness refuses it, or times the cell
+    out, and never waits on it for ever."""
     net, x, y = tiny
     process = AttackProcess(4)
     runner = IsolatedRunner(process, torch.device("cpu"), 0, timeout=5)

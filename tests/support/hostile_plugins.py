@@ -27,6 +27,7 @@ from torch import nn
 import advbench.attack
 import advbench.gate
 from advbench import Attack, GateResult, hookimpl
+from advbench.running.wire import send
 from advbench_plugins.fgsm import FGSM
 
 
@@ -227,10 +228,26 @@ class SendsHalfAMessage(Hostile):
         return x
 
 
+@dataclass(kw_only=True)
+class StopsReading(Hostile):
+    """Sends request after request on the oracle's own connection and reads no answer: the
+    harness's answers fill the socket, and its next send would wait for ever."""
+
+    name = "h-no-read"
+
+    def run(self, oracle, x, y, threat, ctx):
+        rows, index = x.repeat(16, 1, 1, 1), torch.arange(len(x)).repeat(16)
+        for _ in range(1000):
+            send(oracle._conn, {"op": "scores", "index": True}, [rows, index])
+        time.sleep(3600)
+        return x
+
+
 CHEATS: tuple[type[Attack], ...] = (
     PatchesTheGate, SubclassReturn, DeepcopiesTheModel, WalksTheHeap, LeavesAThread,
     CallsSysExit, CallsOsExit, Segfaults, Hangs, AllocatesTooMuch)
-PROTOCOL_BREAKERS: tuple[type[Attack], ...] = (SendsAnOverlongMessage, SendsHalfAMessage)
+PROTOCOL_BREAKERS: tuple[type[Attack], ...] = (
+    SendsAnOverlongMessage, SendsHalfAMessage, StopsReading)
 
 
 # --- honest third-party attacks, one per way of using the oracle --------------------------
