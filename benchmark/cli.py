@@ -146,7 +146,8 @@ def build_parser() -> Parser:
                      "in this process (faster; you vouch for the plugins' code)")
     run.add_argument("--cell-timeout", type=float, default=default["cell_timeout"],
                      metavar="SECONDS", help="an isolated attack's time per cell: past it the "
-                     "cell is an error row and its process is replaced (default: no limit)")
+                     "cell is an error row and its process is replaced (default "
+                     f"{default['cell_timeout']:g}; 0: no limit)")
     run.add_argument("--attack-memory", type=float, default=default["attack_memory"],
                      metavar="GIB", help="address space of the isolated attacks' process, in "
                      f"GiB (default {default['attack_memory']:g}; 0: no limit; not applied "

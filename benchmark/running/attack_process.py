@@ -43,8 +43,9 @@ def run_batch(conn: Connection, attack: Attack, header: dict[str, Any],
         send(conn, {"op": "raised", "message": f"attack called sys.exit({exc.code!r})",
                     "trace": "".join(traceback.format_exception(exc))})
         return
-    except Exception as exc:
+    except BaseException as exc:  # KeyboardInterrupt too: Ctrl-C reaches the harness only
         send(conn, {"op": "raised", "message": f"attack raised {one_line(exc)}",
+                    "out_of_memory": out_of_memory(exc),
                     "trace": "".join(traceback.format_exception(exc))})
         return
     try:
@@ -52,6 +53,13 @@ def run_batch(conn: Connection, attack: Attack, header: dict[str, Any],
     except Exception as exc:
         send(conn, {"op": "raised", "message": f"the attack's output could not be sent: "
                     f"{one_line(exc)}", "trace": "".join(traceback.format_exception(exc))})
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError or the CPU allocator's failure: the harness retries the cell
+    with smaller batches, as in-process."""
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
 def send_result(conn: Connection, x_adv: object, needed: object, n: int) -> None:

@@ -172,19 +172,18 @@ class CellRunner:
                 return Attempt(attack, None, batch_size,
                                f"the defended model cannot be restored: {exc}")
             except IsolatedFailure as exc:
-                return Attempt(attack, None, batch_size, str(exc), exc.trace)
+                if not (exc.out_of_memory and batch_size > 1):
+                    return Attempt(attack, None, batch_size, str(exc), exc.trace)
             except SystemExit as exc:
                 return Attempt(attack, None, batch_size,
                                f"attack called sys.exit({exc.code!r})",
                                "".join(traceback.format_exception(exc)))
             except Exception as exc:
-                if is_out_of_memory(exc) and batch_size > 1:
-                    batch_size //= 2
-                    self.progress.log(f"out of memory: retrying the cell with batches of "
-                                      f"{batch_size}")
-                    continue
-                return Attempt(attack, None, batch_size, f"attack raised {one_line(exc)}",
-                               "".join(traceback.format_exception(exc)))
+                if not (is_out_of_memory(exc) and batch_size > 1):
+                    return Attempt(attack, None, batch_size, f"attack raised {one_line(exc)}",
+                                   "".join(traceback.format_exception(exc)))
+            batch_size //= 2
+            self.progress.log(f"out of memory: retrying the cell with batches of {batch_size}")
 
     def runs(self, cell: Cell, attack: Attack, state: Defended, sealed: Sealed,
              batch_size: int) -> CellOutcome:
@@ -204,7 +203,7 @@ class CellRunner:
             runner = None
             if self.isolated(cell):
                 runner = IsolatedRunner(self.attack_process, self.plan.device, cell_seed(cell),
-                                        self.plan.config.cell_timeout)
+                                        self.plan.config.cell_timeout or None)
             spec = CellSpec(batch_size=batch_size, device=self.plan.device,
                             seed=self.plan.config.seed, targets=sealed.targets,
                             eot_samples=state.eot_samples, surrogate=surrogate, skip=cell.skip,

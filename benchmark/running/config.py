@@ -45,10 +45,10 @@ class RunConfig:
     cascade: bool | None = None
     # Where attacks run: "auto" runs every attack not shipped with bench in a process of its own
     # (advbench.running.isolation), "all" every attack, "none" none (the user vouches for the
-    # plugins' code). ``cell_timeout`` (seconds) and ``attack_memory`` (GiB of address space)
-    # bound each isolated cell; ``None`` / 0: no bound.
+    # plugins' code). ``cell_timeout`` (seconds: an hour, so that no plugin hangs a run) and
+    # ``attack_memory`` (GiB of address space) bound each isolated cell; 0 or None: no bound.
     isolation: str = "auto"
-    cell_timeout: float | None = None
+    cell_timeout: float | None = 3600.0
     attack_memory: float = 8.0
     # Plugin arguments, plugin → argument → values; several values run one variant each.
     options: Options | None = None

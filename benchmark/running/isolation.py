@@ -47,9 +47,10 @@ class IsolatedFailure(RuntimeError):
     """The isolated attack failed: it raised, its process died or it ran out of time. The
     message is the cell's error; ``trace`` the attack's traceback, where there is one."""
 
-    def __init__(self, message: str, trace: str | None = None) -> None:
+    def __init__(self, message: str, trace: str | None = None,
+                 out_of_memory: bool = False) -> None:
         super().__init__(message)
-        self.trace = trace
+        self.trace, self.out_of_memory = trace, out_of_memory
 
 
 def isolated(mode: str, distribution: str) -> bool:
@@ -63,8 +64,8 @@ def check_isolation(isolation: str, cell_timeout: float | None, attack_memory: f
     if isolation not in ISOLATION_MODES:
         raise UsageError(f"--isolation {isolation!r}: choose one of {', '.join(ISOLATION_MODES)}")
     if cell_timeout is not None and not (isinstance(cell_timeout, int | float)
-                                         and cell_timeout > 0):
-        raise UsageError(f"--cell-timeout {cell_timeout!r}: give a number of seconds above 0")
+                                         and cell_timeout >= 0):
+        raise UsageError(f"--cell-timeout {cell_timeout!r}: give a number of seconds (0: none)")
     if not (isinstance(attack_memory, int | float) and attack_memory >= 0):
         raise UsageError(f"--attack-memory {attack_memory!r}: give GiB, or 0 for no limit")
 
@@ -108,7 +109,8 @@ class AttackProcess:
                 # its threads sleep while it waits for the harness, instead of spinning on the
                 # cores the harness's model needs
                 env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-                preexec_fn=None if cuda else limit_memory(self.memory_gib))
+                preexec_fn=None if cuda else limit_memory(self.memory_gib),
+                start_new_session=True)  # Ctrl-C interrupts the harness, which stops it
             theirs.close()
             self.conn = Channel(ours)
             send(self.conn, {"op": "setup", "path": sys.path, "threads": torch.get_num_threads()})
@@ -228,7 +230,8 @@ class IsolatedRunner:
             if op == "done":
                 return header, tensors
             if op == "raised":
-                raise IsolatedFailure(str(header.get("message")), str(header.get("trace")))
+                raise IsolatedFailure(str(header.get("message")), str(header.get("trace")),
+                                      header.get("out_of_memory") is True)
             try:
                 answer = self.answer(oracle, str(op), header, tensors)
             except (AccessError, QueryBudgetExceeded, ValueError, TypeError, IndexError,

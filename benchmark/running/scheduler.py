@@ -136,9 +136,9 @@ class Scheduler:
         its defense after its last cell."""
         group.waiting -= 1
         if isinstance(result, CellResult):
-            if result.trace:
+            if result.trace or result.row["status"] == "error":  # a process's death too
                 self.store.log_error(f"cell {cell.defense.name} × {cell.attack_name}",
-                                     result.trace)
+                                     result.trace or f"{result.row['invalid_reason']}\n")
             self.stopwatch.add("cells", float(result.row["seconds"]), cell.attack_name)
             self.record(group, cell, result.row, result.outcome)
             if result.row["status"] != "error":
