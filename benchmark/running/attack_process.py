@@ -8,6 +8,7 @@ does here (monkeypatching, ``gc``, threads, ``sys.exit``) stays here.
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import sys
@@ -97,6 +98,8 @@ def serve(conn: Connection) -> None:
             sys.path[:] = header["path"]
             torch.set_num_threads(header["threads"])
         elif op == "attack":
+            sys.path[:] = header["path"]  # the harness's, as it is now
+            importlib.invalidate_caches()
             device = torch.device(header["device"])
             torch.manual_seed(header["torch_seed"])
             try:

@@ -82,10 +82,12 @@ def limit_memory(gib: float) -> Callable[[], None] | None:
 
 def death(code: int) -> str:
     """How an attack process ended, in words."""
-    if code < 0:
-        with_name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else ""
-        return f"killed by signal {with_name or -code}"
-    return f"exited with code {code}"
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"killed by signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 @dataclass
@@ -203,7 +205,7 @@ class IsolatedRunner:
                     f"{type(attack).__qualname__} cannot be sent to its process "
                     f"({one_line(exc)}): define it at a module's top level, or run with "
                     "--isolation none") from None
-            send(conn, {"op": "attack", "device": str(self.device),
+            send(conn, {"op": "attack", "device": str(self.device), "path": sys.path,
                         "torch_seed": self.torch_seed}, blob=blob)
             self.sent = True
         seed = int(ctx.generator.initial_seed())

@@ -35,10 +35,15 @@ FAST = {"ta-cw": {"steps": 20, "c": 10.0, "lr": 0.05}, "ta-fab": {"steps": 3},
 
 @pytest.fixture
 def correct(trained_cnn, batch):
-    """Three test images the trained CNN classifies correctly."""
+    """The three test images (of the first 50) the trained CNN classifies correctly with the
+    least confidence: "it bites" must not hang on how robust three arbitrary samples happen to
+    be (the trained model differs a little from one CPU to another)."""
     x, y = batch
-    keep = torch.nonzero(predict(trained_cnn, x[:20], 20, torch.device("cpu")) == y[:20])
-    index = keep.flatten()[:3]
+    with torch.no_grad():
+        confidence = trained_cnn(x[:50]).softmax(dim=1).amax(dim=1)
+    correct = torch.nonzero(predict(trained_cnn, x[:50], 50, torch.device("cpu")) == y[:50])
+    correct = correct.flatten()
+    index = correct[confidence[correct].argsort()[:3]]
     return x[index], y[index]
 
 

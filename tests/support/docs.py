@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
+import tempfile
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +49,22 @@ def run_guide(path: Path, monkeypatch) -> types.ModuleType:
     """Every Python block not marked not-run, in order, in one fresh module (a guide builds
     its example step by step); every ``test_*`` function a block defines is called, once per
     value of its ``pytest.mark.parametrize`` argument when it has one."""
-    module = types.ModuleType(f"guide_{path.stem.replace('-', '_')}")
-    monkeypatch.setitem(sys.modules, module.__name__, module)
+    # One file, each block at its own line of the guide (tracebacks name the guide's lines), on
+    # sys.path: an isolated attack's process imports the guide's classes by module name.
+    lines = [""] * (path.read_text().count("\n") + 1)
     for block in blocks(path):
         if block.language != "python" or (block.mark and block.mark[0] == "not-run"):
             continue
-        code = compile(block.code, f"{path.name}:{block.line}", "exec", dont_inherit=True)
-        exec(code, module.__dict__)  # dont_inherit: as a file of its own, not this one
+        for offset, line in enumerate(block.code.splitlines(), start=block.line):
+            lines[offset] = "" if line.startswith("from __future__") else line
+    lines[0] = "from __future__ import annotations"  # the guide's title line: no code there
+    folder = Path(tempfile.mkdtemp(prefix="guide-"))
+    name = f"guide_{path.stem.replace('-', '_')}"
+    (folder / f"{name}.py").write_text("\n".join(lines), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module(name)
+    monkeypatch.setitem(sys.modules, name, module)
     for name, test in list(vars(module).items()):
         if not (name.startswith("test_") and callable(test)):
             continue
