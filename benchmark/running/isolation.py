@@ -40,6 +40,7 @@ KEPT_GRAPHS = 8  # logits graphs the harness keeps for an attack's backward requ
 # MIN_REQUEST_ROWS (candidates per sample, as pixel scans send): past it the harness's own memory
 # would be the attack's to spend.
 REQUEST_ROWS, MIN_REQUEST_ROWS = 64, 16384
+MESSAGE_CHARS, TRACE_CHARS = 500, 100_000  # what an attack process's error may put in a row
 NEEDED_NORM = "norm_before_projection"
 
 
@@ -232,7 +233,9 @@ class IsolatedRunner:
             if op == "done":
                 return header, tensors
             if op == "raised":
-                raise IsolatedFailure(str(header.get("message")), str(header.get("trace")),
+                # the attack process's own words: one line, bounded, for the row
+                message = " ".join(str(header.get("message")).split())[:MESSAGE_CHARS]
+                raise IsolatedFailure(message, str(header.get("trace"))[:TRACE_CHARS],
                                       header.get("out_of_memory") is True)
             try:
                 answer = self.answer(oracle, str(op), header, tensors)
