@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from advbench import Oracle, Split, ThreatModel
-from advbench.running.evaluate import CellOutcome, CellSpec, attack_cell, predict
+from advbench.running.evaluate import CellOutcome, CellSpec, attack_cell
 from advbench.seal import Pristine, Seal
 from advbench_plugins.pgd_linf import PGDLinf
 
@@ -37,11 +37,8 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="module")
-def setup(seed_cnn_and_test) -> tuple[torch.nn.Module, Split, torch.Tensor]:
-    """The seed CNN after one epoch on 10k images, 500 test images and its clean predictions."""
-    model, x, y = seed_cnn_and_test(10_000)
-    data = Split(x[:N_EVAL], y[:N_EVAL])
-    return model, data, predict(model, data.x, BATCH, CPU)
+def setup(seed_cnn_cell) -> tuple[torch.nn.Module, Split, torch.Tensor]:
+    return seed_cnn_cell
 
 
 def graded(data: Split, clean: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -23,22 +23,20 @@ import pytest
 import torch
 
 from advbench import Attack, Split, ThreatModel
-from advbench.running.evaluate import CellOutcome, CellSpec, attack_cell, predict
+from advbench.running.evaluate import CellOutcome, CellSpec, attack_cell
 from advbench.running.isolation import AttackProcess, IsolatedRunner
 from advbench_plugins.pgd_linf import PGDLinf
 from advbench_plugins.random_search import RandomSearch
 
-BATCH, N_EVAL, REPEATS = 250, 500, 3
+BATCH, REPEATS = 250, 3
 CPU = torch.device("cpu")
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="module")
-def setup(seed_cnn_and_test) -> tuple[torch.nn.Module, Split, torch.Tensor]:
-    model, x, y = seed_cnn_and_test(10_000)
-    data = Split(x[:N_EVAL], y[:N_EVAL])
-    return model, data, predict(model, data.x, BATCH, CPU)
+def setup(seed_cnn_cell) -> tuple[torch.nn.Module, Split, torch.Tensor]:
+    return seed_cnn_cell
 
 
 @pytest.fixture(scope="module")

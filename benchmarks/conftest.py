@@ -31,3 +31,15 @@ def seed_cnn_and_test():
         return model.eval(), test.x, test.y
 
     return make
+
+
+@pytest.fixture(scope="module")
+def seed_cnn_cell(seed_cnn_and_test):
+    """The seed CNN after one epoch on 10k images, the first 500 test images and its clean
+    predictions (batches of 250): the cell the overhead benchmarks time."""
+    from advbench import Split
+    from advbench.running.evaluate import predict
+
+    model, x, y = seed_cnn_and_test(10_000)
+    data = Split(x[:500], y[:500])
+    return model, data, predict(model, data.x, 250, torch.device("cpu"))

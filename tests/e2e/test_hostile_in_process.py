@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from support.hostile_plugins import SubclassReturn
 
 from advbench import Attack, GateResult, hookimpl, load_registry, run_matrix
 
@@ -33,25 +34,6 @@ class BlankPerturb(Hostile):
 
     def perturb(self, oracle, x, y, threat, ctx):  # type: ignore[misc]
         return GateResult(torch.zeros_like(x))
-
-
-class ShiftedArgmax(torch.Tensor):
-    """Answers argmax one class off: the harness's prediction would never match the label."""
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        out = super().__torch_function__(func, types, args, kwargs or {})
-        if func in (torch.argmax, torch.Tensor.argmax):
-            return (out + 1) % 10
-        return out
-
-
-@dataclass(kw_only=True)
-class SubclassReturn(Hostile):
-    name = "subclass-return"
-
-    def run(self, oracle, x, y, threat, ctx):
-        return (x + 0.001 * (0.5 - x).sign()).as_subclass(ShiftedArgmax)  # barely moved
 
 
 @dataclass(kw_only=True)
@@ -78,14 +60,14 @@ def test_an_attack_that_overrides_perturb_is_refused_at_registration():
 def frame(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     registry = load_registry(extra=[third_party(SubclassReturn, Exits)])
-    return run_matrix(attacks="subclass-return,exits,fgsm", registry=registry,
+    return run_matrix(attacks="h-subclass,exits,fgsm", registry=registry,
                       out=root / "run", cache_dir=root / "cache", **SMALL).set_index("attack")
 
 
 def test_a_tensor_subclass_is_graded_on_its_plain_data(frame):
     """Its data is x moved by 0.001: robust accuracy is about the clean accuracy (the subclass's
     argmax, one class off, would have made it 0)."""
-    row = frame.loc["subclass-return"]
+    row = frame.loc["h-subclass"]
     assert row["status"] == "ok" and row["clean_accuracy"] > 0.3
     assert row["robust_accuracy"] >= row["clean_accuracy"] - 0.05
 
