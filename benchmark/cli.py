@@ -380,7 +380,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.ray_address is not None and args.executor != "ray":
         raise UsageError("--ray-address goes with --executor ray")
     executor = get_executor(args.executor, args.workers, args.ray_address)
-    registry = load_registry(strict=config.strict_plugins)
+    registry = load_registry(strict=config.strict_plugins, catalog=config.isolation != "none")
     warn_plugin_failures(registry)
     console = terminal(sys.stdout)
     try:

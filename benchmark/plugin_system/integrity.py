@@ -1,10 +1,11 @@
 """The harness's grading code as it was before any plugin loaded, to catch a plugin that changes it.
 
-Plugin modules are imported into the harness process (their declarations are read from their
-classes), so a module could, at import, rebind ``advbench.gate.check_adversarial`` or swap a
-function's code. The loader takes a :class:`Snapshot` of the grading modules first and checks
-it after each plugin module: a module that changed any of them is refused and the change undone.
-An attack's own code runs later, in its process when isolated, where changes reach nothing here.
+Plugin modules that register a defense, dataset or model are imported into the harness process
+(those run there; a third-party module registering only attacks is read by the plugin catalog,
+in a process of its own), so such a module could, at import, rebind
+``advbench.gate.check_adversarial`` or swap a function's code. The loader takes a
+:class:`Snapshot` of the grading modules first and checks it after each plugin module: a module
+that changed any of them is refused and the change undone.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ A plugin that fails to import, to validate or to register is recorded as a failu
 list`` shows it) and the others still load; ``strict=True`` makes the first failure fatal.
 Set ``BENCH_DISABLE_PLUGIN_AUTOLOAD=1`` to load only bench's own plugins (tests do), and
 ``BENCH_PLUGINS=mod1,mod2`` to load extra plugin modules by import name.
+
+With ``catalog=True`` (the default) a module not shipped with bench is first read by the plugin
+catalog (:mod:`.catalog`), in a process of its own: one that registers only attacks is never
+imported here (its attacks are declared classes, run in attack processes); the others are.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, entry_points, version
+from typing import Any
 
 import pluggy
 
@@ -84,6 +89,10 @@ class Loader:
         self.sources: dict[str, Source] = {}
         self.registry = Registry()
         self.snapshot = Snapshot.take()  # before any plugin runs a line
+        # Modules left to the catalog: their source, how to load them here, and the catalog's
+        # description of them (an entry point or a module name).
+        self.deferred: list[tuple[Source, Callable[[], object], dict[str, str]]] = []
+        self.declared: list[tuple[Source, list[dict[str, Any]]]] = []
 
     def tampered(self, source: Source, when: str) -> bool:
         """Whether the plugin changed bench's grading code (:mod:`.integrity`) ``when``;
@@ -119,7 +128,7 @@ class Loader:
             return
         self.sources[source.plugin] = source
 
-    def load_entry_points(self, autoload: bool) -> None:
+    def load_entry_points(self, autoload: bool, catalog: bool) -> None:
         found = entry_points(group=hookspecs.ENTRY_POINT_GROUP)
         own_first = sorted(found, key=lambda ep: (ep.dist is None
                                                   or ep.dist.name != OWN_DISTRIBUTION, ep.name))
@@ -127,12 +136,59 @@ class Loader:
             dist = ep.dist.name if ep.dist else "unknown"
             if not autoload and dist != OWN_DISTRIBUTION:
                 continue
-            self.load_one(Source(ep.name, dist, ep.dist.version if ep.dist else "-"), ep.load)
+            source = Source(ep.name, dist, ep.dist.version if ep.dist else "-")
+            if catalog and dist != OWN_DISTRIBUTION:
+                self.deferred.append((source, ep.load, {**vars(source), "entry_point": "1"}))
+            else:
+                self.load_one(source, ep.load)
 
-    def load_modules(self, names: Iterable[str]) -> None:
+    def load_modules(self, names: Iterable[str], catalog: bool) -> None:
         for name in names:
-            self.load_one(Source(name, *distribution_of(name)),
-                          functools.partial(importlib.import_module, name))
+            source = Source(name, *distribution_of(name))
+            load = functools.partial(importlib.import_module, name)
+            if catalog and source.distribution != OWN_DISTRIBUTION:
+                self.deferred.append((source, load, {**vars(source), "module": name}))
+            else:
+                self.load_one(source, load)
+
+    def read_deferred(self) -> None:
+        """Have the catalog read the deferred modules: declare the attacks of those that
+        register only attacks, import the others here."""
+        if not self.deferred:
+            return
+        from advbench.plugin_system.catalog import read_plugins
+
+        reports = read_plugins([spec for _, _, spec in self.deferred])
+        for (source, load, _), report in zip(self.deferred, reports, strict=True):
+            if isinstance(report, str):
+                self.fail(source, report)
+                continue
+            for reason in report.unavailable:
+                self.registry.unavailable.append(Failure(source, reason))
+            if report.attacks_only or not report.kinds:
+                for reason in report.failures:
+                    self.fail(source, reason)
+                if report.attacks:
+                    self.declared.append((source, report.attacks))
+            else:  # it registers what runs here: a defense, dataset or model
+                self.load_one(source, load)
+
+    def register_declared(self) -> None:
+        """The attacks the catalog declared, after every plugin loaded here (bench's own
+        names first)."""
+        from advbench.plugin_system.declared import DeclarationError, declared_class
+
+        for source, declarations in self.declared:
+            for decl in declarations:
+                try:
+                    cls = declared_class(decl)
+                except DeclarationError as exc:
+                    name = decl.get("name") if isinstance(decl, dict) else None
+                    self.fail(source, f"its attack {name!r} is declared wrongly: {exc}")
+                    continue
+                error = self.registry.add("attack", cls, source)
+                if error:
+                    self.fail(source, error)
 
     def load_one(self, source: Source, load: Callable[[], object]) -> None:
         """Import one plugin module and register it; a plugin whose optional dependency is
@@ -158,10 +214,13 @@ class Loader:
         if not self.tampered(source, "at import"):
             self.register(plugin, source)
 
-    def collect(self) -> Registry:
-        """Call every hook implementation on its own and register the classes it returns."""
+    def collect(self, only: str | None = None) -> Registry:
+        """Call every hook implementation (of plugin ``only``, if given) on its own and
+        register the classes it returns."""
         for hook_name, (kind, base) in HOOK_KINDS.items():
             for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+                if only is not None and impl.plugin_name != only:
+                    continue
                 source = self.sources[impl.plugin_name]
                 try:
                     with stdout_to_stderr():
@@ -197,14 +256,21 @@ def overrides_gate(cls: type) -> str | None:
 
 
 def load_registry(
-    *, strict: bool = False, extra: Iterable[object] = (), autoload: bool | None = None
+    *, strict: bool = False, extra: Iterable[object] = (), autoload: bool | None = None,
+    catalog: bool = True,
 ) -> Registry:
-    """Discover every plugin. ``extra`` registers plugin objects directly (tests use it)."""
+    """Discover every plugin. ``extra`` registers plugin objects directly, in this process
+    (tests use it). ``catalog``: read modules not shipped with bench in the plugin catalog's
+    process first, so that those registering only attacks never run here (False, as
+    ``--isolation none`` does: import them all here, to run their attacks in-process)."""
     loader = Loader(strict)
-    loader.load_entry_points(autoload_enabled() if autoload is None else autoload)
+    loader.load_entry_points(autoload_enabled() if autoload is None else autoload, catalog)
     env_modules = [m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(",") if m.strip()]
-    loader.load_modules(env_modules)
+    loader.load_modules(env_modules, catalog)
+    loader.read_deferred()
     for index, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", f"extra-{index}")
         loader.register(plugin, Source(name, "local", "-"))
-    return loader.collect()
+    registry = loader.collect()
+    loader.register_declared()
+    return registry

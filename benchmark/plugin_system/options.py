@@ -130,6 +130,8 @@ def describe(hint: Any) -> str:
         key, item = (describe(arg).split(" ", 1)[-1] for arg in get_args(hint))
         item = item.replace("list", "lists", 1) if item.startswith("list") else item + "s"
         return f"a mapping from {key}s to {item}"
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(arg) for arg in get_args(hint))
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
              type(None): "null", Path: "a path"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))

@@ -22,6 +22,7 @@ import torch
 from advbench._util import one_line
 from advbench.attack import Attack, AttackContext
 from advbench.gate import plain_tensor
+from advbench.plugin_system.declared import DeclaredAttack
 from advbench.running.remote_oracle import RemoteOracle
 from advbench.running.wire import DTYPES, receive, send
 from advbench.threat import ThreatModel
@@ -104,6 +105,8 @@ def serve(conn: Connection) -> None:
             torch.manual_seed(header["torch_seed"])
             try:
                 attack = pickle.loads(blob or b"")
+                if isinstance(attack, DeclaredAttack):  # read by the catalog: the real class
+                    attack = attack.real()
             except BaseException as exc:  # an import that fails or exits
                 attack, failed = None, f"building the attack in its process failed: {one_line(exc)}"
         elif op == "batch":

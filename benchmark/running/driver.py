@@ -69,7 +69,8 @@ def run_matrix(
     check_isolation(config.isolation, config.cell_timeout, config.attack_memory)
     if model is not None and config.model == RunConfig.model:
         config = dataclasses.replace(config, model=type(model).__name__)
-    registry = registry or load_registry(strict=config.strict_plugins)
+    registry = registry or load_registry(strict=config.strict_plugins,
+                                         catalog=config.isolation != "none")
     if model is not None:
         registry = registry_with_user_model(registry, config.model)
     stopwatch, begun = Stopwatch(), time.perf_counter()

@@ -17,6 +17,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from advbench.plugin_system.declared import DeclaredAttack
+
 
 def top_package(name: str) -> str:
     return name.split(".", 1)[0]
@@ -53,7 +55,10 @@ def source_file(name: str) -> Path | None:
 def plugin_code(cls: type) -> str:
     """A hash of the source files of ``cls``'s module and, transitively, of the modules of the
     same top-level package that it imports ("" when the class has no source file: built in a
-    session, say, where only the name and version can key it)."""
+    session, say, where only the name and version can key it). A class the plugin catalog
+    declared: the hash the catalog computed, where the module was imported."""
+    if issubclass(cls, DeclaredAttack):
+        return str(cls.declared["code"])
     start = sys.modules.get(cls.__module__)
     if start is None or source_file(cls.__module__) is None:
         return ""

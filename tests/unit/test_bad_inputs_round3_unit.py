@@ -28,13 +28,13 @@ from advbench.reporting.results import to_frame
 # -- plugins at import ----------------------------------------------------------------------
 
 
-def test_a_plugin_printing_at_import_keeps_list_json_valid(tmp_path, capsys, monkeypatch):
+def test_a_plugin_printing_at_import_keeps_list_json_valid(tmp_path, capfd, monkeypatch):
     plugin_module(tmp_path, monkeypatch, "chatty_plugin", "\n".join([
         "from advbench import hookimpl", "print('hello from the plugin')", "",
         "@hookimpl", "def bench_attacks():", "    print('and from its hook')",
         "    return []", ""]))
     assert main(["list", "--json"]) == 0
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     listed = json.loads(captured.out)
     assert "fgsm" in {p["name"] for p in listed["plugins"]}
     assert "hello from the plugin" in captured.err and "and from its hook" in captured.err
