@@ -47,7 +47,7 @@ FAB = {
               "fab-t": {"iterations": 10, "target_classes": 3},
               "fmn-linf": {"iterations": 10}, "fmn-l2": {"iterations": 10}},
     "cpu": {"fab-linf": {"iterations": 20}, "fab-l2": {"iterations": 20},
-            "fab-t": {"iterations": 20, "target_classes": 3},
+            "fab-t": {"iterations": 100, "target_classes": 3},
             "fmn-linf": {"iterations": 20}, "fmn-l2": {"iterations": 20}},
     "paper": {"fab-linf": {"iterations": 100}, "fab-l2": {"iterations": 100},
               "fab-t": {"iterations": 100, "target_classes": 9},
