@@ -1,4 +1,5 @@
-"""Two helpers every layer of bench shares: an exception in one line, and a file written whole.
+"""Helpers every layer of bench shares: an exception in one line, a file written whole, and how a
+child process ended.
 
 A leaf module: it imports nothing from advbench, so public and internal modules alike may use it
 without one layer reaching into another (``tests/unit/test_layout.py`` checks both). Not public API:
@@ -30,3 +31,15 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def death(code: int) -> str:
+    """How a child process ended (its return code), in words."""
+    if code >= 0:
+        return f"exited with code {code}"
+    import signal
+
+    try:
+        return f"killed by signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"

@@ -6,13 +6,16 @@ descriptor, one JSON line at a time:
 - ``load``: import each plugin module named (an entry point or a ``BENCH_PLUGINS`` module), call
   its hooks, and report per module what it registered: the kinds, each attack class as a
   declaration (:mod:`.declared`), and its failures, as the harness's loader would record them;
-- ``resolve``: build attack classes with given arguments and report what each made of them
-  (``config()``, ``max_queries``) or why it refused them.
+- ``resolve``: build attack or defense classes with given arguments and report what each made
+  of them (``config()``, an attack's ``max_queries``) or why it refused them;
+- ``training``: a defense's ``resolved_training_config`` for a run's training context.
 
 The loader (``load_registry(catalog=True)``, the default except under ``--isolation none``)
-keeps every module that registers attacks only out of the harness: its attacks are declared
-classes that run in attack processes. A module that also registers a defense, dataset or model
-is imported in the harness as before, since those run there (under the integrity snapshot).
+keeps every module that registers only attacks and defenses that only train out of the harness:
+they are declared classes (:mod:`.declared`); attacks run in attack processes, defenses train in
+training processes. A module that also registers a defense that wraps its model, a dataset or a
+model is imported in the harness as before, since those run there (under the integrity
+snapshot).
 A module that hangs or kills the catalog process costs that module only: it is recorded as
 failed, and a new catalog process reads the modules after it.
 """
@@ -29,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advbench._util import death
 from advbench.errors import Interrupted
 
 MODULE_SECONDS = 120.0  # to import one plugin module and call its hooks, or build one attack
@@ -38,16 +42,21 @@ LINE_LIMIT = 4 << 20  # bytes of one reported line
 
 @dataclass
 class Report:
-    """What one plugin module registered, as the catalog process saw it."""
+    """What one plugin module registered, as the catalog process saw it: the kinds, the
+    declarations of its attacks and of its defenses that only train, whether a defense of it
+    wraps its model, and its failures."""
 
     kinds: list[str] = field(default_factory=list)
-    attacks: list[dict[str, Any]] = field(default_factory=list)
+    declared: list[dict[str, Any]] = field(default_factory=list)
+    wraps: bool = False
     failures: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
 
     @property
-    def attacks_only(self) -> bool:
-        return self.kinds == ["attack"]
+    def declarable(self) -> bool:
+        """Whether nothing of the module need run in the harness: attacks, and defenses that
+        only train (a wrapping defense, a dataset or a model runs there)."""
+        return set(self.kinds) <= {"attack", "defense"} and not self.wraps
 
 
 class CatalogError(RuntimeError):
@@ -94,7 +103,7 @@ def one_process(request: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] |
                 yield current, message
         code = process.wait()
         if answered + 1 < len(request["items"]):  # it left before answering them all
-            yield answered + 1, (f"it ended the plugin catalog process ({exit_text(code)})"
+            yield answered + 1, (f"it ended the plugin catalog process ({death(code)})"
                                  if code else "the plugin catalog process stopped early")
     finally:
         os.close(read)
@@ -143,17 +152,6 @@ def parse(line: bytes) -> dict[str, Any] | None:
     return message if isinstance(message, dict) else None
 
 
-def exit_text(code: int) -> str:
-    if code < 0:
-        import signal
-
-        try:
-            return f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
 def read_plugins(specs: Sequence[dict[str, str]]) -> list[Report | str]:
     """Each plugin module's :class:`Report`, or the reason the catalog could not read it.
     ``specs``: ``{"plugin", "distribution", "version"}`` and ``"entry_point"`` (load that
@@ -168,8 +166,13 @@ def read_plugins(specs: Sequence[dict[str, str]]) -> list[Report | str]:
         if isinstance(answer.get("interrupted"), str):
             raise Interrupted(answer["interrupted"])
         try:
-            found[index] = Report(**{key: answer[key] for key in
-                                     ("kinds", "attacks", "failures", "unavailable")})
+            report = Report(**{key: answer[key] for key in
+                               ("kinds", "declared", "wraps", "failures", "unavailable")})
+            reasons = report.failures + report.unavailable
+            if not (isinstance(report.declared, list) and isinstance(report.wraps, bool)
+                    and all(isinstance(v, str) for v in reasons + report.kinds)):
+                raise TypeError
+            found[index] = report
         except (KeyError, TypeError):
             found[index] = "the plugin catalog process answered nonsense for it"
     return found
@@ -178,7 +181,8 @@ def read_plugins(specs: Sequence[dict[str, str]]) -> list[Report | str]:
 def resolve(instances: Sequence[tuple[dict[str, Any], dict[str, Any]]]
             ) -> list[dict[str, Any]]:
     """For each (declaration, arguments): what the real class built with those arguments
-    makes of them, ``{"config": ..., "max_queries": ...}``, or ``{"error": reason}``."""
+    makes of them, ``{"config": ...}`` (and an attack's ``"max_queries"``), or
+    ``{"error": reason}``."""
     found: list[dict[str, Any]] = [{"error": "the plugin catalog process did not answer"}
                                    for _ in instances]
     items = [{"module": decl["module"], "qualname": decl["qualname"], "arguments": arguments}
@@ -191,7 +195,25 @@ def resolve(instances: Sequence[tuple[dict[str, Any], dict[str, Any]]]
             found[index] = {"error": answer["error"]}
         elif isinstance(answer.get("config"), dict) and (
                 answer.get("max_queries") is None or type(answer.get("max_queries")) is int):
-            found[index] = {"config": answer["config"], "max_queries": answer["max_queries"]}
+            found[index] = {"config": answer["config"]}
+            if "max_queries" in answer:  # an attack's
+                found[index]["max_queries"] = answer["max_queries"]
         else:
             found[index] = {"error": "the plugin catalog process answered nonsense for it"}
     return found
+
+
+def resolve_training(decl: dict[str, Any], arguments: dict[str, Any], ctx: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """A declared defense's ``resolved_training_config`` for a run's context (JSON): what its
+    real class returns, ``{"config": ...}``, or ``{"error": reason}``."""
+    item = {"module": decl["module"], "qualname": decl["qualname"], "arguments": arguments,
+            "ctx": ctx}
+    for _, answer in lines({"op": "training", "path": sys.path, "items": [item]}):
+        if isinstance(answer, str):
+            return {"error": answer}
+        if isinstance(answer.get("error"), str):
+            return {"error": answer["error"]}
+        if isinstance(answer.get("config"), dict):
+            return {"config": answer["config"]}
+    return {"error": "the plugin catalog process answered nonsense for it"}

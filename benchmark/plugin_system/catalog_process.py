@@ -22,6 +22,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from advbench import hookspecs
 from advbench._util import one_line
 from advbench.attack import Attack
+from advbench.defense import Defense
 from advbench.errors import Interrupted
 from advbench.plugin_system.declared import (
     CONTAINERS,
@@ -29,6 +30,7 @@ from advbench.plugin_system.declared import (
     MAX_DEPTH,
     SCALARS,
     DeclarationError,
+    context_from_json,
     plain,
     rebuild,
 )
@@ -62,10 +64,9 @@ def hint_to_json(hint: Any, depth: int = 0) -> dict[str, Any]:
     return {"t": "any"}
 
 
-def declaration(cls: type[Attack]) -> dict[str, Any]:
-    """What the harness needs of an attack class, as plain JSON (see the module's text). A
-    field whose default is not a plain value cannot be set by a user: it is left out (the real
-    class keeps its default)."""
+def fields_of(cls: type) -> list[dict[str, Any]]:
+    """Each field a user may set, as the declaration carries it. A field whose default is not
+    a plain value cannot be set by a user: it is left out (the real class keeps its default)."""
     fields: list[dict[str, Any]] = []
     specs: tuple[dataclasses.Field[Any], ...] = (
         dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ())
@@ -78,26 +79,44 @@ def declaration(cls: type[Attack]) -> dict[str, Any]:
             default = spec.default_factory()
         else:
             raise DeclarationError(f"{cls.__name__}.{spec.name} has no default; give every "
-                                   "field one, so that --attacks all can build the attack")
+                                   "field one, so that 'all' can build the plugin")
         if not plain(default):
             continue
         fields.append({"name": spec.name, "default": default,
                        "hint": hint_to_json(field_hint(cls, spec)),
                        "bounds": {k: v for k, v in spec.metadata.items()
                                   if k in ("ge", "gt", "le", "lt") and plain(v)}})
-    queries = getattr(cls, "max_queries", None)
-    found = {"name": cls.name, "module": cls.__module__, "qualname": cls.__qualname__,
-             "norms": list(cls.norms), "access": cls.access,
-             "description": str(cls.description),
-             "presets": {k: dict(v) for k, v in cls.presets.items()},
-             "max_queries": queries if queries is None or type(queries) is int else "computed",
-             "code": plugin_code(typing.cast(type, cls)), "fields": fields,
-             **{flag: getattr(cls, flag) for flag in FLAGS}}
+    return fields
+
+
+def wraps(cls: type[Defense]) -> bool:
+    """Whether a defense builds its classifier around the trained model (then that classifier
+    runs in the harness, and its module is imported there)."""
+    return any(getattr(cls, method) is not getattr(Defense, method)
+               for method in ("wrap", "bpda_surrogate"))
+
+
+def declaration(cls: type[Attack] | type[Defense]) -> dict[str, Any]:
+    """What the harness needs of an attack or a defense that only trains, as plain JSON (see
+    :mod:`advbench.plugin_system.declared`)."""
+    found: dict[str, Any] = {
+        "name": cls.name, "module": cls.__module__, "qualname": cls.__qualname__,
+        "description": str(cls.description),
+        "presets": {k: dict(v) for k, v in cls.presets.items()},
+        "code": plugin_code(typing.cast(type, cls)), "fields": fields_of(cls)}
+    if issubclass(cls, Attack):
+        queries = getattr(cls, "max_queries", None)
+        found.update(kind="attack", norms=list(cls.norms), access=cls.access,
+                     max_queries=queries if queries is None or type(queries) is int
+                     else "computed", **{flag: getattr(cls, flag) for flag in FLAGS})
+    else:
+        found.update(kind="defense", randomized=cls.randomized,
+                     preset_epochs=dict(cls.preset_epochs),
+                     wrapper_fields=sorted(cls.wrapper_fields))
     if not plain(found["presets"]):
         raise DeclarationError(f"{cls.__name__}.presets holds values that are not plain "
                                "(numbers, strings, booleans, null or lists of them)")
     return found
-
 
 
 def entry_point_loader(spec: dict[str, str]) -> Callable[[], object]:
@@ -121,14 +140,18 @@ def load_one(loader: Loader, spec: dict[str, str]) -> dict[str, Any]:
             else functools.partial(importlib.import_module, spec["module"]))
     loader.load_one(source, load)
     loader.collect(only=source.plugin)
-    report: dict[str, Any] = {"kinds": [], "attacks": [], "failures": [], "unavailable": []}
+    report: dict[str, Any] = {"kinds": [], "declared": [], "wraps": False, "failures": [],
+                              "unavailable": []}
     for kind, entries in registry.entries.items():
         new = [entries[name] for name in entries if name not in known[kind]]
         if new:
             report["kinds"].append(kind)
-        for entry in new if kind == "attack" else ():
+        for entry in new if kind in ("attack", "defense") else ():
+            if kind == "defense" and wraps(entry.cls):
+                report["wraps"] = True
+                continue
             try:
-                report["attacks"].append(declaration(entry.cls))
+                report["declared"].append(declaration(entry.cls))
             except Exception as exc:
                 report["failures"].append(f"{entry.name}: {one_line(exc)}")
     report["failures"] += [f.error for f in registry.failures[failed:]]
@@ -137,16 +160,31 @@ def load_one(loader: Loader, spec: dict[str, str]) -> dict[str, Any]:
 
 
 def build_one(item: dict[str, Any]) -> dict[str, Any]:
-    """One attack built with its arguments: its config and budget, or why it refused them."""
+    """One plugin built with its arguments: its config (and an attack's budget), or why it
+    refused them."""
     try:
-        attack = rebuild(item["module"], item["qualname"], item["arguments"])
-        config = json.loads(json.dumps(attack.config(), default=repr))
-        budget = attack.max_queries
-        if not (budget is None or type(budget) is int):
-            raise TypeError(f"max_queries is {type(budget).__name__}, not an integer or None")
+        plugin = rebuild(item["module"], item["qualname"], item["arguments"])
+        found: dict[str, Any] = {"config": json.loads(json.dumps(plugin.config(), default=repr))}
+        if isinstance(plugin, Attack):
+            budget = plugin.max_queries
+            if not (budget is None or type(budget) is int):
+                raise TypeError(f"max_queries is {type(budget).__name__}, not an integer or "
+                                "None")
+            found["max_queries"] = budget
     except Exception as exc:
         return {"error": one_line(exc)}
-    return {"config": config, "max_queries": budget}
+    return found
+
+
+def training_config(item: dict[str, Any]) -> dict[str, Any]:
+    """A defense's ``resolved_training_config`` for a run's context, or why it failed."""
+    try:
+        defense = rebuild(item["module"], item["qualname"], item["arguments"])
+        assert isinstance(defense, Defense)
+        config = defense.resolved_training_config(context_from_json(item["ctx"]))
+        return {"config": json.loads(json.dumps(config, default=repr))}
+    except Exception as exc:
+        return {"error": one_line(exc)}
 
 
 def main() -> None:
@@ -160,7 +198,8 @@ def main() -> None:
         out.write(json.dumps({"at": index}) + "\n")
         out.flush()
         try:
-            answer = load_one(loader, item) if loader is not None else build_one(item)
+            answer = (load_one(loader, item) if loader is not None else
+                  build_one(item) if request["op"] == "resolve" else training_config(item))
         except Interrupted as exc:  # a plugin raised KeyboardInterrupt: bench stops, naming it
             answer = {"interrupted": str(exc)}
         out.write(json.dumps({"item": index, **answer}, default=repr) + "\n")

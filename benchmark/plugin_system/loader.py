@@ -6,8 +6,9 @@ Set ``BENCH_DISABLE_PLUGIN_AUTOLOAD=1`` to load only bench's own plugins (tests 
 ``BENCH_PLUGINS=mod1,mod2`` to load extra plugin modules by import name.
 
 With ``catalog=True`` (the default) a module not shipped with bench is first read by the plugin
-catalog (:mod:`.catalog`), in a process of its own: one that registers only attacks is never
-imported here (its attacks are declared classes, run in attack processes); the others are.
+catalog (:mod:`.catalog`), in a process of its own: one that registers only attacks and defenses
+that only train is never imported here (they are declared classes, run in processes of their
+own); the others are.
 """
 
 from __future__ import annotations
@@ -165,17 +166,17 @@ class Loader:
                 continue
             for reason in report.unavailable:
                 self.registry.unavailable.append(Failure(source, reason))
-            if report.attacks_only or not report.kinds:
+            if report.declarable:
                 for reason in report.failures:
                     self.fail(source, reason)
-                if report.attacks:
-                    self.declared.append((source, report.attacks))
-            else:  # it registers what runs here: a defense, dataset or model
+                if report.declared:
+                    self.declared.append((source, report.declared))
+            else:  # it registers what runs here: a wrapping defense, a dataset or a model
                 self.load_one(source, load)
 
     def register_declared(self) -> None:
-        """The attacks the catalog declared, after every plugin loaded here (bench's own
-        names first)."""
+        """The attacks and defenses the catalog declared, after every plugin loaded here
+        (bench's own names first)."""
         from advbench.plugin_system.declared import DeclarationError, declared_class
 
         for source, declarations in self.declared:
@@ -184,9 +185,9 @@ class Loader:
                     cls = declared_class(decl)
                 except DeclarationError as exc:
                     name = decl.get("name") if isinstance(decl, dict) else None
-                    self.fail(source, f"its attack {name!r} is declared wrongly: {exc}")
+                    self.fail(source, f"its plugin {name!r} is declared wrongly: {exc}")
                     continue
-                error = self.registry.add("attack", cls, source)
+                error = self.registry.add(decl["kind"], cls, source)
                 if error:
                     self.fail(source, error)
 

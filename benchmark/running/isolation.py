@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from advbench._util import one_line
+from advbench._util import death, one_line
 from advbench.attack import Attack, AttackContext
 from advbench.errors import UsageError
 from advbench.gate import GateResult, check_adversarial
@@ -79,16 +78,6 @@ def limit_memory(gib: float) -> Callable[[], None] | None:
 
     size = int(gib * 2**30)
     return lambda: resource.setrlimit(resource.RLIMIT_AS, (size, size))
-
-
-def death(code: int) -> str:
-    """How an attack process ended, in words."""
-    if code >= 0:
-        return f"exited with code {code}"
-    try:
-        return f"killed by signal {signal.Signals(-code).name}"
-    except ValueError:
-        return f"killed by signal {-code}"
 
 
 @dataclass

@@ -25,7 +25,7 @@ from advbench.data import Dataset, Split, missing_reason
 from advbench.defense import TrainSettings
 from advbench.errors import UsageError, path_problem
 from advbench.models import ImportedModel, ModelPlugin
-from advbench.plugin_system.declared import DeclaredAttack, resolve_declared
+from advbench.plugin_system.declared import Declared, resolve_declared
 from advbench.plugin_system.options import check_targets, coerce, describe, expand, shown
 from advbench.plugin_system.presets import Preset, get_preset
 from advbench.plugin_system.registry import Entry, Registry
@@ -434,11 +434,10 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
         plan.model_source = ("import", config.model)
     for entry in attacks + defenses:
         check_arguments(plan, entry)
-    resolve_declared([plan.build(entry) for entry in attacks
-                      if issubclass(entry.cls, DeclaredAttack)])
-    for entry in attacks:  # what a declared attack's class refused, as in-process
-        if issubclass(entry.cls, DeclaredAttack):
-            check_arguments(plan, entry)
+    declared = [entry for entry in attacks + defenses if issubclass(entry.cls, Declared)]
+    resolve_declared([plan.build(entry) for entry in declared])
+    for entry in declared:  # what a declared plugin's class refused, as in-process
+        check_arguments(plan, entry)
     plan.cells = [
         Cell(defense, attack, ThreatModel(norm, value), split)
         for defense in defenses for split in splits for attack in attacks

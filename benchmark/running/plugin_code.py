@@ -17,7 +17,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from advbench.plugin_system.declared import DeclaredAttack
+from advbench.plugin_system.declared import Declared
 
 
 def top_package(name: str) -> str:
@@ -57,7 +57,7 @@ def plugin_code(cls: type) -> str:
     same top-level package that it imports ("" when the class has no source file: built in a
     session, say, where only the name and version can key it). A class the plugin catalog
     declared: the hash the catalog computed, where the module was imported."""
-    if issubclass(cls, DeclaredAttack):
+    if issubclass(cls, Declared):
         return str(cls.declared["code"])
     start = sys.modules.get(cls.__module__)
     if start is None or source_file(cls.__module__) is None:

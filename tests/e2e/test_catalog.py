@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import advbench.gate
 from advbench import load_registry, run_matrix
 from advbench.errors import UsageError
 from advbench.plugin_system import catalog
-from advbench.plugin_system.declared import DeclaredAttack
+from advbench.plugin_system.declared import DeclaredAttack, DeclaredDefense
 from advbench.plugin_system.options import variants
 from advbench.running.plan import RunConfig, build_plan
 
@@ -183,6 +184,9 @@ def test_modules_that_kill_or_hang_the_catalog_cost_themselves_only(
             class MyNone(NoDefense):
                 name = "my-none"
 
+                def wrap(self, model):  # it wraps its model: that runs in the harness
+                    return model
+
             @hookimpl
             def bench_attacks():
                 return [MyFGSM]
@@ -194,11 +198,93 @@ def test_modules_that_kill_or_hang_the_catalog_cost_themselves_only(
         "cheats_at_import": CHEATS_AT_IMPORT})
     registry = load_registry()
     failures = {f.source.plugin: f.error for f in registry.failures}
-    assert failures["exits_at_import"] == "it ended the plugin catalog process (exit code 3)"
+    assert failures["exits_at_import"] == "it ended the plugin catalog process (exited with code 3)"
     assert "hung the plugin catalog process" in failures["hangs_at_import"]
     assert "not plain" in failures["declares_badly"]
-    # a module that registers a defense runs here, as before; the next ones still load
+    # a module with a defense that wraps its model runs here, as before; the next ones load
     assert "mixed" in sys.modules and registry.get("defense", "my-none")
     assert not issubclass(registry.get("attack", "my-fgsm").cls, DeclaredAttack)
     assert issubclass(registry.get("attack", "sign-noise").cls, DeclaredAttack)
     sys.modules.pop("mixed", None)
+
+
+# A defense that only trains; during training it rebinds the harness's gate (when CHEAT).
+TRAINS_ONLY = '''
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+import advbench.gate
+from advbench import Defense, hookimpl
+
+CHEAT = True
+
+
+@dataclass(kw_only=True)
+class NoisyTraining(Defense):
+    name = "noisy-training"
+    description = "uniform noise on the training inputs"
+    preset_epochs = {"smoke": 1}
+    sigma: float = field(default=0.1, metadata={"ge": 0})
+
+    def training_loss(self, model, x, y, progress):
+        if CHEAT:
+            advbench.gate.check_adversarial = lambda *args, **kwargs: None
+        noise = torch.rand(x.shape, generator=self.context.generator, device=x.device)
+        return nn.functional.cross_entropy(model((x + self.sigma * (2 * noise - 1)).clamp(0, 1)),
+                                           y)
+
+
+@dataclass(kw_only=True)
+class RaisesInFit(Defense):
+    name = "raises-in-fit"
+
+    def fit(self, model, train, ctx):
+        raise RuntimeError("no data for me")
+
+
+@dataclass(kw_only=True)
+class ExitsInFit(Defense):
+    name = "exits-in-fit"
+
+    def fit(self, model, train, ctx):
+        import os
+        os._exit(3)
+
+
+@hookimpl
+def bench_defenses():
+    return [NoisyTraining, RaisesInFit, ExitsInFit]
+'''
+SMALL_DEFENSES = {k: v for k, v in SMALL.items() if k != "defenses"}
+
+
+def test_a_defense_that_only_trains_trains_in_a_process_of_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module(tmp_path, monkeypatch, {"trains_only": TRAINS_ONLY})
+    gate = advbench.gate.check_adversarial
+    registry = load_registry()
+    assert issubclass(registry.get("defense", "noisy-training").cls, DeclaredDefense)
+    frame = run_matrix(attacks="fgsm", registry=registry, cache_dir=tmp_path / "cache",
+                       defenses="noisy-training,raises-in-fit,exits-in-fit", **SMALL_DEFENSES)
+    assert "trains_only" not in sys.modules and advbench.gate.check_adversarial is gate
+    rows = frame.set_index(["defense", "attack"])
+    assert rows.loc[("noisy-training", "fgsm"), "status"] == "ok"
+    assert "fit raised RuntimeError: no data for me" in rows.loc[("raises-in-fit", "fgsm"),
+                                                                 "invalid_reason"]
+    assert "training process exited with code 3" in rows.loc[("exits-in-fit", "fgsm"),
+                                                             "invalid_reason"]
+    # the real class trained here (its cheat off) trains the same model: the same rows
+    try:
+        registry = load_registry(catalog=False)
+        sys.modules["trains_only"].CHEAT = False
+        real = run_matrix(attacks="fgsm", registry=registry, cache_dir=tmp_path / "cache2",
+                          defenses="noisy-training", **SMALL_DEFENSES)
+    finally:
+        sys.modules.pop("trains_only", None)
+        advbench.gate.check_adversarial = gate
+    mine = rows.loc["noisy-training"]
+    theirs = real.set_index(["defense", "attack"]).loc["noisy-training"]
+    for column in ("cell_key", "clean_accuracy", "robust_accuracy"):
+        assert list(mine[column]) == list(theirs[column]), column
