@@ -1,5 +1,5 @@
-"""Helpers every layer of bench shares: an exception in one line, a file written whole, and how a
-child process ended.
+"""Helpers every layer of bench shares: an exception in one line, a file written whole, how a child
+process ended and where its prints go.
 
 A leaf module: it imports nothing from advbench, so public and internal modules alike may use it
 without one layer reaching into another (``tests/unit/test_layout.py`` checks both). Not public API:
@@ -9,6 +9,7 @@ plugins keep their own.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -43,3 +44,12 @@ def death(code: int) -> str:
         return f"killed by signal {signal.Signals(-code).name}"
     except ValueError:
         return f"killed by signal {-code}"
+
+
+def stderr_fd() -> int:
+    """Where a child process's prints go: bench's stderr (stdout may be ``--json``), or file
+    descriptor 2 where ``sys.stderr`` is captured or replaced by an object without one."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return 2

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from advbench._util import death
+from advbench._util import death, stderr_fd
 from advbench.errors import Interrupted
 
 MODULE_SECONDS = 120.0  # to import one plugin module and call its hooks, or build one attack
@@ -110,14 +110,6 @@ def one_process(request: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] |
         if process.poll() is None:
             process.kill()
         process.wait()
-
-
-def stderr_fd() -> int:
-    """Where the catalog process's prints go: bench's stderr (stdout may be ``--json``)."""
-    try:
-        return sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # captured, or replaced by an object
-        return 2
 
 
 def read_lines(fd: int) -> Iterator[bytes | None]:

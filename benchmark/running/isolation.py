@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from advbench._util import death, one_line
+from advbench._util import death, one_line, stderr_fd
 from advbench.attack import Attack, AttackContext
 from advbench.errors import UsageError
 from advbench.gate import GateResult, check_adversarial
@@ -97,7 +97,7 @@ class AttackProcess:
             cuda = torch.cuda.is_available()  # CUDA maps far more address space than it uses
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "advbench.running.attack_process", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdout=sys.stderr.fileno(),
+                pass_fds=[theirs.fileno()], stdout=stderr_fd(),
                 # its threads sleep while it waits for the harness, instead of spinning on the
                 # cores the harness's model needs
                 env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},

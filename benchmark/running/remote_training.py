@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advbench._util import death, one_line
+from advbench._util import death, one_line, stderr_fd
 from advbench.data import Split
 from advbench.running.wire import Channel, WireError, receive, send
 
@@ -72,13 +72,6 @@ def fit_remotely(decl: dict[str, Any], arguments: dict[str, Any], model: nn.Modu
         if process.poll() is None:
             process.kill()
         process.wait()
-
-
-def stderr_fd() -> int:
-    try:
-        return sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        return 2
 
 
 def answers(conn: Channel, process: subprocess.Popen[bytes], model: nn.Module,
