@@ -59,10 +59,6 @@ class Report:
         return set(self.kinds) <= {"attack", "defense"} and not self.wraps
 
 
-class CatalogError(RuntimeError):
-    """The catalog process could not answer for one item: its reason, in one line."""
-
-
 # ---- the harness's side ----
 
 def lines(request: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -87,8 +83,11 @@ def one_process(request: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any] |
     current, answered = request["start"], request["start"] - 1
     try:
         assert process.stdin is not None
-        with process.stdin:
-            process.stdin.write(json.dumps(request).encode())
+        try:
+            with process.stdin:
+                process.stdin.write(json.dumps(request).encode())
+        except BrokenPipeError:  # it died before reading: said below, by its exit code
+            pass
         for line in read_lines(read):
             message = parse(line) if line is not None else None
             if message is None:

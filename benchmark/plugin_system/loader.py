@@ -153,8 +153,9 @@ class Loader:
                 self.load_one(source, load)
 
     def read_deferred(self) -> None:
-        """Have the catalog read the deferred modules: declare the attacks of those that
-        register only attacks, import the others here."""
+        """Have the catalog read the deferred modules: declare the plugins of those whose
+        plugins all run elsewhere (attacks, defenses that only train), import the others
+        here."""
         if not self.deferred:
             return
         from advbench.plugin_system.catalog import read_plugins
@@ -262,8 +263,9 @@ def load_registry(
 ) -> Registry:
     """Discover every plugin. ``extra`` registers plugin objects directly, in this process
     (tests use it). ``catalog``: read modules not shipped with bench in the plugin catalog's
-    process first, so that those registering only attacks never run here (False, as
-    ``--isolation none`` does: import them all here, to run their attacks in-process)."""
+    process first, so that those registering only attacks and defenses that only train never
+    run here (False, as ``--isolation none`` does: import them all here, to run their plugins
+    in-process)."""
     loader = Loader(strict)
     loader.load_entry_points(autoload_enabled() if autoload is None else autoload, catalog)
     env_modules = [m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(",") if m.strip()]
