@@ -207,11 +207,12 @@ class DeclaredDefense(Declared, Defense):
         """The real class's, for this run (asked once per context of a process)."""
         from advbench.plugin_system.catalog import resolve_training
 
-        key = canonical({"arguments": self.arguments(), "ctx": context_json(ctx)})
+        decl = type(self).declared
+        key = canonical({"class": [decl["module"], decl["qualname"], decl["code"]],
+                         "arguments": self.arguments(), "ctx": context_json(ctx)})
         found = TRAINING_CONFIGS.get(key)
         if found is None:
-            found = TRAINING_CONFIGS[key] = resolve_training(type(self).declared,
-                                                             self.arguments(),
+            found = TRAINING_CONFIGS[key] = resolve_training(decl, self.arguments(),
                                                              context_json(ctx))
         if "error" in found:
             raise RuntimeError(found["error"])
@@ -227,7 +228,7 @@ class DeclaredDefense(Declared, Defense):
         return model
 
 
-TRAINING_CONFIGS: dict[str, dict[str, Any]] = {}
+TRAINING_CONFIGS: dict[str, dict[str, Any]] = {}  # class, arguments, context → the answer
 
 
 @dataclasses.dataclass(frozen=True)
