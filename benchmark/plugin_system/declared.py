@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
 
+import torch
+
 from advbench.attack import Attack, AttackContext
 from advbench.data import Split
 from advbench.defense import DatasetInfo, Defense, TrainContext, TrainSettings
@@ -255,8 +257,6 @@ def context_json(ctx: TrainContext) -> dict[str, Any]:
 def context_from_json(found: dict[str, Any], on_batch: Callable[[], None] = lambda: None
                       ) -> TrainContext:
     """The training context :func:`context_json` describes, where the defense runs."""
-    import torch
-
     dataset = found["dataset"]
     return TrainContext(TrainSettings(**found["settings"]), torch.device(found["device"]),
                         found["seed"], pretrained=found["pretrained"], on_batch=on_batch,

@@ -432,11 +432,10 @@ def build_plan(config: RunConfig, registry: Registry) -> Plan:
         plan.model_source = (source.distribution, source.version)
     else:
         plan.model_source = ("import", config.model)
+    # what a declared plugin's real class makes of its arguments, before they are checked
+    resolve_declared([plan.build(entry) for entry in attacks + defenses
+                      if issubclass(entry.cls, Declared)])
     for entry in attacks + defenses:
-        check_arguments(plan, entry)
-    declared = [entry for entry in attacks + defenses if issubclass(entry.cls, Declared)]
-    resolve_declared([plan.build(entry) for entry in declared])
-    for entry in declared:  # what a declared plugin's class refused, as in-process
         check_arguments(plan, entry)
     plan.cells = [
         Cell(defense, attack, ThreatModel(norm, value), split)
