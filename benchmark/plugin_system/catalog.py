@@ -11,11 +11,11 @@ descriptor, one JSON line at a time:
 - ``training``: a defense's ``resolved_training_config`` for a run's training context.
 
 The loader (``load_registry(catalog=True)``, the default except under ``--isolation none``)
-keeps every module that registers only attacks and defenses that only train out of the harness:
-they are declared classes (:mod:`.declared`); attacks run in attack processes, defenses train in
-training processes. A module that also registers a defense that wraps its model, a dataset or a
-model is imported in the harness as before, since those run there (under the integrity
-snapshot).
+keeps every module that registers only attacks and defenses out of the harness: they are
+declared classes (:mod:`.declared`); attacks run in attack processes, defenses train in training
+processes and a defense's ``wrap`` runs in a model server (:mod:`advbench.running.served`). A
+module that also registers a dataset or a model is imported in the harness as before, since
+those run there (under the integrity snapshot).
 A module that hangs or kills the catalog process costs that module only: it is recorded as
 failed, and a new catalog process reads the modules after it.
 """
@@ -43,20 +43,18 @@ LINE_LIMIT = 4 << 20  # bytes of one reported line
 @dataclass
 class Report:
     """What one plugin module registered, as the catalog process saw it: the kinds, the
-    declarations of its attacks and of its defenses that only train, whether a defense of it
-    wraps its model, and its failures."""
+    declarations of its attacks and defenses, and its failures."""
 
     kinds: list[str] = field(default_factory=list)
     declared: list[dict[str, Any]] = field(default_factory=list)
-    wraps: bool = False
     failures: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
 
     @property
     def declarable(self) -> bool:
-        """Whether nothing of the module need run in the harness: attacks, and defenses that
-        only train (a wrapping defense, a dataset or a model runs there)."""
-        return set(self.kinds) <= {"attack", "defense"} and not self.wraps
+        """Whether nothing of the module need run in the harness: attacks and defenses (a
+        dataset or a model runs there)."""
+        return set(self.kinds) <= {"attack", "defense"}
 
 
 # ---- the harness's side ----
@@ -158,9 +156,9 @@ def read_plugins(specs: Sequence[dict[str, str]]) -> list[Report | str]:
             raise Interrupted(answer["interrupted"])
         try:
             report = Report(**{key: answer[key] for key in
-                               ("kinds", "declared", "wraps", "failures", "unavailable")})
+                               ("kinds", "declared", "failures", "unavailable")})
             reasons = report.failures + report.unavailable
-            if not (isinstance(report.declared, list) and isinstance(report.wraps, bool)
+            if not (isinstance(report.declared, list)
                     and all(isinstance(v, str) for v in reasons + report.kinds)):
                 raise TypeError
             found[index] = report

@@ -89,15 +89,14 @@ def fields_of(cls: type) -> list[dict[str, Any]]:
     return fields
 
 
-def wraps(cls: type[Defense]) -> bool:
-    """Whether a defense builds its classifier around the trained model (then that classifier
-    runs in the harness, and its module is imported there)."""
-    return any(getattr(cls, method) is not getattr(Defense, method)
-               for method in ("wrap", "bpda_surrogate"))
+def overrides(cls: type[Defense], method: str) -> bool:
+    """Whether a defense has its own ``method`` (``wrap``, ``bpda_surrogate``): then that method
+    runs in a model server, around the trained model."""
+    return getattr(cls, method) is not getattr(Defense, method)
 
 
 def declaration(cls: type[Attack] | type[Defense]) -> dict[str, Any]:
-    """What the harness needs of an attack or a defense that only trains, as plain JSON (see
+    """What the harness needs of an attack or a defense, as plain JSON (see
     :mod:`advbench.plugin_system.declared`)."""
     found: dict[str, Any] = {
         "name": cls.name, "module": cls.__module__, "qualname": cls.__qualname__,
@@ -112,7 +111,8 @@ def declaration(cls: type[Attack] | type[Defense]) -> dict[str, Any]:
     else:
         found.update(kind="defense", randomized=cls.randomized,
                      preset_epochs=dict(cls.preset_epochs),
-                     wrapper_fields=sorted(cls.wrapper_fields))
+                     wrapper_fields=sorted(cls.wrapper_fields),
+                     wraps=overrides(cls, "wrap"), surrogate=overrides(cls, "bpda_surrogate"))
     if not plain(found["presets"]):
         raise DeclarationError(f"{cls.__name__}.presets holds values that are not plain "
                                "(numbers, strings, booleans, null or lists of them)")
@@ -140,16 +140,12 @@ def load_one(loader: Loader, spec: dict[str, str]) -> dict[str, Any]:
             else functools.partial(importlib.import_module, spec["module"]))
     loader.load_one(source, load)
     loader.collect(only=source.plugin)
-    report: dict[str, Any] = {"kinds": [], "declared": [], "wraps": False, "failures": [],
-                              "unavailable": []}
+    report: dict[str, Any] = {"kinds": [], "declared": [], "failures": [], "unavailable": []}
     for kind, entries in registry.entries.items():
         new = [entries[name] for name in entries if name not in known[kind]]
         if new:
             report["kinds"].append(kind)
         for entry in new if kind in ("attack", "defense") else ():
-            if kind == "defense" and wraps(entry.cls):
-                report["wraps"] = True
-                continue
             try:
                 report["declared"].append(declaration(entry.cls))
             except Exception as exc:

@@ -9,9 +9,9 @@ planned and the caches are keyed as for the real class; but none of the plugin's
 What the real class makes of its arguments (``config()``, ``max_queries``) is asked of it at plan
 time (:func:`resolve_declared`); an attack runs in the attack process, which builds the real
 class (:meth:`Declared.real`); a defense trains in a training process
-(:mod:`advbench.running.remote_training`), which sends back the trained weights as plain tensors.
-A defense that wraps its model (``wrap``, ``bpda_surrogate``) is not declared: its module is
-imported in the harness, where the wrapped model runs.
+(:mod:`advbench.running.remote_training`), which sends back the trained weights as plain tensors;
+a defense that wraps its model (``wrap``, ``bpda_surrogate``) has its classifier served from a
+model server (:mod:`advbench.running.served`), which the harness queries as attacks query it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import importlib
 import json
 import types
 import typing
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
@@ -39,13 +40,15 @@ from advbench.threat import NORMS, ThreatModel
 if typing.TYPE_CHECKING:
     from torch import nn
 
+    from advbench.running.served import ModelServer
+
 ACCESS = ("gradient", "scores", "decision")
 FLAGS = ("targeted", "randomized", "single_step", "against_randomized", "minimum_norm")
 # Class attributes and methods a declared class has itself: no field may take their names.
 RESERVED = frozenset({"name", "norms", "access", "description", "presets", "declared",
                       "resolved", "run", "config", "perturb", "figures", "preset_epochs",
                       "wrapper_fields", "context", "history", "fit", "wrap", "training_loss",
-                      "trained", *FLAGS})
+                      "trained", "bpda_surrogate", "wraps", "surrogate", *FLAGS})
 MAX_DEPTH = 6  # of a field's type: deeper is read as "any value"
 SCALARS: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str,
                            "none": type(None), "path": Path, "any": Any}
@@ -138,6 +141,8 @@ def checked_defense(decl: dict[str, Any]) -> dict[str, Any]:
     wrapper = decl.get("wrapper_fields")
     if not isinstance(wrapper, list) or not all(isinstance(f, str) for f in wrapper):
         raise DeclarationError("wrapper_fields must be field names")
+    if not all(isinstance(decl.get(flag), bool) for flag in ("wraps", "surrogate")):
+        raise DeclarationError("wraps and surrogate must be booleans")
     return decl
 
 
@@ -201,9 +206,10 @@ class DeclaredAttack(Declared, Attack):
 
 
 class DeclaredDefense(Declared, Defense):
-    """A defense that only trains (no ``wrap`` of its own), known by its declaration: it trains
-    in a training process, and the harness loads the weights it sends back into its own copy of
-    the model; its ``wrap`` is the identity, as the real class's."""
+    """A defense known by its declaration: it trains in a training process, and the harness
+    loads the weights it sends back into its own copy of the model. Its ``wrap`` is the
+    identity where the real class's is; otherwise the real ``wrap`` (and ``bpda_surrogate``)
+    run in a model server, and the harness attacks a stand-in that queries it."""
 
     def resolved_training_config(self, ctx: TrainContext) -> dict[str, Any]:
         """The real class's, for this run (asked once per context of a process)."""
@@ -229,8 +235,47 @@ class DeclaredDefense(Declared, Defense):
         object.__setattr__(self, "history", None if history is None else Kept(history))
         return model
 
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The real ``wrap(model)``, served (the model itself where the real class's ``wrap``
+        returns it: then the harness attacks its own copy)."""
+        from advbench.running.served import served
+
+        if not type(self).declared["wraps"]:
+            return model
+        server = self.server(model)
+        if not server.identity:
+            return served(server, "model")
+        if not type(self).declared["surrogate"]:
+            server.close()  # nothing of it is served
+        return model
+
+    def bpda_surrogate(self, model: nn.Module) -> nn.Module | None:
+        """The real ``bpda_surrogate(model)``, served from the same process as ``wrap``'s."""
+        from advbench.running.served import served
+
+        if not type(self).declared["surrogate"]:
+            return None
+        server = self.server(model)
+        return served(server, "surrogate") if "surrogate" in server.roles else None
+
+    def server(self, model: nn.Module) -> ModelServer:
+        """The model server of the real defense around ``model``: one per trained model and
+        arguments, started at the first ``wrap`` or ``bpda_surrogate``."""
+        from advbench.running.served import ModelServer
+
+        decl = type(self).declared
+        key = canonical({"class": [decl["module"], decl["qualname"], decl["code"]],
+                         "arguments": self.arguments()})
+        found = SERVERS.setdefault(model, {}).get(key)
+        if found is None or found.failed is not None:
+            found = SERVERS[model][key] = ModelServer(decl, self.arguments(), model)
+        return found
+
 
 TRAINING_CONFIGS: dict[str, dict[str, Any]] = {}  # class, arguments, context → the answer
+# trained model → canonical arguments → its model server (dropped with the model)
+SERVERS: weakref.WeakKeyDictionary[nn.Module, dict[str, ModelServer]] = \
+    weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,8 +7,8 @@ Set ``BENCH_DISABLE_PLUGIN_AUTOLOAD=1`` to load only bench's own plugins (tests 
 
 With ``catalog=True`` (the default) a module not shipped with bench is first read by the plugin
 catalog (:mod:`.catalog`), in a process of its own: one that registers only attacks and defenses
-that only train is never imported here (they are declared classes, run in processes of their
-own); the others are.
+is never imported here (they are declared classes, run in processes of their own); one that
+also registers a dataset or a model is.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ class Loader:
 
     def read_deferred(self) -> None:
         """Have the catalog read the deferred modules: declare the plugins of those whose
-        plugins all run elsewhere (attacks, defenses that only train), import the others
+        plugins all run elsewhere (attacks, defenses), import the others
         here."""
         if not self.deferred:
             return
@@ -172,7 +172,7 @@ class Loader:
                     self.fail(source, reason)
                 if report.declared:
                     self.declared.append((source, report.declared))
-            else:  # it registers what runs here: a wrapping defense, a dataset or a model
+            else:  # it registers what runs here: a dataset or a model
                 self.load_one(source, load)
 
     def register_declared(self) -> None:
@@ -263,7 +263,7 @@ def load_registry(
 ) -> Registry:
     """Discover every plugin. ``extra`` registers plugin objects directly, in this process
     (tests use it). ``catalog``: read modules not shipped with bench in the plugin catalog's
-    process first, so that those registering only attacks and defenses that only train never
+    process first, so that those registering only attacks and defenses never
     run here (False, as ``--isolation none`` does: import them all here, to run their plugins
     in-process)."""
     loader = Loader(strict)

@@ -131,8 +131,11 @@ class Aggregator:
         if state is not None:
             assert state.model is not None
             data = next(iter(self.plan.evaluation.values()))
-            reseed(state.model, self.plan.config.seed)  # the same noise under any executor
-            zero = zero_gradient_fraction(state.model, data, self.plan.device)
+            try:
+                reseed(state.model, self.plan.config.seed)  # the same noise under any executor
+                zero = zero_gradient_fraction(state.model, data, self.plan.device)
+            except Exception:  # the model fails outside its cells (its server died, say):
+                zero = 0.0  # its rows already say why
             return zero, state.eot_samples, state.bpda, prediction_draws(state.model,
                                                                           state.eot_samples)
         zero = float(rows[0].get("zero_grad_fraction", 0.0)) if rows else 0.0

@@ -37,6 +37,7 @@ from advbench.running.model_cache import content_key
 from advbench.running.plan import Cell, Plan
 from advbench.running.prepare import Defended, Preparer, add_certification, reseed
 from advbench.running.progress import RunProgress
+from advbench.running.served import ServeFailed
 from advbench.seal import Seal, SealBroken
 
 
@@ -174,6 +175,9 @@ class CellRunner:
             except IsolatedFailure as exc:
                 if not (exc.out_of_memory and batch_size > 1):
                     return Attempt(attack, None, batch_size, str(exc), exc.trace)
+            except ServeFailed as exc:  # the served defense failed, not the attack
+                return Attempt(attack, None, batch_size, str(exc),
+                               "".join(traceback.format_exception(exc)))
             except SystemExit as exc:
                 return Attempt(attack, None, batch_size,
                                f"attack called sys.exit({exc.code!r})",

@@ -44,6 +44,7 @@ from advbench.running.model_cache import (
 from advbench.running.plan import Cell, Plan, choose_targets
 from advbench.running.plugin_code import plugin_code
 from advbench.running.progress import RunProgress
+from advbench.running.served import ServedClassifier, ServeFailed
 from advbench.seal import Pristine, Seal, fingerprint, listed
 from advbench.threat import ThreatModel
 
@@ -209,6 +210,8 @@ class Preparer:
         its certificates. Any failure is a :class:`DefenseFailed`."""
         try:
             return self._defended_state(defense)
+        except ServeFailed as exc:  # its reason names the step, in the model server
+            raise DefenseFailed(f"defense failed: {exc}") from exc
         except Exception as exc:
             raise DefenseFailed(f"defense failed: {one_line(exc)}") from exc
 
@@ -273,6 +276,9 @@ class Preparer:
             raise
         state = self.graded(defense, model, weights)
         state.history, state.log = history, [line, *state.log]
+        if isinstance(model, ServedClassifier):
+            state.log.append(f"{type(defense).name}: its classifier runs in a model server of "
+                             "its own, queried by the harness")
         self.adapt(state, defense, base)
         state.seconds["training"] = trained - started
         certifying = time.perf_counter()
@@ -313,9 +319,9 @@ class Preparer:
         the gradient (the unwrapped model's or its ``bpda_surrogate``'s gradients then too)."""
         plan, model = self.plan, state.model
         assert model is not None
-        declared = declared_surrogate(defense, base)  # None: the wrapper as the identity
         if model is base:
             return
+        declared = declared_surrogate(defense, base)  # None: the wrapper as the identity
         if declared is not None or not state.randomized or zero_gradient_fraction(
                 model, next(iter(plan.evaluation.values())), plan.device) > ZERO_GRADIENT_LIMIT:
             state.bpda, state.surrogate = True, base if declared is None else declared

@@ -176,24 +176,21 @@ def test_modules_that_kill_or_hang_the_catalog_cost_themselves_only(
         "mixed": """
             from advbench import hookimpl
             from advbench_plugins.fgsm import FGSM
-            from advbench_plugins.none import NoDefense
+            from advbench_plugins.seed_cnn import SeedCNN
 
             class MyFGSM(FGSM):
                 name = "my-fgsm"
 
-            class MyNone(NoDefense):
-                name = "my-none"
-
-                def wrap(self, model):  # it wraps its model: that runs in the harness
-                    return model
+            class MyCNN(SeedCNN):  # a model runs in the harness
+                name = "my-cnn"
 
             @hookimpl
             def bench_attacks():
                 return [MyFGSM]
 
             @hookimpl
-            def bench_defenses():
-                return [MyNone]
+            def bench_models():
+                return [MyCNN]
             """,
         "cheats_at_import": CHEATS_AT_IMPORT})
     registry = load_registry()
@@ -201,8 +198,8 @@ def test_modules_that_kill_or_hang_the_catalog_cost_themselves_only(
     assert failures["exits_at_import"] == "it ended the plugin catalog process (exited with code 3)"
     assert "hung the plugin catalog process" in failures["hangs_at_import"]
     assert "not plain" in failures["declares_badly"]
-    # a module with a defense that wraps its model runs here, as before; the next ones load
-    assert "mixed" in sys.modules and registry.get("defense", "my-none")
+    # a module that registers a model runs here, as before; the next ones load
+    assert "mixed" in sys.modules and registry.get("model", "my-cnn")
     assert not issubclass(registry.get("attack", "my-fgsm").cls, DeclaredAttack)
     assert issubclass(registry.get("attack", "sign-noise").cls, DeclaredAttack)
     sys.modules.pop("mixed", None)

@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+import torch
 
 from advbench.plugin_system.catalog_process import build_one, declaration, hint_to_json
 from advbench.plugin_system.declared import (
     DeclarationError,
     DeclaredAttack,
+    DeclaredDefense,
     canonical,
     declared_class,
     hint_from_json,
 )
+from advbench_plugins.gaussian_smoothing import GaussianSmoothing
+from advbench_plugins.none import NoDefense
 from advbench_plugins.one_pixel import OnePixel
 from advbench_plugins.pgd_linf import PGDLinf
 
@@ -77,3 +81,18 @@ def test_a_malformed_declaration_is_refused(change: dict[str, Any], reason: str)
     decl = {**declaration(PGDLinf), **change}
     with pytest.raises(DeclarationError, match=reason):
         declared_class(decl)
+
+
+def test_a_defense_declares_whether_it_wraps_its_model_and_has_a_surrogate() -> None:
+    smoothing = declared_class(declaration(GaussianSmoothing))
+    assert issubclass(smoothing, DeclaredDefense) and smoothing.randomized
+    assert (smoothing.declared["wraps"], smoothing.declared["surrogate"]) == (True, False)
+    assert smoothing.wrapper_fields == GaussianSmoothing.wrapper_fields
+    plain_training = declared_class(declaration(NoDefense))
+    assert (plain_training.declared["wraps"], plain_training.declared["surrogate"]) == (
+        False, False)
+    model = torch.nn.Linear(2, 2)
+    assert plain_training().wrap(model) is model  # nothing to serve: no process started
+    assert plain_training().bpda_surrogate(model) is None
+    with pytest.raises(DeclarationError, match="wraps and surrogate"):
+        declared_class({**declaration(NoDefense), "wraps": "sometimes"})
