@@ -32,7 +32,9 @@ from advbench.defense import Certifier, Defense, Reseedable, declared_surrogate
 from advbench.plugin_system.declared import rebuild
 from advbench.running.wire import receive, send
 
-MAX_GRAPHS = 64  # forward passes kept for a backward the harness has not freed yet
+# Forward passes kept for a backward the harness has not freed yet: an EOT gradient holds one
+# per draw (--eot-samples is at most 10 000); the harness frees each with its own graph.
+MAX_GRAPHS = 1 << 14
 
 
 def capabilities(module: nn.Module) -> dict[str, Any]:

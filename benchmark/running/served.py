@@ -26,10 +26,11 @@ import subprocess
 import sys
 import time
 import weakref
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
+from torch._C import _functorch as functorch
 from torch.autograd.function import once_differentiable
 
 from advbench._util import death, one_line, stderr_fd
@@ -70,15 +71,16 @@ class ModelServer:
         header = self.exchange({"op": "build", "path": sys.path,
                                 "threads": torch.get_num_threads()}, [], blob, BUILD_SECONDS)[0]
         self.identity = header.get("identity") is True
-        self.roles = header.get("roles")
-        if not isinstance(self.roles, dict) or "model" not in self.roles:
-            self.fail("it answered nonsense to the build request")
+        roles = header.get("roles")
+        if not isinstance(roles, dict) or "model" not in roles:
+            self.fail("answered nonsense to the build request")
+        self.roles: dict[str, Any] = roles
 
     def close(self) -> None:
         self.failed = self.failed or "was closed"
         self._stop()
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str) -> NoReturn:
         self.failed = f"the defense's model server {reason}"
         self.close()
         raise ServeFailed(self.failed)
@@ -92,7 +94,9 @@ class ModelServer:
             raise ServeFailed(self.failed)
         freed, self.freed = self.freed, []
         try:
-            send(self.conn, {**header, "free": freed}, tensors, blob)
+            with torch._C._DisableFuncTorch():  # inside torch.func, a detach is wrapped too
+                send(self.conn, {**header, "free": freed}, [unwrapped(t) for t in tensors],
+                     blob)
             deadline = time.monotonic() + limit
             while not self.conn.poll(1.0):
                 if self.process.poll() is not None:
@@ -119,7 +123,7 @@ class ModelServer:
         if self.device.type == "cuda":
             states += torch.cuda.get_rng_state_all()
         header, found = self.exchange({"op": op, "role": role, **extra},
-                                      [unwrapped(x).detach(), *states])
+                                      [x, *states])
         if len(found) < len(states):
             self.fail("sent back no random state")
         back = found[len(found) - len(states):]
@@ -181,14 +185,15 @@ class ServedForward(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         x, classifier = inputs
-        ctx.graph, classifier.pending = classifier.pending, None
+        ctx.graph = classifier.pending  # kept there too: torch.func sets up more than one ctx
         ctx.shape, ctx.dtype, ctx.device = x.shape, x.dtype, x.device
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         server = ctx.graph.server
-        _, found = server.exchange({"op": "backward", "id": ctx.graph.key}, [grad.detach()])
+        _, found = server.exchange({"op": "backward", "id": ctx.graph.key},
+                                   [grad])
         (dx,) = checked(found, "backward", [tuple(ctx.shape)], ["float"])
         return dx.to(ctx.device, ctx.dtype), None
 
@@ -212,10 +217,22 @@ class ServedClassifier(nn.Module):
         return logits.to(x.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if batched(x):
+            raise ServeFailed("a served classifier cannot run under torch.func.vmap: call "
+                              "the oracle once per candidate batch instead")
         if torch.is_grad_enabled() and x.requires_grad:
             out: torch.Tensor = ServedForward.apply(x, self)
             return out
         return self.logits(self.server.call("forward", self.role, x, graph=False)[1], x)
+
+
+def batched(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a ``torch.func.vmap`` lane (its rows are not the rows the server sees)."""
+    while functorch.is_functorch_wrapped_tensor(x):
+        if functorch.is_batchedtensor(x):
+            return True
+        x = functorch.get_unwrapped(x)
+    return False
 
 
 class Reseeding:
@@ -260,6 +277,6 @@ def served(server: ModelServer, role: str) -> ServedClassifier:
         norm = found.get("certified_norm")
         if norm not in ("l2", "linf") or not isinstance(found.get("certifier"), str):
             server.fail("declared a certificate without its norm or name")
-        classifier.certifier = found["certifier"][:100]  # type: ignore[attr-defined]
-        classifier.certified_norm = norm  # type: ignore[attr-defined]
+        classifier.certifier = found["certifier"][:100]
+        classifier.certified_norm = norm
     return classifier.eval()

@@ -182,6 +182,14 @@ def test_a_served_classifier_differentiates_in_its_server(
     assert torch.allclose(mine, theirs)
     with torch.no_grad():
         assert torch.allclose(classifier(x), expected)
+    plain = x.detach()
+    assert torch.allclose(torch.func.grad(lambda z: classifier(z).square().sum())(plain),
+                          torch.func.grad(lambda z: (2 * model(z)).square().sum())(plain))
+    with pytest.raises(served.ServeFailed, match="torch.func.vmap"):
+        torch.func.vmap(classifier)(plain.unsqueeze(1))
+    (once,) = torch.autograd.grad(classifier(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        once.sum().backward()
     assert [p.numel() for p in classifier.parameters()] == [0]
     assert "doubling" not in sys.modules
     server.process.kill()
