@@ -57,6 +57,7 @@ _EXPORTS = {
     "load_registry": "plugin_system.loader",
     "RunConfig": "running.config", "evaluate_model": "running.driver",
     "run_matrix": "running.driver", "run_isolated": "running.isolation",
+    "served_defense": "running.served",
     "ThreatModel": "threat",
 }
 

@@ -26,7 +26,9 @@ Defense rules: ``attributes``, ``constructible``, ``config``, ``fit``, ``wrap``,
 ``deterministic`` (``randomized=False`` only), ``global-rng`` (fit, wrap and forward draw
 nothing from torch's global RNG), ``bpda-surrogate`` (a declared surrogate gives the wrapped
 model's logit shape and an input gradient), ``training-loss`` (no ``.backward()`` inside
-it). The kit leaves the global RNG as it found it.
+it), ``served`` (a defense with its own ``wrap`` or ``bpda_surrogate``, served from a model
+server as ``bench run`` serves a third party's, answers as in-process). The kit leaves the
+global RNG as it found it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ from torch import nn
 from advbench._util import one_line
 from advbench.attack import Attack, AttackContext
 from advbench.data import Split
-from advbench.defense import Defense, TrainContext, TrainSettings, bpda_surrogate
+from advbench.defense import (
+    Defense,
+    Reseedable,
+    TrainContext,
+    TrainSettings,
+    bpda_surrogate,
+    declared_surrogate,
+)
 from advbench.gate import GateResult
 from advbench.oracle import ACCESS_LEVELS, AccessError, Oracle, QueryBudgetExceeded
 from advbench.seal import Pristine, Seal, Watch
@@ -672,6 +681,50 @@ class DefenseProbe:
             fail(self.cls, "training-loss", "the parameters already hold the gradient of the "
                  "loss training_loss() returned: remove its .backward(), the loop calls it")
 
+    def served(self) -> None:
+        """Served from a model server, as ``bench run`` serves a third party's defense that
+        wraps its model (docs/isolation.md), the defended model and its BPDA surrogate give
+        what they give in-process: logits, input gradient, ``predict``. Its class must be
+        importable by module path (defined at a module's top)."""
+        if all(getattr(self.cls, method) is getattr(Defense, method)
+               for method in ("wrap", "bpda_surrogate")):
+            return
+        defense, fitted = self.fitted
+        here = [self.wrap(defense, fitted), declared_surrogate(defense, fitted)]
+        import advbench  # the machinery's door (advbench/__init__.py)
+
+        try:
+            with advbench.served_defense(defense, fitted) as there:
+                for what, mine, theirs in zip(("the defended model", "the BPDA surrogate"),
+                                              here, there, strict=True):
+                    if (mine is None) != (theirs is None) or mine is not None and not all(
+                            torch.equal(a, b) for a, b in zip(
+                                self.answers(mine), self.answers(theirs), strict=True)):
+                        fail(self.cls, "served", f"{what} served from a model server answers "
+                             "differently than in-process: keep wrap's module deterministic "
+                             "given its seed and the global random state")
+        except ConformanceError:
+            raise
+        except Exception as exc:
+            fail(self.cls, "served", f"serving it failed: {one_line(exc)}")
+
+    def answers(self, model: nn.Module) -> list[torch.Tensor]:
+        """What the harness reads of a defended model: logits, an input gradient and its own
+        ``predict``, from the same seeds."""
+        if isinstance(model, Reseedable):
+            model.reseed(SEED)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            x = self.x.clone().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(x)
+                (grad,) = torch.autograd.grad(logits.sum(), x, allow_unused=True,
+                                              materialize_grads=True)
+            predict = getattr(model, "predict", None)
+            with torch.no_grad():
+                labels = predict(self.x.clone()) if callable(predict) else grad[:0]
+        return [logits.detach(), grad, labels]
+
     def checks(self) -> Iterator[tuple[str, Check]]:
         yield "attributes", lambda: check_defense_attributes(self.cls)
         yield "constructible", lambda: check_constructible(self.cls)
@@ -683,6 +736,7 @@ class DefenseProbe:
         yield "global-rng", self.global_rng
         yield "bpda-surrogate", self.bpda_surrogate
         yield "training-loss", self.training_loss
+        yield "served", self.served
 
 
 def defense_checks(

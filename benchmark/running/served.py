@@ -20,12 +20,15 @@ see the layers).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import pickle
 import socket
 import subprocess
 import sys
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import torch
@@ -34,6 +37,7 @@ from torch._C import _functorch as functorch
 from torch.autograd.function import once_differentiable
 
 from advbench._util import death, one_line, stderr_fd
+from advbench.defense import Defense
 from advbench.oracle import unwrapped
 from advbench.running.wire import Channel, WireError, receive, send
 
@@ -280,3 +284,22 @@ def served(server: ModelServer, role: str) -> ServedClassifier:
         classifier.certifier = found["certifier"][:100]
         classifier.certified_norm = norm
     return classifier.eval()
+
+
+@contextlib.contextmanager
+def served_defense(defense: Defense, model: nn.Module
+                   ) -> Iterator[tuple[nn.Module, nn.Module | None]]:
+    """``defense.wrap(model)`` and its ``bpda_surrogate(model)`` (None where it has none) as
+    ``bench run`` serves a third party's defense: built in a model server from the defense's
+    class (importable by module path) and its dataclass fields. The server stops on exit."""
+    cls = type(defense)
+    arguments: dict[str, Any] = ({spec.name: getattr(defense, spec.name)
+                  for spec in dataclasses.fields(defense) if spec.init}
+                 if dataclasses.is_dataclass(defense) else {})
+    server = ModelServer({"module": cls.__module__, "qualname": cls.__qualname__}, arguments,
+                         model)
+    try:
+        wrapped = model if server.identity else served(server, "model")
+        yield wrapped, served(server, "surrogate") if "surrogate" in server.roles else None
+    finally:
+        server.close()

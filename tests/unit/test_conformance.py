@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,7 +38,7 @@ def test_the_rules_are_the_documented_ones():
     defense_rules = [name for name, _ in defense_checks(Plain)]
     assert defense_rules == ["attributes", "constructible", "config", "fit", "wrap",
                              "randomized", "deterministic", "global-rng", "bpda-surrogate",
-                             "training-loss"]
+                             "training-loss", "served"]
 
 
 def test_the_kit_leaves_the_global_state_alone():
@@ -244,6 +246,25 @@ class GlobalNoiseWrapper(Plain):
         return NoisyForward(model)
 
 
+class ClockSeededNoise(nn.Module):
+    """Noise from a generator of its own, seeded from the clock: no two processes agree."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.generator = torch.Generator().manual_seed(time.time_ns() + os.getpid())
+
+    def forward(self, x):
+        return self.model(x + 0.1 * torch.randn(x.shape, generator=self.generator))
+
+
+class UnseededWrapper(Plain):
+    randomized = True
+
+    def wrap(self, model):
+        return ClockSeededNoise(model)
+
+
 class NaNLogits(Plain):
     def wrap(self, model):
         return nn.Sequential(model, nn.Threshold(1e9, float("nan")))
@@ -334,12 +355,23 @@ def test_the_kit_catches_a_broken_attack(cls, rule, detail):
     (SurrogateNotAModule, "bpda-surrogate", "not an nn.Module"),
     (SurrogateWrongShape, "bpda-surrogate", "(8, 4)"),
     (SurrogateWithoutGradient, "bpda-surrogate", "not differentiable"),
+    (UnseededWrapper, "served", "answers differently than in-process"),
 ])
 def test_the_kit_catches_a_broken_defense(cls, rule, detail):
     with pytest.raises(ConformanceError) as info:
         check_defense(cls)
     message = str(info.value)
     assert f"breaks rule '{rule}'" in message and detail in message
+
+
+def test_a_wrapping_defense_the_model_server_cannot_import_is_named_as_such():
+    class Local(Plain):  # not at a module's top: no process can import it by name
+        def wrap(self, model):
+            return nn.Sequential(model, nn.Identity())
+
+    with pytest.raises(ConformanceError, match="rule 'served'.*serving it failed.*building "
+                                               "the defense raised"):
+        check_defense(Local)
 
 
 def test_a_backward_that_frees_the_graph_is_named_as_such():
