@@ -19,7 +19,7 @@ from advbench import load_registry, run_matrix
 from advbench.plugin_system.declared import DeclaredDefense
 from advbench.running import served
 
-SMALL = dict(preset="smoke", n_train=3000, n_eval=40, eps={"linf": [0.1], "l2": [1.0]},
+SMALL = dict(preset="smoke", n_train=1000, n_eval=30, eps={"linf": [0.1], "l2": [1.0]},
              cascade=False)
 
 WRAPS = '''
