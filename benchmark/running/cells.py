@@ -127,6 +127,12 @@ class CellRunner:
         assert cell.attack is not None
         return isolated(self.plan.config.isolation, cell.attack.source.distribution)
 
+    def trusted(self, cell: Cell) -> bool:
+        """Whether the cell's attack code may run here (its figures are drawn here): bench's
+        own attacks, isolated or not, and every attack the user vouched for."""
+        assert cell.attack is not None
+        return not isolated("auto", cell.attack.source.distribution) or not self.isolated(cell)
+
     def run_cell(self, cell: Cell, defense: Defense, state: Defended) -> CellResult:
         """Attack the defended model on the cell's samples (halving the batch on running out
         of memory); an attack that raises gives an error row, with its traceback."""
@@ -151,7 +157,7 @@ class CellRunner:
             row["targeted_success_rate"] = targeted_success(outcome, sealed.targets)
         result = CellResult(row, outcome if tried.error is None else None, tried.trace)
         if (attack is not None and result.outcome is not None and row["valid"]
-                and not self.isolated(cell)):  # an isolated attack's code never runs here
+                and self.trusted(cell)):  # a third party's isolated attack never runs here
             try:
                 result.figures = self.attack_figures(attack, cell, state, sealed,
                                                      result.outcome)

@@ -13,12 +13,6 @@ from advbench.plugin_system.loader import load_registry
 from advbench.plugin_system.presets import PRESETS
 
 FOLDER = Path(__file__).resolve().parents[2] / "leaderboard"
-# Strict: once the run is republished these pass, and the mark must go.
-REPUBLISH = pytest.mark.xfail(strict=True, reason=(
-    "the published run predates #25 and #28 (the paper preset's apgd-t 100 x 9 and cascade, the "
-    "FAB and FMN attacks): it needs a paper-preset rerun, over 80 minutes on 2 cores"))
-
-
 def test_published_leaderboard_regenerates_identically(tmp_path):
     regenerated = tmp_path / "README.md"
     assert main(["leaderboard", str(FOLDER / "results.csv"), "--manifest",
@@ -26,7 +20,6 @@ def test_published_leaderboard_regenerates_identically(tmp_path):
     assert regenerated.read_text() == (FOLDER / "README.md").read_text()
 
 
-@REPUBLISH
 def test_published_leaderboard_is_the_paper_preset_as_it_stands():
     """A change to the paper preset must come with a new published run."""
     paper, registry = PRESETS["paper"], load_registry()
@@ -43,7 +36,6 @@ def test_published_leaderboard_is_the_paper_preset_as_it_stands():
             assert options.items() <= config.items(), (plugin, config)
 
 
-@REPUBLISH
 def test_published_leaderboard_runs_every_built_in_attack_and_defense():
     """A built-in attack added without a new published run would leave the published worst
     case weaker than bench's own (the APGD attacks, issue #15); the library adapters are
