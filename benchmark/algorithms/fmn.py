@@ -18,6 +18,13 @@ decision. It keeps a norm budget ε_k of its own and alternates two updates, fro
 2. Step. ``δ_{k+1} = clip(Π_{ε_k}(δ_k − α_k ∇m/‖∇m‖₂))``: a normalized gradient step down the
    margin, projected onto the ε_k-ball and clipped to the box.
 
+Also ours: the gradient loses the components the box blocks (a pixel at 0 or 1 the step
+would push outside, :func:`inside_box`) before it is normalized and before its dual norm
+estimates the distance to the boundary. Without it, on images with a black background most of
+each step is clipped away, the linearized budget stays short of the boundary, and FMN-L2 found
+no adversarial example at all for 9 of 158 samples of an undefended seed CNN (APGD breaks them
+all at ε = 1.5 L2).
+
 ``α_k`` anneals from ``step_size`` to a hundredth of it and ``γ_k`` from ``gamma`` to 0.001, both
 on a cosine over the ``iterations``. One gradient query per sample and iteration, whose logits
 also decide step 1. Output as for FAB (:mod:`advbench.algorithms.fab`): each sample's smallest
@@ -78,6 +85,7 @@ def fmn(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *
     for k in range(iterations):
         x0 = x[pos]
         grad, logits = oracle.gradient(x0 + delta, labels[pos], pos, loss=margin_loss)
+        grad = inside_box(grad, x0 + delta)
         margin = _margin(logits, labels[pos], criterion.targeted)
         fooled = criterion[pos].is_adversarial(logits)
         size = perturbation_size(delta, norm)
@@ -109,6 +117,14 @@ def fmn(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *
     inside = _rows(perturbation_size(best - x, norm) <= threat.eps, x)
     gated = torch.where(inside, best, clip_to_box(x + project(best - x, threat)))
     return gated, best_norm
+
+
+def inside_box(grad: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+    """``grad`` without the components a descent step would push out of [0, 1] at ``point``
+    (a pixel at 0 whose step is negative, at 1 whose step is positive): the clip would undo
+    them, so they neither move the point nor count in the distance to the boundary."""
+    blocked = ((point <= 0) & (grad > 0)) | ((point >= 1) & (grad < 0))
+    return grad.masked_fill(blocked, 0)
 
 
 def _margin(z: torch.Tensor, c: torch.Tensor, targeted: bool) -> torch.Tensor:
