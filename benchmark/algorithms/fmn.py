@@ -41,7 +41,7 @@ import torch
 
 from advbench.attack import Attack, AttackContext, criterion_for
 from advbench.oracle import Oracle
-from advbench.threat import ThreatModel, clip_to_box, l2_normalize, perturbation_size, project
+from advbench.threat import BOX, ThreatModel, clip_to_box, l2_normalize, perturbation_size, project
 
 NORMS: tuple[str, ...] = ("linf", "l2")
 TINY = 1e-12
@@ -84,8 +84,9 @@ def fmn(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *
 
     for k in range(iterations):
         x0 = x[pos]
-        grad, logits = oracle.gradient(x0 + delta, labels[pos], pos, loss=margin_loss)
-        grad = inside_box(grad, x0 + delta)
+        point = x0 + delta
+        grad, logits = oracle.gradient(point, labels[pos], pos, loss=margin_loss)
+        grad = inside_box(grad, point)
         margin = _margin(logits, labels[pos], criterion.targeted)
         fooled = criterion[pos].is_adversarial(logits)
         size = perturbation_size(delta, norm)
@@ -123,7 +124,8 @@ def inside_box(grad: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
     """``grad`` without the components a descent step would push out of [0, 1] at ``point``
     (a pixel at 0 whose step is negative, at 1 whose step is positive): the clip would undo
     them, so they neither move the point nor count in the distance to the boundary."""
-    blocked = ((point <= 0) & (grad > 0)) | ((point >= 1) & (grad < 0))
+    low, high = BOX
+    blocked = ((point <= low) & (grad > 0)) | ((point >= high) & (grad < 0))
     return grad.masked_fill(blocked, 0)
 
 
