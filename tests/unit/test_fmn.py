@@ -10,6 +10,7 @@ from support.min_norm import attack_once
 from test_fab import linear_world
 
 from advbench import ThreatModel, load_registry
+from advbench.algorithms.apgd import top_classes
 from advbench.algorithms.fmn import cosine
 from advbench.conformance import check_attack
 
@@ -52,11 +53,45 @@ def test_targets_are_reached(attacks, norm):
     assert torch.equal(model(result.x_adv).argmax(dim=1), targets)
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_one_round_per_wrong_class_finds_the_minimal_norm(attacks, norm):
+    """Rounds towards all 4 wrong classes of the linear model find the exact minimal norm (the
+    nearest boundary is one of them), for one clean-logits query and 100 steps a round."""
+    model, x, y, distances = linear_world()
+    _, needed, oracle = attack_once(attacks[norm], model, x, y, ThreatModel(norm, 0.0),
+                                    target_classes=4, early_exit=False)
+    ratio = needed / distances[norm]
+    assert (ratio >= 1 - 1e-4).all(), ratio.min()
+    assert (ratio <= 1.002).all(), ratio.max()
+    assert (oracle.queries == 1 + 4 * 100).all()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_one_round_reaches_the_most_likely_wrong_class(attacks, norm):
+    """A single round steers towards the wrong class the clean input scores highest: its norm
+    is the distance to that class's boundary, farther than the nearest one for some points."""
+    model, x, y, distances = linear_world(classes=10, seed=1)
+    z, weight = model(x), model[1].weight
+    top = top_classes(z, y, 1)[:, 0]
+    rows = torch.arange(len(x))
+    dual = 1 if norm == "linf" else 2
+    to_top = (z[rows, y] - z[rows, top]) / torch.linalg.vector_norm(
+        weight[y] - weight[top], ord=dual, dim=1)
+    _, needed, _ = attack_once(attacks[norm], model, x, y, ThreatModel(norm, 0.0),
+                               target_classes=1, early_exit=False)
+    assert (to_top > distances[norm] * 1.01).sum() >= 10
+    ratio = needed / to_top
+    assert (ratio >= 1 - 1e-4).all(), ratio.min()
+    assert (ratio <= 1.002).all(), ratio.max()
+
+
 def test_bad_settings_are_refused(attacks):
     with pytest.raises(ValueError, match="iterations"):
         attacks["l2"](iterations=0)
     with pytest.raises(ValueError, match="gamma"):
         attacks["linf"](gamma=1.5)
+    with pytest.raises(ValueError, match="target_classes"):
+        attacks["l2"](target_classes=-1)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
