@@ -48,10 +48,12 @@ FAB = {
               "fmn-linf": {"iterations": 10}, "fmn-l2": {"iterations": 10}},
     "cpu": {"fab-linf": {"iterations": 20}, "fab-l2": {"iterations": 20},
             "fab-t": {"iterations": 100, "target_classes": 3},
-            "fmn-linf": {"iterations": 20}, "fmn-l2": {"iterations": 20}},
+            **{name: {"iterations": 50, "target_classes": 3, "gamma": 0.3}
+               for name in ("fmn-linf", "fmn-l2")}},
     "paper": {"fab-linf": {"iterations": 100}, "fab-l2": {"iterations": 100},
               "fab-t": {"iterations": 100, "target_classes": 9},
-              "fmn-linf": {"iterations": 100}, "fmn-l2": {"iterations": 100}},
+              **{name: {"iterations": 100, "target_classes": 3, "gamma": 0.3}
+                 for name in ("fmn-linf", "fmn-l2")}},
 }
 EXPECTED_OPTIONS = {
     "smoke": {**SMOKE_APGD, **ART["smoke"], **FAB["smoke"]},
