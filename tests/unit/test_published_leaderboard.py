@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from advbench.cli import main
 from advbench.plugin_system.loader import load_registry
 from advbench.plugin_system.presets import PRESETS
+from advbench.reporting.curves import certified_at, robust_at
 
 FOLDER = Path(__file__).resolve().parents[2] / "leaderboard"
 def test_published_leaderboard_regenerates_identically(tmp_path):
@@ -57,3 +59,20 @@ def test_no_gradient_masking_flag_on_an_honest_defense(defense):
     rows = pd.read_csv(FOLDER / "results.csv")
     flags = rows[(rows["defense"] == defense) & rows["flags"].notna()]["flags"]
     assert not [flag for flag in flags if "gradient masking" in flag]
+
+
+def test_the_certified_curve_never_lies_above_the_attack_curve():
+    """Issue #28: a certified radius is a lower bound on a sample's robust radius, an attack's
+    an upper bound, so on every published model and norm with a certificate the certified
+    accuracy at any ε is at most the attacks' robust accuracy, sample by sample."""
+    groups = json.loads((FOLDER / "radii.json").read_text())["groups"]
+    certified = [group for group in groups if group["certified_radius"] is not None]
+    assert {group["defense"] for group in certified} >= {"gaussian-smoothing",
+                                                         "certified-training"}
+    for group in certified:
+        attack = np.array(group["attack_radius"], dtype=float)
+        bound = np.array(group["certified_radius"], dtype=float)
+        assert len(attack) == len(bound) == group["n"]
+        assert (bound <= attack).all(), (group["defense"], group["norm"])
+        grid = np.unique(np.concatenate([attack[np.isfinite(attack)], bound]))
+        assert (certified_at(bound, grid) <= robust_at(attack, grid)).all()
