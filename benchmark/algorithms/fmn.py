@@ -30,6 +30,13 @@ on a cosine over the ``iterations``. One gradient query per sample and iteration
 also decide step 1. Output as for FAB (:mod:`advbench.algorithms.fab`): each sample's smallest
 adversarial norm found (``inf`` where none), and the example the cell's ε allows; with
 ``early_exit`` a sample stops once it has an adversarial example within ε.
+
+Also ours, optional (``target_classes``, off by default, on in the cpu and paper presets): FAB-T's
+rounds. One FMN run towards each of the k wrong classes the clean input scores highest (one
+extra query reads the clean logits), the margin then the best other class's lead over that
+target, the smallest norm over rounds kept. On adversarially trained and certified models the
+untargeted margin chases whichever class leads at the current point and settles on a far
+boundary; a fixed target does not (the presets' measurements are under ``PRESETS``).
 """
 
 from __future__ import annotations
