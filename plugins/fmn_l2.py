@@ -14,7 +14,7 @@ Arguments:
     gamma: the radius's first relative change per step, annealed to 0.001 (0.05).
     target_classes: 0, the paper's untargeted FMN (the default); k: one round towards each of
         the k wrong classes the clean input scores highest, the smallest norm kept, as FAB-T
-        does (the cpu and paper presets: 3 rounds, γ 0.3, 50 and 100 steps).
+        does (the cpu preset: 3 rounds of 50 steps at γ 0.3).
     early_exit: stop iterating a sample once it has an adversarial example within ε (True);
         False gives every sample the whole budget, so its reported norm is FMN's smallest.
 """
@@ -32,7 +32,7 @@ class FMNL2(FMNAttack):
     name = "fmn-l2"
     norms = ("l2",)
     description = "Fast Minimum-Norm attack (Pintor et al. 2021), minimum-norm L2"
-    presets = PRESETS  # cpu and paper: 3 targeted rounds (advbench.algorithms.fmn)
+    presets = PRESETS  # cpu: 3 targeted rounds (advbench.algorithms.fmn)
 
 
 @hookimpl
