@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advbench.algorithms.apgd import top_classes
+from advbench.algorithms.minimum_norm import keep_smaller, per_sample, target_rounds, within_eps
 from advbench.attack import (
     Attack,
     AttackContext,
@@ -52,15 +52,10 @@ from advbench.attack import (
     TargetedMisclassification,
 )
 from advbench.oracle import Oracle
-from advbench.threat import ThreatModel, clip_to_box, perturbation_size, project
+from advbench.threat import ThreatModel, clip_to_box, perturbation_size
 
 NORMS: tuple[str, ...] = ("linf", "l2")
 TINY = 1e-12
-
-def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-sample vector shaped to broadcast against ``like`` (N×…)."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
-
 
 def _water_level(weight: torch.Tensor, cap: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
     """Per row, the level λ ≥ 0 with ``Σ_i weight_i · min(λ, cap_i) = need`` (weights, caps,
@@ -192,7 +187,7 @@ def fab_round(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, index: torch.Ten
         own, from_origin = steps[0], steps[1]
         size_own = perturbation_size(own, norm).clamp_min(1e-8)
         size_origin = perturbation_size(from_origin, norm).clamp_min(1e-8)
-        alpha = _rows((size_own / (size_own + size_origin)).clamp(0, alpha_max), current)
+        alpha = per_sample((size_own / (size_own + size_origin)).clamp(0, alpha_max), current)
         current = clip_to_box((1 - alpha) * (current + eta * own)
                               + alpha * (x0 + eta * from_origin))
         fooled = _fooled(criterion[pos], oracle.labels(current, index[pos]))
@@ -200,7 +195,7 @@ def fab_round(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, index: torch.Ten
         better = fooled & (size < best_norm[pos])
         best_norm[pos[better]] = size[better]
         best[pos[better]] = current[better]
-        current = torch.where(_rows(fooled, current), x0 + beta * (current - x0), current)
+        current = torch.where(per_sample(fooled, current), x0 + beta * (current - x0), current)
         if early_exit:
             keep = best_norm[pos] > threat.eps
             pos, current = pos[keep], current[keep]
@@ -223,7 +218,7 @@ def random_start(x: torch.Tensor, radius: torch.Tensor, norm: str,
     else:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     scale = perturbation_size(noise, norm).clamp_min(TINY)
-    return clip_to_box(x + _rows(radius / scale, x) * noise)
+    return clip_to_box(x + per_sample(radius / scale, x) * noise)
 
 
 def fab(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
@@ -246,19 +241,15 @@ def fab(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *
     best = x.clone()
     if n == 0:
         return best, best_norm
-    rounds: list[torch.Tensor | None] = [None]
-    criterion: Criterion = Misclassification(y)
-    if targets is not None:
-        rounds, criterion = [targets], TargetedMisclassification(targets)
-    elif target_classes > 0:
-        with torch.no_grad():
-            rounds = list(top_classes(oracle.logits(x).detach(), y, target_classes).T)
+    rounds = target_rounds(oracle, x, y, target_classes, targets)
+    criterion: Criterion = (Misclassification(y) if targets is None
+                            else TargetedMisclassification(targets))
     everyone = torch.arange(n, device=x.device)
     for target in rounds:
         for restart in range(restarts):
             rows = everyone[best_norm > threat.eps] if early_exit else everyone
             if len(rows) == 0:
-                return _gated(x, best, best_norm, threat), best_norm
+                return within_eps(x, best, threat), best_norm
             start = x[rows]
             if restart > 0:
                 radius = 0.5 * best_norm[rows].clamp(max=threat.eps)
@@ -268,17 +259,8 @@ def fab(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *
                 criterion=criterion[rows], target=None if target is None else target[rows],
                 reach=targets is not None, alpha_max=alpha_max, eta=eta, beta=beta,
                 early_exit=early_exit)
-            better = found < best_norm[rows]
-            best_norm[rows[better]] = found[better]
-            best[rows[better]] = example[better]
-    return _gated(x, best, best_norm, threat), best_norm
-
-
-def _gated(x: torch.Tensor, best: torch.Tensor, best_norm: torch.Tensor,
-           threat: ThreatModel) -> torch.Tensor:
-    """The minimal examples where they lie within ε, else projected onto the ε-ball."""
-    inside = _rows(perturbation_size(best - x, threat.norm) <= threat.eps, x)
-    return torch.where(inside, best, clip_to_box(x + project(best - x, threat)))
+            keep_smaller(best, best_norm, rows, example, found)
+    return within_eps(x, best, threat), best_norm
 
 
 @dataclass(kw_only=True)

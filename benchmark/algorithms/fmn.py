@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advbench.algorithms.apgd import top_classes
+from advbench.algorithms.minimum_norm import keep_smaller, per_sample, target_rounds, within_eps
 from advbench.attack import Attack, AttackContext, criterion_for
 from advbench.oracle import Oracle
-from advbench.threat import BOX, ThreatModel, clip_to_box, l2_normalize, perturbation_size, project
+from advbench.threat import BOX, ThreatModel, clip_to_box, l2_normalize, perturbation_size
 
 NORMS: tuple[str, ...] = ("linf", "l2")
 TINY = 1e-12
@@ -73,10 +73,6 @@ def cosine(start: float, end: float, k: int, steps: int) -> float:
     return end + (start - end) * (1 + math.cos(math.pi * k / steps)) / 2
 
 
-def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, *([1] * (like.dim() - 1)))
-
-
 def fmn(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
         iterations: int = 100, step_size: float = 1.0, gamma: float = 0.05,
         target_classes: int = 0, targets: torch.Tensor | None = None,
@@ -95,10 +91,7 @@ def fmn(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *
     best = x.clone()
     if len(x) == 0:
         return best, best_norm
-    rounds: list[torch.Tensor | None] = [targets]
-    if targets is None and target_classes > 0:
-        with torch.no_grad():
-            rounds = list(top_classes(oracle.logits(x).detach(), y, target_classes).T)
+    rounds = target_rounds(oracle, x, y, target_classes, targets)
     everyone = torch.arange(len(x), device=x.device)
     for target in rounds:
         rows = everyone[best_norm > threat.eps] if early_exit else everyone
@@ -107,12 +100,8 @@ def fmn(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *
         found, example = fmn_round(
             oracle, x[rows], y[rows], rows, threat, None if target is None else target[rows],
             iterations=iterations, step_size=step_size, gamma=gamma, early_exit=early_exit)
-        better = found < best_norm[rows]
-        best_norm[rows[better]] = found[better]
-        best[rows[better]] = example[better]
-    inside = _rows(perturbation_size(best - x, threat.norm) <= threat.eps, x)
-    gated = torch.where(inside, best, clip_to_box(x + project(best - x, threat)))
-    return gated, best_norm
+        keep_smaller(best, best_norm, rows, example, found)
+    return within_eps(x, best, threat), best_norm
 
 
 def fmn_round(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
@@ -163,10 +152,11 @@ def fmn_round(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, rows: torch.Tens
         delta = delta - alpha * l2_normalize(grad)
         radius = budget[pos]
         if norm == "linf":
-            delta = torch.maximum(torch.minimum(delta, _rows(radius, delta)), _rows(-radius, delta))
+            bound = per_sample(radius, delta)
+            delta = torch.maximum(torch.minimum(delta, bound), -bound)
         else:
             scale = (radius / perturbation_size(delta, norm).clamp_min(TINY)).clamp(max=1)
-            delta = delta * _rows(scale, delta)
+            delta = delta * per_sample(scale, delta)
         delta = clip_to_box(x0 + delta) - x0
     return best_norm, best
 
