@@ -142,7 +142,7 @@ class OracleModel(nn.Module):
 
 def nearest(rows: torch.Tensor, clean: torch.Tensor, norm: str) -> torch.Tensor:
     """Index of the clean image nearest to each row, in chunks that keep memory small."""
-    p = math.inf if norm == "linf" else 2.0
+    p = {"linf": math.inf, "l1": 1.0}.get(norm, 2.0)  # L0 images: the nearest in L2
     chunk = max(1, 2**24 // max(1, clean.numel()))
     return torch.cat([torch.cdist(rows[i:i + chunk], clean, p=p).argmin(dim=1)
                       for i in range(0, rows.shape[0], chunk)])

@@ -95,7 +95,7 @@ class Attack:
 
     Class attributes:
         name: the name users type (``--attacks NAME``).
-        norms: the threat models it supports, among ``linf``, ``l2``, ``l0``.
+        norms: the threat models it supports, among ``linf``, ``l2``, ``l1``, ``l0``.
         access: ``gradient``, ``scores`` or ``decision`` — what the oracle will allow it.
         targeted: whether it accepts targets in ``AttackContext.targets``.
         randomized: whether its output depends on ``AttackContext.generator``.

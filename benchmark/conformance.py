@@ -67,7 +67,8 @@ SIDE = 8
 BATCH = 8
 TRAIN_SIZE = 64
 SEED = 0
-EPSILONS = {"linf": (0.0, 0.05, 0.3), "l2": (0.0, 0.5, 2.0), "l0": (0.0, 1.0, 3.0)}
+EPSILONS = {"linf": (0.0, 0.05, 0.3), "l2": (0.0, 0.5, 2.0), "l1": (0.0, 2.0, 10.0),
+            "l0": (0.0, 1.0, 3.0)}
 BATCH_TOLERANCE = 1e-5  # batched and split forward passes may differ by float rounding
 # How far (nats) a targeted output may lower the target's mean log-probability on the kit's
 # model: honest random attacks lower it by < 0.01, targeted FGSM with its sign flipped by 0.06.

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-NORMS = ("linf", "l2", "l0")
+NORMS = ("linf", "l2", "l1", "l0")
 BOX = (0.0, 1.0)
 
 
@@ -14,7 +14,8 @@ BOX = (0.0, 1.0)
 class ThreatModel:
     """A norm ball of radius ``eps`` around each input, intersected with the data box [0, 1].
 
-    For ``l0`` the radius is the number of pixels (spatial positions) that may change.
+    ``l1`` sums the absolute changes of every value (all channels); for ``l0`` the radius is
+    the number of pixels (spatial positions) that may change.
     """
 
     norm: str
@@ -39,6 +40,8 @@ def perturbation_size(delta: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "l2":
         size: torch.Tensor = flat.norm(p=2, dim=1)  # Tensor.norm is annotated Any
         return size
+    if norm == "l1":
+        return flat.abs().sum(dim=1)
     if norm == "l0":
         changed = delta != 0
         if delta.dim() == 4:
@@ -62,14 +65,36 @@ def l2_normalize(grad: torch.Tensor) -> torch.Tensor:
 
 
 def project(delta: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
-    """Project ``delta`` onto the threat model's ball (L∞: clamp; L2: rescale). Not for L0."""
+    """Project ``delta`` onto the threat model's ball (L∞: clamp; L2: rescale; L1: soft
+    threshold). Not for L0. Clipping the result to the box afterwards keeps it in the ball:
+    clipping only shrinks each coordinate of the perturbation."""
     if threat.norm == "linf":
         return delta.clamp(-threat.eps, threat.eps)
     if threat.norm == "l2":
         norms: torch.Tensor = delta.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
         factor = (threat.eps / norms).clamp(max=1.0)
         return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+    if threat.norm == "l1":
+        return project_l1(delta, threat.eps)
     raise ValueError(f"projection onto an {threat.norm} ball is not defined here")
+
+
+def project_l1(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Euclidean projection of each sample onto the L1 ball of radius ``eps`` (Duchi et al.
+    2008): shrink every coordinate's magnitude by the one threshold θ that brings the sum of
+    magnitudes down to ``eps``; samples already inside are returned unchanged."""
+    flat = delta.flatten(1)
+    size = flat.abs()
+    descending = size.sort(dim=1, descending=True).values
+    excess = descending.cumsum(dim=1) - eps
+    rank = torch.arange(1, flat.shape[1] + 1, device=delta.device, dtype=delta.dtype)
+    # The coordinates that stay non-zero are the k largest, k the last rank where the k-th
+    # largest magnitude still exceeds the threshold that k coordinates would need.
+    kept = (descending - excess / rank > 0).sum(dim=1).clamp(min=1)
+    theta = (excess.gather(1, (kept - 1).unsqueeze(1)) / kept.unsqueeze(1)).clamp(min=0)
+    shrunk = flat.sign() * (size - theta).clamp(min=0)
+    inside = (size.sum(dim=1) <= eps).unsqueeze(1)
+    return torch.where(inside, flat, shrunk).view_as(delta)
 
 
 def clip_to_box(x: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,7 @@ class CIFAR10(Dataset):
     shape = (3, 32, 32)
     classes = ("airplane", "automobile", "bird", "cat", "deer",
                "dog", "frog", "horse", "ship", "truck")
-    default_eps = {"linf": 8 / 255, "l2": 0.5, "l0": 1}
+    default_eps = {"linf": 8 / 255, "l2": 0.5, "l1": 12, "l0": 1}
     description = "CIFAR-10 binary batches under --data-root, or downloaded"
 
     def load(self, split: str, root: Path | None) -> Split:

@@ -21,7 +21,7 @@ class FashionMNIST(IdxDataset):
     shape = (1, 28, 28)
     classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-    default_eps = {"linf": 0.1, "l2": 1.5, "l0": 1}
+    default_eps = {"linf": 0.1, "l2": 1.5, "l1": 10, "l0": 1}
     description = "Fashion-MNIST from Debian's dataset-fashion-mnist, --data-root or download"
 
 

@@ -13,7 +13,7 @@ class MNIST(IdxDataset):
     num_classes = 10
     shape = (1, 28, 28)
     classes = tuple(str(digit) for digit in range(10))
-    default_eps = {"linf": 0.1, "l2": 1.5, "l0": 1}
+    default_eps = {"linf": 0.1, "l2": 1.5, "l1": 10, "l0": 1}
     description = "MNIST in torchvision's on-disk layout under --data-root, or downloaded"
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from advbench._util import write_atomic
+from advbench.gate import allowance
 from advbench.reporting.results import WORST_CASE_ROW, wilson_interval, write_results
 from advbench.reporting.sanity import certificate_contradicted, minimum_norm_weak
 
@@ -246,7 +247,9 @@ def consistency_flags(frame: pd.DataFrame, samples: pd.DataFrame,
         # Only a fixed-ε cell can show the minimum-norm attacks weak: a minimum-norm attack's
         # own cell may break a sample by its ε-projection while reporting a larger norm.
         fixed_eps = bool(np.isnan(needed).all())
-        for message in (minimum_norm_weak(broken, minimum, float(row["eps"])) if fixed_eps
+        eps = float(row["eps"])
+        for message in (minimum_norm_weak(broken, minimum, eps, allowance(row["norm"], eps))
+                        if fixed_eps
                         else None,
                         None if np.isnan(certified).any()
                         else certificate_contradicted(certified, found)):

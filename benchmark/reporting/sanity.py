@@ -149,13 +149,15 @@ def certified_sample_broken(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
 RADIUS_TOLERANCE = 1e-6  # the validity gate's: an example up to ε + 1e-6 counts as within ε
 
 
-def minimum_norm_weak(broken: np.ndarray, minimum_norm: np.ndarray, eps: float) -> str | None:
+def minimum_norm_weak(broken: np.ndarray, minimum_norm: np.ndarray, eps: float,
+                      tolerance: float = RADIUS_TOLERANCE) -> str | None:
     """A cell that broke samples at ``eps`` (``broken``: one boolean per sample) whose
     minimum-norm radius (the smallest norm the run's minimum-norm attacks found; NaN where
-    none reported) is above ``eps``: those attacks were weak there, and the robustness curve
-    rests on the cap of this fixed-ε cell for them. The flag, with the count, or None."""
+    none reported) is above ``eps`` (by more than the gate's ``tolerance``): those attacks
+    were weak there, and the robustness curve rests on the cap of this fixed-ε cell for them.
+    The flag, with the count, or None."""
     weak = int((np.asarray(broken, bool)
-                & (np.asarray(minimum_norm, float) > eps + RADIUS_TOLERANCE)).sum())
+                & (np.asarray(minimum_norm, float) > eps + tolerance)).sum())
     plural = "s" * (weak != 1)
     return (f"minimum-norm attack weak on {weak} sample{plural} (this cell broke them at "
             f"ε={eps:g}, below the smallest norm the minimum-norm attacks found for them)"

@@ -73,7 +73,7 @@ def test_the_worker_hands_the_run_to_training(registry):
     assert sorted((t.norm, t.eps) for t in ctx.threats) == [("l2", 1.5), ("linf", 0.05),
                                                             ("linf", 0.1)]
     assert ctx.dataset == DatasetInfo("fashion-mnist", (1, 28, 28), 10,
-                                      {"linf": 0.1, "l2": 1.5, "l0": 1})
+                                      {"linf": 0.1, "l2": 1.5, "l1": 10, "l0": 1})
     assert ctx.seed == 0 and ctx.eps_for("linf") == 0.1
 
 
