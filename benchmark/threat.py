@@ -79,21 +79,23 @@ def project(delta: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
     raise ValueError(f"projection onto an {threat.norm} ball is not defined here")
 
 
-def project_l1(delta: torch.Tensor, eps: float) -> torch.Tensor:
-    """Euclidean projection of each sample onto the L1 ball of radius ``eps`` (Duchi et al.
-    2008): shrink every coordinate's magnitude by the one threshold θ that brings the sum of
-    magnitudes down to ``eps``; samples already inside are returned unchanged."""
+def project_l1(delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each sample onto the L1 ball of radius ``eps`` (a number, or
+    one per sample; Duchi et al. 2008): shrink every coordinate's magnitude by the one
+    threshold θ that brings the sum of magnitudes down to ``eps``; samples already inside are
+    returned unchanged."""
     flat = delta.flatten(1)
     size = flat.abs()
+    radius = torch.as_tensor(eps, dtype=delta.dtype, device=delta.device).reshape(-1, 1)
     descending = size.sort(dim=1, descending=True).values
-    excess = descending.cumsum(dim=1) - eps
+    excess = descending.cumsum(dim=1) - radius
     rank = torch.arange(1, flat.shape[1] + 1, device=delta.device, dtype=delta.dtype)
     # The coordinates that stay non-zero are the k largest, k the last rank where the k-th
     # largest magnitude still exceeds the threshold that k coordinates would need.
     kept = (descending - excess / rank > 0).sum(dim=1).clamp(min=1)
     theta = (excess.gather(1, (kept - 1).unsqueeze(1)) / kept.unsqueeze(1)).clamp(min=0)
     shrunk = flat.sign() * (size - theta).clamp(min=0)
-    inside = (size.sum(dim=1) <= eps).unsqueeze(1)
+    inside = size.sum(dim=1, keepdim=True) <= radius
     return torch.where(inside, flat, shrunk).view_as(delta)
 
 

@@ -15,15 +15,20 @@ and seconds (ours at most theirs). Both run each target round on the samples no 
 broke within ε; bench also stops iterating a sample inside a round once it is broken within ε
 (``early_exit``), which changes its work, not whether it is broken. The untargeted minimum-norm
 attacks (``fab-linf``, ``fab-l2``) are measured the same way against ``FAB(steps=N)``, and
-``fmn-linf`` and ``fmn-l2`` against Foolbox's ``LInfFMNAttack`` / ``L2FMNAttack`` (PyPI
-``foolbox``; skipped without it) at equal steps: robust accuracy at ε and seconds of bench's
-default (early exit at ε) against theirs, which always run to the end, and the median of the
-smallest adversarial norms each finds, bench's from a second, untimed run to the end
-(``early_exit=False``: the norms of samples broken within ε are then FAB's or FMN's best, not the
-first found within ε). At L2 bench's may only be stronger: Foolbox 3.3.4's
-``L2FMNAttack.project`` never projects (its factor is ``min(1, norms / norms)``, of ``x``'s
-norms, and ε is unused), so its L2 FMN is normalized gradient descent without the adaptive
-norm constraint the paper is about, and ends at larger norms.
+``fmn-linf``, ``fmn-l2`` and ``fmn-l1`` (at ε = 10) against Foolbox's ``LInfFMNAttack`` /
+``L2FMNAttack`` / ``L1FMNAttack`` (PyPI ``foolbox``; skipped without it) at equal steps:
+robust accuracy at ε and seconds of bench's default (early exit at ε) against theirs, which
+always run to the end, and the median of the smallest adversarial norms each finds, bench's
+from a second, untimed run to the end (``early_exit=False``: the norms of samples broken
+within ε are then FAB's or FMN's best, not the first found within ε). At L2 bench's may only
+be stronger: Foolbox 3.3.4's ``L2FMNAttack.project`` never projects (its factor is
+``min(1, norms / norms)``, of ``x``'s norms, and ε is unused), so its L2 FMN is normalized
+gradient descent without the adaptive norm constraint the paper is about, and ends at larger
+norms. At L1 bench's is stronger too (2026-12-04, 150 images, 100 steps: robust accuracy at
+ε = 10 0.307 against Foolbox's 0.353, median smallest norm 8.41 against 9.52): it drops the
+gradient components the box blocks (:func:`advbench.algorithms.fmn.inside_box`; without it
+0.333) and overshoots the linearized budget before a first find, both documented in
+:mod:`advbench.algorithms.fmn`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ N_EVAL, N_TRAIN = 150, 10_000
 # minutes on two busy cores); BENCH_FAB_ITERATIONS=100 for AutoAttack's.
 ITERATIONS = int(os.environ.get("BENCH_FAB_ITERATIONS", "20"))
 THREATS = [("linf", 0.1), ("l2", 1.5)]
+FMN_THREATS = [*THREATS, ("l1", 10.0)]
 CACHE = Path(tempfile.gettempdir()) / "advbench-bench"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -158,15 +164,15 @@ def test_fab_against_torchattacks(registry, adv_cnn, norm, eps):
     assert our_time <= their_time
 
 
-@pytest.mark.parametrize(("norm", "eps"), THREATS)
+@pytest.mark.parametrize(("norm", "eps"), FMN_THREATS)
 def test_fmn_against_foolbox(registry, adv_cnn, norm, eps):
     foolbox = pytest.importorskip("foolbox")
     model, x_all, y_all = adv_cnn
     x, y = correct(model, x_all, y_all)
     threat = ThreatModel(norm, eps)
     steps = 100  # the FMN paper's and Foolbox's usual budget; one gradient a step for both
-    upstream = (foolbox.attacks.LInfFMNAttack if norm == "linf"
-                else foolbox.attacks.L2FMNAttack)(steps=steps)
+    upstream = {"linf": foolbox.attacks.LInfFMNAttack, "l2": foolbox.attacks.L2FMNAttack,
+                "l1": foolbox.attacks.L1FMNAttack}[norm](steps=steps)
     start = time.perf_counter()
     raw, _, _ = upstream(foolbox.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=eps)
     their_time = time.perf_counter() - start
@@ -185,6 +191,6 @@ def test_fmn_against_foolbox(registry, adv_cnn, norm, eps):
           f"{float(their_norms.median()):.4f}; time: bench {our_time:.1f} s, foolbox "
           f"{their_time:.1f} s, speed ×{their_time / our_time:.2f}")
     assert our_acc <= their_acc + 0.01 + 1e-9
-    if norm == "linf":  # at L2 Foolbox's lacks the norm constraint (the module's docstring)
+    if norm == "linf":  # at L2 and L1 bench's is stronger (the module's docstring)
         assert our_acc >= their_acc - 0.01 - 1e-9
     assert our_time <= their_time
