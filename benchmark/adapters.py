@@ -5,7 +5,8 @@ adapter shares live here rather than in one adapter: the oracle dressed as an ``
 (:class:`OracleModel`, each row of each call charged to its own sample, :func:`nearest`), the
 global RNGs seeded from the cell's generator and restored (:func:`seeded_global_rng`,
 :func:`draw_seed`), and the projection of a minimum-norm attack's output onto the threat model's
-ball with the size it needed before (:func:`project_minimum_norm`, :func:`project_l0`).
+ball with the size it needed before (:func:`project_minimum_norm`; :func:`project_l0` is
+:mod:`advbench.threat`'s, named here too).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 from advbench.attack import Attack
 from advbench.oracle import Oracle
 from advbench.threat import ThreatModel, clip_to_box, perturbation_size, project
+from advbench.threat import project_l0 as project_l0  # public here since 0.1; it lives in threat
 
 
 @dataclass(frozen=True)
@@ -148,16 +150,6 @@ def nearest(rows: torch.Tensor, clean: torch.Tensor, norm: str) -> torch.Tensor:
                       for i in range(0, rows.shape[0], chunk)])
 
 
-def project_l0(delta: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Keep, per sample, the ``pixels`` spatial positions changed most (all channels)."""
-    if pixels <= 0:
-        return torch.zeros_like(delta)
-    size = delta.abs().sum(dim=1).flatten(1)
-    keep = torch.zeros_like(size, dtype=torch.bool)
-    keep.scatter_(1, size.topk(min(pixels, size.shape[1]), dim=1).indices, True)
-    return delta * keep.view(delta.shape[0], 1, *delta.shape[2:])
-
-
 def project_minimum_norm(x: torch.Tensor, raw: torch.Tensor,
                          threat: ThreatModel) -> tuple[torch.Tensor, torch.Tensor]:
     """``raw`` clipped to the box and projected onto the ε-ball around ``x`` (L∞ clamp, L2
@@ -167,11 +159,7 @@ def project_minimum_norm(x: torch.Tensor, raw: torch.Tensor,
     delta = clip_to_box(raw) - x
     size = perturbation_size(delta, threat.norm)
     norms = torch.where(size > 0, size, torch.inf).cpu()
-    if threat.norm == "l0":
-        delta = project_l0(delta, int(threat.eps))
-    else:
-        delta = project(delta, threat)
-    return clip_to_box(x + delta), norms
+    return clip_to_box(x + project(delta, threat)), norms
 
 
 def draw_seed(generator: torch.Generator) -> int:

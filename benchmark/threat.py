@@ -66,8 +66,8 @@ def l2_normalize(grad: torch.Tensor) -> torch.Tensor:
 
 def project(delta: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
     """Project ``delta`` onto the threat model's ball (L∞: clamp; L2: rescale; L1: soft
-    threshold). Not for L0. Clipping the result to the box afterwards keeps it in the ball:
-    clipping only shrinks each coordinate of the perturbation."""
+    threshold; L0: keep the ε most-changed pixels). Clipping the result to the box afterwards
+    keeps it in the ball: clipping only shrinks each coordinate of the perturbation."""
     if threat.norm == "linf":
         return delta.clamp(-threat.eps, threat.eps)
     if threat.norm == "l2":
@@ -76,6 +76,8 @@ def project(delta: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
         return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
     if threat.norm == "l1":
         return project_l1(delta, threat.eps)
+    if threat.norm == "l0":
+        return project_l0(delta, int(threat.eps))
     raise ValueError(f"projection onto an {threat.norm} ball is not defined here")
 
 
@@ -97,6 +99,19 @@ def project_l1(delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
     shrunk = flat.sign() * (size - theta).clamp(min=0)
     inside = size.sum(dim=1, keepdim=True) <= radius
     return torch.where(inside, flat, shrunk).view_as(delta)
+
+
+def project_l0(delta: torch.Tensor, pixels: int | torch.Tensor) -> torch.Tensor:
+    """Keep, per sample, the ``pixels`` spatial positions changed most (summed over channels;
+    a number, or one per sample), zero elsewhere."""
+    images = delta.dim() == 4
+    magnitude = delta.abs().sum(dim=1, keepdim=True) if images else delta.abs()
+    size = magnitude.flatten(1)
+    order = size.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(size.shape[1], device=delta.device).expand_as(order))
+    count = torch.as_tensor(pixels, device=delta.device).reshape(-1, 1)
+    return delta * (rank < count).view_as(magnitude)
 
 
 def clip_to_box(x: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,9 @@ and seconds (ours at most theirs). Both run each target round on the samples no 
 broke within ε; bench also stops iterating a sample inside a round once it is broken within ε
 (``early_exit``), which changes its work, not whether it is broken. The untargeted minimum-norm
 attacks (``fab-linf``, ``fab-l2``) are measured the same way against ``FAB(steps=N)``, and
-``fmn-linf``, ``fmn-l2`` and ``fmn-l1`` (at ε = 10) against Foolbox's ``LInfFMNAttack`` /
-``L2FMNAttack`` / ``L1FMNAttack`` (PyPI ``foolbox``; skipped without it) at equal steps:
+``fmn-linf``, ``fmn-l2``, ``fmn-l1`` (at ε = 10) and ``fmn-l0`` (10 pixels) against Foolbox's
+``LInfFMNAttack`` / ``L2FMNAttack`` / ``L1FMNAttack`` / ``L0FMNAttack`` (PyPI ``foolbox``;
+skipped without it) at equal steps:
 robust accuracy at ε and seconds of bench's default (early exit at ε) against theirs, which
 always run to the end, and the median of the smallest adversarial norms each finds, bench's
 from a second, untimed run to the end (``early_exit=False``: the norms of samples broken
@@ -52,7 +53,7 @@ N_EVAL, N_TRAIN = 150, 10_000
 # minutes on two busy cores); BENCH_FAB_ITERATIONS=100 for AutoAttack's.
 ITERATIONS = int(os.environ.get("BENCH_FAB_ITERATIONS", "20"))
 THREATS = [("linf", 0.1), ("l2", 1.5)]
-FMN_THREATS = [*THREATS, ("l1", 10.0)]
+FMN_THREATS = [*THREATS, ("l1", 10.0), ("l0", 10.0)]
 CACHE = Path(tempfile.gettempdir()) / "advbench-bench"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -172,7 +173,8 @@ def test_fmn_against_foolbox(registry, adv_cnn, norm, eps):
     threat = ThreatModel(norm, eps)
     steps = 100  # the FMN paper's and Foolbox's usual budget; one gradient a step for both
     upstream = {"linf": foolbox.attacks.LInfFMNAttack, "l2": foolbox.attacks.L2FMNAttack,
-                "l1": foolbox.attacks.L1FMNAttack}[norm](steps=steps)
+                "l1": foolbox.attacks.L1FMNAttack, "l0": foolbox.attacks.L0FMNAttack,
+                }[norm](steps=steps)
     start = time.perf_counter()
     raw, _, _ = upstream(foolbox.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=eps)
     their_time = time.perf_counter() - start

@@ -157,6 +157,7 @@ class Aggregator:
                   outcome.robust.tolist() for cell, outcome in finished}
         cells = pd.DataFrame([{**row, "access": attacks[row["attack"]].cls.access,
                                "single_step": bool(attacks[row["attack"]].cls.single_step),
+                               "minimum_norm": bool(attacks[row["attack"]].cls.minimum_norm),
                                "robust_samples": robust.get((row["attack"], row["norm"],
                                                              row["eps"], row["split"]))}
                               for row in checked])

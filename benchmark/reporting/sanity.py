@@ -114,11 +114,15 @@ def black_box_beats_white_box(cells: pd.DataFrame) -> Iterator[tuple[int, str]]:
     (:func:`white_box_robust_accuracy`); in a cascade the rows' difference is the count.
     Comparing with the white-box attacks together, not with each, keeps the flag about
     gradient masking rather than about a weak white-box attack (fixed-step PGD against a
-    model where random search does better)."""
+    model where random search does better). It needs a fixed-ε white-box attack: a
+    minimum-norm one alone (fmn-l0 beside one-pixel and pixel-scan) looks for each sample's
+    smallest perturbation, not for one within ε, and where it misses one that a fixed-ε attack
+    found, :func:`minimum_norm_weak` says so."""
     for _, group in cells.groupby(["norm", "eps", "split"]):
         white = group[group["access"] == "gradient"]
         black = group[group["access"] != "gradient"]
-        if white.empty or black.empty:
+        fixed_eps = white[~white["minimum_norm"]] if "minimum_norm" in white else white
+        if fixed_eps.empty or black.empty:
             continue
         n = group["n_samples"].iloc[0]
         strongest = white_box_robust_accuracy(white)
@@ -183,7 +187,8 @@ CHECKS = (certified_sample_broken, eps_zero_differs, rises_with_eps, unbounded_n
 
 def cell_flags(cells: pd.DataFrame) -> dict[int, list[str]]:
     """Flags per row index of ``cells`` (one defense's valid attack cells, with the attack's
-    ``access`` and ``single_step`` capabilities as columns, and optionally each cell's
+    ``access`` and ``single_step`` capabilities as columns, optionally ``minimum_norm``, and
+    optionally each cell's
     per-sample outcome as ``robust_samples``)."""
     flags: dict[int, list[str]] = {}
     for check in CHECKS:

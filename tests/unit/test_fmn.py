@@ -1,6 +1,7 @@
-"""FMN (fmn-linf, fmn-l2, fmn-l1): the exact minimal norm on linear models (closed form; in
-L1 inside the box), the gate and the ε-gating of the returned examples, queries and early exit,
-targets, the annealing, the conformance kit and a smoke cell of the matrix."""
+"""FMN (fmn-linf, fmn-l2, fmn-l1, fmn-l0): the exact minimal norm on linear models (closed
+form; in L1 and L0 inside the box), the gate and the ε-gating of the returned examples,
+queries and early exit, targets, the annealing, the conformance kit and a smoke cell of the
+matrix."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import pytest
 import torch
 from support.min_norm import attack_once
 from test_fab import linear_world
+from torch import nn
 
-from advbench import ThreatModel, load_registry
+from advbench import Oracle, ThreatModel, load_registry
 from advbench.algorithms.apgd import top_classes
-from advbench.algorithms.fmn import cosine
+from advbench.algorithms.fmn import _margin, cosine, pixels_to_boundary
 from advbench.conformance import check_attack
 
-NAMES = {"linf": "fmn-linf", "l2": "fmn-l2", "l1": "fmn-l1"}
+NAMES = {"linf": "fmn-linf", "l2": "fmn-l2", "l1": "fmn-l1", "l0": "fmn-l0"}
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +98,77 @@ def test_fmn_l1_examples_are_gated_at_eps(attacks):
     assert 15 <= int(fooled.sum()) <= 25
 
 
+def confident_linear_world(n: int = 40, seed: int = 0):
+    """Two classes of a linear model on 8×8 images, every point pushed 0.22 to 0.45 from the
+    boundary's centre along the sign of the weight gap: no pixel or two can flip it, a dozen
+    can."""
+    generator = torch.Generator().manual_seed(seed)
+    layer = nn.Linear(64, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(2, 64, generator=generator))
+        layer.bias.copy_(-0.5 * layer.weight.sum(dim=1))
+    model = nn.Sequential(nn.Flatten(), layer).eval().requires_grad_(False)
+    gap_sign = (layer.weight[1] - layer.weight[0]).sign().view(1, 1, 8, 8)
+    y = torch.randint(0, 2, (n,), generator=generator)
+    side = torch.where(y == 1, 1.0, -1.0).view(-1, 1, 1, 1)
+    x = 0.5 + 0.45 * side * gap_sign * (0.5 + 0.5 * torch.rand(n, 1, 8, 8, generator=generator))
+    return model, x, y
+
+
+def l0_distance_in_box(model, x, y):
+    """Each point's exact fewest changed pixels to another class of the linear model (one
+    channel): the pixels of largest possible logit change (weight gap × room in the box),
+    taken until their sum covers the gap."""
+    z, weight = model(x), model[1].weight
+    gap = z.gather(1, y.view(-1, 1)) - z
+    w = weight[y].unsqueeze(1) - weight.unsqueeze(0)
+    room = torch.where(w > 0, x.flatten(1).unsqueeze(1), 1 - x.flatten(1).unsqueeze(1))
+    reach = (w.abs() * room).sort(dim=2, descending=True).values.cumsum(dim=2)
+    count = (reach < gap.unsqueeze(2)).sum(dim=2).float() + 1
+    count = torch.where(count > w.shape[2], torch.inf, count)
+    count[torch.arange(len(x)), y] = torch.inf
+    return count.min(dim=1).values
+
+
+def test_fmn_l0_finds_the_fewest_pixels_on_a_linear_model(attacks):
+    """FMN-L0's budget counts pixels; on the confident linear model (12 or 13 pixels needed)
+    it finds the exact fewest for most points in 100 steps, one more for the rest, and never
+    reports fewer than exist."""
+    model, x, y = confident_linear_world()
+    assert torch.equal(model(x).argmax(dim=1), y)
+    exact = l0_distance_in_box(model, x, y)
+    assert (exact >= 12).all()
+    result, needed, oracle = attack_once(attacks["l0"], model, x, y, ThreatModel("l0", 0.0),
+                                         early_exit=False)
+    assert (needed >= exact).all()
+    assert (needed <= exact + 1).all()
+    assert int((needed == exact).sum()) >= 25
+    assert (oracle.queries == 100).all()
+
+
+def test_the_linearized_pixel_count_is_exact_on_a_linear_model():
+    """From the clean point FMN-L0 aims its first budget at the linearized count: on a linear
+    model of two classes it is the exact fewest pixels."""
+    model, x, y = confident_linear_world()
+    grad, logits = Oracle(model, "gradient", len(x)).gradient(
+        x, y, loss=lambda z, c: _margin(z, c, False).sum())
+    count = pixels_to_boundary(grad, x, torch.zeros_like(x), _margin(logits, y, False))
+    assert torch.equal(count, l0_distance_in_box(model, x, y))
+
+
+def test_fmn_l0_examples_change_at_most_eps_pixels(attacks):
+    """At ε = 13 pixels the examples come back with at most 13 changed pixels, fooled wherever
+    FMN-L0's count is within ε (elsewhere the 13 most-changed pixels of its example may
+    fool too)."""
+    model, x, y = confident_linear_world()
+    result, needed, _ = attack_once(attacks["l0"], model, x, y, ThreatModel("l0", 13.0))
+    assert result.x_adv is not None, result.reason
+    assert ((result.x_adv != x).flatten(1).sum(dim=1) <= 13).all()
+    fooled = model(result.x_adv).argmax(dim=1) != y
+    assert fooled[needed <= 13].all()
+    assert int((needed <= 13).sum()) >= 25
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_targets_are_reached(attacks, norm):
     model, x, y, distances = linear_world()
@@ -148,6 +221,6 @@ def test_bad_settings_are_refused(attacks):
         attacks["l2"](target_classes=-1)
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1", "l0"])
 def test_conformance(attacks, norm):
     check_attack(attacks[norm], params={"iterations": 5})

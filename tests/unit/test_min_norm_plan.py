@@ -14,7 +14,7 @@ from advbench.reporting.aggregate import chain_text
 from advbench.running.plan import Cell, cascade_rank, chains, minimum_norm, outside_chain
 from advbench.threat import ThreatModel
 
-MINIMUM_NORM = {"fmn-l1", "fmn-l2", "fmn-linf", "fab-l2", "fab-linf", "fab-t"}
+MINIMUM_NORM = {"fmn-l0", "fmn-l1", "fmn-l2", "fmn-linf", "fab-l2", "fab-linf", "fab-t"}
 FIXED_EPS = {"fgsm", "fgm", "pgd-linf", "pgd-l2", "apgd-ce", "apgd-dlr", "apgd-t",
              "random-search", "one-pixel", "pixel-scan"}
 

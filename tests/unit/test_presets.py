@@ -41,20 +41,21 @@ ART = {
             "art-hopskipjump": {"max_iter": 10, "max_eval": 1000},
             "art-boundary": {"max_iter": 500}},
 }
-# FAB (fab-linf, fab-l2, fab-t) and FMN (fmn-linf, fmn-l2, fmn-l1), as their plugins size them.
+# FAB (fab-linf, fab-l2, fab-t) and FMN (fmn-linf, fmn-l2, fmn-l1, fmn-l0), as their plugins
+# size them.
 FAB = {
     "smoke": {"fab-linf": {"iterations": 10}, "fab-l2": {"iterations": 10},
               "fab-t": {"iterations": 10, "target_classes": 3},
               "fmn-linf": {"iterations": 10}, "fmn-l2": {"iterations": 10},
-              "fmn-l1": {"iterations": 10}},
+              "fmn-l1": {"iterations": 10}, "fmn-l0": {"iterations": 10}},
     "cpu": {"fab-linf": {"iterations": 20}, "fab-l2": {"iterations": 20},
             "fab-t": {"iterations": 100, "target_classes": 3},
             **{name: {"iterations": 50, "target_classes": 3, "gamma": 0.3}
-               for name in ("fmn-linf", "fmn-l2", "fmn-l1")}},
+               for name in ("fmn-linf", "fmn-l2", "fmn-l1", "fmn-l0")}},
     "paper": {"fab-linf": {"iterations": 100}, "fab-l2": {"iterations": 100},
               "fab-t": {"iterations": 100, "target_classes": 9},
               "fmn-linf": {"iterations": 100}, "fmn-l2": {"iterations": 100},
-              "fmn-l1": {"iterations": 100}},
+              "fmn-l1": {"iterations": 100}, "fmn-l0": {"iterations": 100}},
 }
 EXPECTED_OPTIONS = {
     "smoke": {**SMOKE_APGD, **ART["smoke"], **FAB["smoke"]},

@@ -94,6 +94,24 @@ def test_black_box_breaking_what_every_white_box_attack_missed_is_counted(cascad
     assert flagged_attacks(planted(0, cascade), "gradient masking") == set()
 
 
+def test_a_minimum_norm_attack_alone_does_not_make_black_box_breaks_gradient_masking():
+    """At L0 one pixel the only white-box attack is FMN-L0, a minimum-norm attack: pixel-scan
+    breaking 20 samples it left robust is not gradient masking (FMN-L0's own check reports its
+    weakness); beside a fixed-ε white-box attack the same breaks are flagged."""
+    fmn = [i >= 10 for i in range(100)]
+    scan = [i >= 30 for i in range(100)]
+    cells = cells_of(("fmn-l0", "gradient", False, 0.90, fmn),
+                     ("pixel-scan", "scores", False, 0.70, scan))
+    cells["minimum_norm"] = [True, False]
+    assert flagged_attacks(cells, "gradient masking") == set()
+    fixed = cells_of(("fmn-l0", "gradient", False, 0.90, fmn),
+                     ("pgd-l0", "gradient", False, 0.90, fmn),
+                     ("pixel-scan", "scores", False, 0.70, scan))
+    fixed["minimum_norm"] = [True, False, False]
+    assert flagged_attacks(fixed, "broke 20 samples every white-box attack missed") == {
+        "pixel-scan"}
+
+
 def test_in_a_cascade_without_per_sample_outcomes_the_rows_difference_is_the_count():
     """Cascade rows are cumulative: random search after APGD leaving 0.35 where APGD's chain
     left 0.38 broke 3 samples of 100 every white-box attack missed (AutoAttack's check)."""

@@ -17,7 +17,7 @@ from advbench.adapters import nearest, project_l0
 from advbench.errors import UsageError
 from advbench.plugin_system.loader import load_registry
 from advbench.plugin_system.options import arguments_of, checked_value
-from advbench.threat import perturbation_size
+from advbench.threat import ThreatModel, perturbation_size, project
 
 BY_NAME = {cls.name: cls for cls in ta.ADAPTED}
 
@@ -64,6 +64,16 @@ def test_l0_projection_keeps_the_most_changed_pixels():
     assert perturbation_size(kept, "l0").item() == 2
     assert kept[0, :, 0, 0].tolist() == [0.5] * 3 and kept[0, 0, 1, 1] == 0.9
     assert kept[0, 2, 3, 3] == 0
+
+
+def test_l0_projection_takes_a_count_per_sample_and_is_the_threat_models():
+    """FMN-L0 gives each sample its own budget; ``project`` on an L0 threat keeps ε pixels."""
+    delta = torch.zeros(3, 2, 3, 3)
+    delta[:, 0, 0, 0], delta[:, 1, 1, 1], delta[:, 0, 2, 2] = 0.3, 0.2, -0.1
+    kept = project_l0(delta, torch.tensor([0, 1, 2]))
+    assert perturbation_size(kept, "l0").tolist() == [0, 1, 2]
+    assert kept[2, 1, 1, 1] == 0.2 and kept[2, 0, 2, 2] == 0 and kept[1, 0, 0, 0] == 0.3
+    assert torch.equal(project(delta, ThreatModel("l0", 1)), project_l0(delta, 1))
 
 
 def test_arguments_are_upstreams_and_typed():
