@@ -5,7 +5,10 @@ plugin guide recommends while writing one): the plugin's author edits the code a
 number. Keying a plugin's cells (and a defense's model) on the source of the module defining
 its class, and of the modules of the same top-level package it reaches through its imports,
 recomputes exactly what the edit concerns: an edited attack its cells, an edited defense its
-model and cells, and nothing of the other plugins of the same distribution.
+model and cells, and nothing of the other plugins of the same distribution. The walk also
+enters ``advbench.algorithms``, the algorithms plugins build on (bench's own, FMN or
+adversarial training, as any third party's): an edited algorithm retrains the models of the
+defenses that use it (the cell cache's key already holds all of bench's source).
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ def top_package(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-def imported_modules(name: str, source: str) -> set[str]:
+SHARED_ALGORITHMS = "advbench.algorithms"
+
+
+def imported_modules(name: str, source: str, top: str | None = None) -> set[str]:
     """Names of the modules that module ``name`` (its ``source``) imports, ``from`` imports and
-    relative ones included, that belong to its own top-level package and are loaded."""
-    top, found = top_package(name), set[str]()
+    relative ones included, that are loaded and belong to the top-level package ``top`` (by
+    default its own) or to ``advbench.algorithms``."""
+    top, found = top or top_package(name), set[str]()
     package = name if (file := source_file(name)) and file.name == "__init__.py" else \
         name.rpartition(".")[0]
     for node in ast.walk(ast.parse(source)):
@@ -42,7 +49,8 @@ def imported_modules(name: str, source: str) -> set[str]:
             if base:
                 found.add(base)
                 found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {module for module in found if top_package(module) == top and module in sys.modules}
+    return {module for module in found if module in sys.modules and (
+        top_package(module) == top or module.startswith(f"{SHARED_ALGORITHMS}."))}
 
 
 def source_file(name: str) -> Path | None:
@@ -54,14 +62,16 @@ def source_file(name: str) -> Path | None:
 @functools.cache
 def plugin_code(cls: type) -> str:
     """A hash of the source files of ``cls``'s module and, transitively, of the modules of the
-    same top-level package that it imports ("" when the class has no source file: built in a
-    session, say, where only the name and version can key it). A class the plugin catalog
-    declared: the hash the catalog computed, where the module was imported."""
+    same top-level package and of ``advbench.algorithms`` that it imports ("" when the class has
+    no source file: built in a session, say, where only the name and version can key it). A
+    class the plugin catalog declared: the hash the catalog computed, where the module was
+    imported."""
     if issubclass(cls, Declared):
         return str(cls.declared["code"])
     start = sys.modules.get(cls.__module__)
     if start is None or source_file(cls.__module__) is None:
         return ""
+    top = top_package(start.__name__)
     seen, waiting, digest = set(), [start.__name__], hashlib.sha256()
     while waiting:
         name = waiting.pop()
@@ -72,7 +82,7 @@ def plugin_code(cls: type) -> str:
         source = path.read_bytes()
         digest.update(name.encode() + b"\0" + source + b"\0")
         try:
-            waiting += sorted(imported_modules(name, source.decode()) - seen)
+            waiting += sorted(imported_modules(name, source.decode(), top) - seen)
         except (SyntaxError, UnicodeDecodeError):  # hashed all the same
             continue
     return digest.hexdigest()[:20]
