@@ -28,7 +28,7 @@ from torch import nn
 from advbench.attack import Attack
 from advbench.oracle import Oracle
 from advbench.threat import ThreatModel, clip_to_box, perturbation_size, project
-from advbench.threat import project_l0 as project_l0  # public here since 0.1; it lives in threat
+from advbench.threat import project_l0 as project_l0  # part of this module's public API
 
 
 @dataclass(frozen=True)
