@@ -8,15 +8,9 @@ of those sizes (inf where none was found); the example returned for the cell's �
 one where it lies within ε, else that one projected onto the ball. Algorithm:
 ``advbench.algorithms.fmn``. Targeted (``--targeted``): reach the given class.
 
-Arguments:
-    iterations: gradient queries per sample and round (100).
-    step_size: the first step's L2 length, annealed on a cosine to a hundredth of it (1.0).
-    gamma: the radius's first relative change per step, annealed to 0.001 (0.05).
-    target_classes: 0, the paper's untargeted FMN (the default); k: one round towards each of
-        the k wrong classes the clean input scores highest, the smallest norm kept, as FAB-T
-        does (the cpu preset: 3 rounds of 50 steps at γ 0.3).
-    early_exit: stop iterating a sample once it has an adversarial example within ε (True);
-        False gives every sample the whole budget, so its reported norm is FMN's smallest.
+Arguments: the fields of :class:`advbench.algorithms.fmn.FMNAttack` (``iterations``,
+``step_size``, ``gamma``, ``target_classes``, ``early_exit``); the cpu preset runs 3 rounds
+towards the most likely wrong classes, 50 steps each at γ 0.3.
 """
 
 from __future__ import annotations

@@ -248,7 +248,9 @@ class FMNAttack(Attack):
     Fields: ``iterations`` (100, per round), ``step_size`` (α_0 of the normalized L2 gradient
     step, 1.0), ``gamma`` (γ_0, the budget's relative change, 0.05), ``target_classes`` (0: the
     paper's untargeted FMN; k: one round towards each of the k most likely wrong classes),
-    ``early_exit`` (True). Deterministic.
+    ``early_exit`` (True: a sample stops once it has an adversarial example within ε; False
+    gives every sample the whole budget, so its reported norm is FMN's smallest).
+    Deterministic.
     Reports each sample's smallest adversarial norm found as
     ``ctx.record["norm_before_projection"]``; declares ``minimum_norm``, so a cascade runs it
     on every correctly classified sample, outside the chain (against a deterministic defense).

@@ -7,20 +7,9 @@ from __future__ import annotations
 import sys
 
 import pytest
+from support.l1 import L1Step
 
 from advbench import Attack, hookimpl, load_registry, run_matrix
-from advbench.threat import normalize, project
-
-
-class L1Step(Attack):
-    """One L1 step: the L1-normalized gradient scaled past ε, projected onto the ball."""
-
-    name = "l1-step"
-    norms = ("l1",)
-
-    def run(self, oracle, x, y, threat, ctx):
-        grad, _ = oracle.gradient(x, y)
-        return (x + project(2 * threat.eps * normalize(grad, "l1"), threat)).clamp(0, 1)
 
 
 class L1Half(L1Step):

@@ -8,23 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from support.l1 import L1Step
 
-from advbench import Attack, ThreatModel, check_adversarial
+from advbench import ThreatModel, check_adversarial
 from advbench.conformance import check_attack
 from advbench.gate import allowance
 from advbench.running.plan import resolve_eps
-from advbench.threat import normalize, perturbation_size, project, project_l1
-
-
-class L1Step(Attack):
-    """A correct one-step L1 attack: the normalized gradient scaled past ε, then projected."""
-
-    name = "l1-step"
-    norms = ("l1",)
-
-    def run(self, oracle, x, y, threat, ctx):
-        grad, _ = oracle.gradient(x, y)
-        return (x + project(2 * threat.eps * normalize(grad, "l1"), threat)).clamp(0, 1)
+from advbench.threat import perturbation_size, project_l1
 
 
 def test_projection_of_known_points():
