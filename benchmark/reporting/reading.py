@@ -53,7 +53,8 @@ COUNTS = ["n_samples", "query_budget", "certified_broken", "eot_samples", "predi
           "batch_size", "seed", "schema_version"]
 NON_NEGATIVE = ["eps", "queries_mean", "queries_success_mean", "queries_success_median",
                 "seconds"]
-RADII = ["median_radius", "median_certified_radius"]  # >= 0; inf: never broken (curves.py)
+# >= 0; inf: never broken (curves.py), or no adversarial example found (median_norm)
+RADII = ["median_norm", "median_radius", "median_certified_radius"]
 GAPS = ["median_radius_gap"]  # any number: negative only where a certificate is contradicted
 NEEDED = ["eps", "n_samples", "schema_version"]  # numbers every row must have
 STATUSES = ("ok", "invalid", "error")
